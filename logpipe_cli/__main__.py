@@ -1,0 +1,5 @@
+"""``python -m logpipe_cli`` = ``logpipe``."""
+
+from logpipe_cli.cli.app import main
+
+main()

@@ -1,0 +1,272 @@
+"""The HTTP API: ``create_app(settings, redis=None) -> Litestar``.
+
+``POST /log`` is the hot path: it reads the raw body, decodes it with msgspec, and
+answers with pre-encoded bytes; the write goes through the group committer, so
+concurrent requests share Redis round trips.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+
+from logpipe_cli import __version__
+from logpipe_cli.buffer import Buffer, connect
+from logpipe_cli.committer import GroupCommitter
+from logpipe_cli.errors import BufferFullError, InvalidEventError, LogpipeError
+from logpipe_cli.events import Event, day_of, decode_json, validate_event
+from logpipe_cli.keys import event_key
+from logpipe_cli.settings import Settings
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+#: batch errors listed in one answer; the count says how many there were in all
+MAX_LISTED_ERRORS = 100
+_encode = msgspec.json.encode
+
+
+class Problem(msgspec.Struct):
+    """Every error answer: what went wrong, and the field if one is to blame."""
+
+    detail: str
+    field: str | None = None
+
+
+class Stored(msgspec.Struct):
+    """``POST /log`` succeeded: the event is in Redis."""
+
+    stored: bool
+    key: str
+
+
+class BatchError(msgspec.Struct):
+    index: int
+    detail: str
+
+
+class BatchStored(msgspec.Struct):
+    accepted: int
+
+
+class BatchRefused(msgspec.Struct):
+    detail: str
+    errors: list[BatchError]
+
+
+class LogEvent(msgspec.Struct):
+    """The documented shape of an event; other fields are kept as sent."""
+
+    user_id: str
+    event: str
+    timestamp: int
+
+
+def _problem(status: int, detail: str, field: str | None = None, **headers: str) -> Response[bytes]:
+    body = {"detail": detail} if field is None else {"detail": detail, "field": field}
+    return Response(_encode(body), status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _error_response(exc: LogpipeError) -> Response[bytes]:
+    if isinstance(exc, BufferFullError):
+        return _problem(503, exc.detail, **{"Retry-After": "5"})
+    if exc.http_status == 503:
+        return _problem(503, exc.detail, **{"Retry-After": "1"})
+    field = exc.field if isinstance(exc, InvalidEventError) else None
+    return _problem(exc.http_status, exc.detail, field)
+
+
+def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Response[bytes]:
+    return _error_response(exc)
+
+
+def _http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = "request body too large"
+    return _problem(exc.status_code, detail, **(exc.headers or {}))
+
+
+def _media_type(request: Request[Any, Any, Any]) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+_ERRORS = {
+    400: ResponseSpec(Problem, description="Malformed JSON or an invalid field; `field` names it"),
+    413: ResponseSpec(Problem, description="Body larger than server.max_body_bytes"),
+    415: ResponseSpec(Problem, description="Content-Type is not JSON"),
+    503: ResponseSpec(
+        Problem, description="Redis unreachable or buffer full; retry after `Retry-After` s"
+    ),
+}
+
+
+def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
+    """The API app. Give it a Redis client to share one, or let its lifespan own one."""
+    srv = settings.server
+    by_ingest = srv.partition_by == "ingest"
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        client = redis if redis is not None else connect(settings.redis)
+        buffer = Buffer(client, settings.redis)
+        app.state.buffer = buffer
+        app.state.committer = GroupCommitter(buffer)
+        try:
+            yield
+        finally:
+            if redis is None:
+                await client.aclose()
+
+    def route(event: Event, now: float) -> str:
+        return event_key(event.user_id, day_of(now if by_ingest else event.timestamp))
+
+    @post(
+        "/log",
+        summary="Ingest one event",
+        description="Stores one JSON event in Redis. `200` means it is in Redis.",
+        request_max_body_size=srv.max_body_bytes,
+        responses=_ERRORS,
+        status_code=200,
+    )
+    async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
+        media = _media_type(request)
+        if media and not _is_json(media):
+            return _problem(415, f"Content-Type must be application/json, got {media}")
+        body = await request.body()
+        now = time.time()
+        try:
+            event = validate_event(decode_json(body), now=now, max_future_s=srv.max_future_seconds)
+            key = route(event, now)
+            await request.app.state.committer.append([(key, event.line)])
+        except LogpipeError as exc:
+            return _error_response(exc)
+        return Response(b'{"stored":true,"key":' + _encode(key) + b"}", media_type=MediaType.JSON)
+
+    @post(
+        "/logs",
+        summary="Ingest a batch of events",
+        description=(
+            "NDJSON (`application/x-ndjson`) or a JSON array, optionally gzip-encoded. "
+            "Every event is validated first: one bad event refuses the whole batch (400, "
+            "listing each bad event's index and reason) and nothing is stored."
+        ),
+        request_max_body_size=srv.max_body_bytes,
+        responses={**_ERRORS, 400: ResponseSpec(BatchRefused, description="Batch refused")},
+        status_code=200,
+    )
+    async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
+        media = _media_type(request)
+        ndjson = media in NDJSON_TYPES
+        if not ndjson and not _is_json(media):
+            return _problem(
+                415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
+            )
+        try:
+            body = _decompress(await request.body(), request, srv.max_body_bytes)
+            docs = _split_batch(body, ndjson)
+        except LogpipeError as exc:
+            return _error_response(exc)
+        if len(docs) > srv.max_batch_events:
+            return _problem(
+                413, f"batch has {len(docs)} events; at most {srv.max_batch_events} allowed"
+            )
+        now = time.time()
+        items: list[tuple[str, bytes]] = []
+        errors: list[BatchError] = []
+        for i, doc in enumerate(docs):
+            try:
+                event = validate_event(
+                    decode_json(doc) if ndjson else doc,
+                    now=now,
+                    max_future_s=srv.max_future_seconds,
+                )
+                items.append((route(event, now), event.line))
+            except InvalidEventError as exc:
+                errors.append(BatchError(i, exc.detail))
+        if errors:
+            refused = BatchRefused(
+                f"{len(errors)} of {len(docs)} events invalid; nothing stored",
+                errors[:MAX_LISTED_ERRORS],
+            )
+            return Response(_encode(refused), status_code=400, media_type=MediaType.JSON)
+        if items:
+            try:
+                await request.app.state.committer.append(items)
+            except LogpipeError as exc:
+                return _error_response(exc)
+        return Response(_encode(BatchStored(len(items))), media_type=MediaType.JSON)
+
+    @get("/healthz", summary="Liveness: 200 while the process serves")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get(
+        "/readyz",
+        summary="Readiness: 200 only while Redis answers",
+        responses={503: ResponseSpec(Problem, description="Redis does not answer")},
+    )
+    async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+        try:
+            rtt = await request.app.state.buffer.ping()
+        except LogpipeError as exc:
+            return _error_response(exc)
+        return Response(
+            _encode({"status": "ready", "redis_rtt_ms": round(rtt * 1000, 3)}),
+            media_type=MediaType.JSON,
+        )
+
+    return Litestar(
+        route_handlers=[post_log, post_logs, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={
+            LogpipeError: _logpipe_error_handler,
+            HTTPException: _http_error_handler,
+        },
+        openapi_config=OpenAPIConfig(title="logpipe", version=__version__),
+        request_max_body_size=srv.max_body_bytes,
+        debug=False,
+    )
+
+
+def _decompress(body: bytes, request: Request[Any, Any, Any], limit: int) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise InvalidEventError(f"Content-Encoding {encoding!r} not supported (use gzip)")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidEventError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _TooLarge(f"decompressed body larger than {limit} bytes")
+    return out
+
+
+class _TooLarge(InvalidEventError):
+    http_status = 413
+
+
+def _split_batch(body: bytes, ndjson: bool) -> list[Any]:
+    """NDJSON -> raw lines (decoded one by one); JSON -> the decoded array's items."""
+    if ndjson:
+        return [line for line in body.split(b"\n") if line.strip()]
+    docs = decode_json(body)
+    if not isinstance(docs, list):
+        raise InvalidEventError("a JSON batch must be an array of events")
+    return docs

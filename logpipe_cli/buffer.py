@@ -1,0 +1,325 @@
+"""Everything the API and the drainer ask of Redis: append, claim, ack, recover, stats.
+
+Each multi-step change is one Lua script, and calls for many keys go out in one
+pipeline, so a batch of work costs one round trip however many keys it touches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from logpipe_cli import keys, scripts
+from logpipe_cli.errors import BufferFullError, RedisUnavailableError
+from logpipe_cli.keys import EventKey
+from logpipe_cli.settings import RedisSettings
+
+
+def connect(cfg: RedisSettings) -> aioredis.Redis:
+    """A client for ``cfg.url`` that returns bytes and never retries by itself.
+
+    Retrying a write whose answer was lost could store an event twice; the caller (or
+    the HTTP client, on a 503) decides whether to try again.
+    """
+    return aioredis.Redis.from_url(
+        cfg.url,
+        decode_responses=False,
+        socket_timeout=cfg.timeout_seconds,
+        socket_connect_timeout=cfg.timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+@contextlib.contextmanager
+def redis_errors(action: str) -> Iterator[None]:
+    """Turn redis-py's exceptions into :class:`RedisUnavailableError`."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a drainer got when it asked for a key."""
+
+    key: EventKey
+    status: str  # claimed | resume | busy | empty | wrongtype
+    detail: str  # pending offset for resume, holder for busy, type for wrongtype
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key: str
+    event_key: EventKey | None
+    kind: str  # "events", "claim" or "quarantine"
+    events: int
+    bytes: int
+    ttl_s: int  # -1 = no expiry
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Buffer:
+    """logpipe's view of Redis. Owns no connection: give it a client, close the client."""
+
+    def __init__(self, client: aioredis.Redis, cfg: RedisSettings) -> None:
+        self.client = client
+        self.cfg = cfg
+        self._append = client.register_script(scripts.APPEND)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._prepare = client.register_script(scripts.PREPARE)
+        self._begin = client.register_script(scripts.BEGIN)
+        self._ack = client.register_script(scripts.ACK)
+        self._renew = client.register_script(scripts.RENEW)
+        self._release = client.register_script(scripts.RELEASE)
+
+    # ---- the write path -------------------------------------------------------------
+
+    async def append(self, items: Sequence[tuple[str, bytes]]) -> int:
+        """Append ``(list key, line)`` pairs in order, atomically, in one round trip.
+
+        Returns the number of events buffered afterwards. Raises
+        :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
+        exceeded, :class:`RedisUnavailableError` when Redis cannot be reached.
+        """
+        grouped: dict[str, list[bytes]] = {}
+        for key, value in items:
+            grouped.setdefault(key, []).append(value)
+        argv: list[Any] = [self.cfg.max_buffered_events, self.cfg.key_expiration_seconds]
+        argv.extend(len(v) for v in grouped.values())
+        for values in grouped.values():
+            argv.extend(values)
+        with redis_errors("storing events"):
+            result = int(await self._append(keys=[keys.STATS, *grouped], args=argv))
+        if result < 0:
+            raise BufferFullError(
+                f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "
+                "(redis.max_buffered_events); retry after the drainer catches up"
+            )
+        return result
+
+    # ---- finding keys ---------------------------------------------------------------
+
+    async def scan(self, pattern: str) -> AsyncIterator[bytes]:
+        """Keys matching ``pattern``, by ``SCAN`` (never ``KEYS``); may repeat a key."""
+        with redis_errors("listing keys"):
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                yield key
+
+    async def find_drainable(self, pattern: str) -> tuple[list[EventKey], list[str]]:
+        """Event keys to drain (including stranded claims), and keys that are unsafe.
+
+        An unsafe key matches ``pattern`` but is not a canonical ``logs:user_<id>:<day>``
+        key, so it cannot be mapped to a file inside ``logs_dir``; it is left alone.
+        """
+        found: set[EventKey] = set()
+        unsafe: set[str] = set()
+        async for raw in self.scan(pattern):
+            parsed = keys.parse_event_key(raw)
+            if parsed is None:
+                unsafe.add(raw.decode("utf-8", "backslashreplace"))
+            else:
+                found.add(parsed)
+        async for raw in self.scan(keys.CLAIM_PREFIX + "*"):
+            parsed = keys.parse_claim_key(raw)
+            if parsed is None:
+                unsafe.add(raw.decode("utf-8", "backslashreplace"))
+            else:
+                found.add(parsed)
+        return sorted(found), sorted(unsafe)
+
+    # ---- the drain protocol (see drainer.py for the order of calls) ------------------
+
+    async def claim(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Claim]:
+        """Take each key for draining: rename it to its claim, or resume a stale claim."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek in eks:
+                await self._claim(
+                    keys=[ek.key, ek.claim, ek.lease, ek.offset],
+                    args=[owner, lease_ms],
+                    client=pipe,
+                )
+            with redis_errors("claiming keys"):
+                replies = await self._execute(pipe)
+        return [Claim(ek, _str(r[0]), _str(r[1])) for ek, r in zip(eks, replies, strict=True)]
+
+    async def prepare(
+        self, eks: Sequence[EventKey], owner: str, lease_ms: int
+    ) -> list[int | bool | None]:
+        """Re-check the lease (after locking the file) and read each pending offset.
+
+        Per key: the offset to truncate back to, ``None`` if none is pending, or
+        ``False`` if the lease is no longer ours.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek in eks:
+                await self._prepare(keys=[ek.lease, ek.offset], args=[owner, lease_ms], client=pipe)
+            with redis_errors("checking leases"):
+                replies = await self._execute(pipe)
+        out: list[int | bool | None] = []
+        for r in replies:
+            if r is None:
+                out.append(False)
+            else:
+                out.append(int(r) if r not in (b"", "") else None)
+        return out
+
+    async def begin(
+        self, batch: Sequence[tuple[EventKey, int]], owner: str, lease_ms: int, count: int
+    ) -> list[list[bytes] | None]:
+        """Record each file's size before the append and fetch the next events.
+
+        ``batch`` holds ``(key, file size)``; per key the result is the events (oldest
+        first, at most ``count``), or ``None`` if the lease is no longer ours.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek, size in batch:
+                await self._begin(
+                    keys=[ek.claim, ek.lease, ek.offset],
+                    args=[owner, lease_ms, size, count],
+                    client=pipe,
+                )
+            with redis_errors("reading events"):
+                replies = await self._execute(pipe)
+        return [None if r is None else list(r) for r in replies]
+
+    async def ack(
+        self,
+        batch: Sequence[tuple[EventKey, int, int, int, list[bytes]]],
+        owner: str,
+        lease_ms: int,
+    ) -> list[int]:
+        """Drop events now safely on disk; move refused values to the quarantine.
+
+        ``batch`` holds ``(key, acknowledged, written, bytes, quarantined values)``.
+        Per key: events left in the claim, or -1 if the lease was lost (nothing done).
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek, n, written, nbytes, bad in batch:
+                await self._ack(
+                    keys=[ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine],
+                    args=[owner, lease_ms, n, written, nbytes, *bad],
+                    client=pipe,
+                )
+            with redis_errors("acknowledging events"):
+                replies = await self._execute(pipe)
+        return [int(r) for r in replies]
+
+    async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
+        """Extend our leases; ``False`` for each one that is no longer ours."""
+        eks = list(eks)
+        if not eks:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek in eks:
+                await self._renew(keys=[ek.lease], args=[owner, lease_ms], client=pipe)
+            with redis_errors("renewing leases"):
+                replies = await self._execute(pipe)
+        return [bool(r) for r in replies]
+
+    async def release(self, eks: Iterable[EventKey], owner: str) -> None:
+        """Give leases up early (after an error) so another drainer can take over now."""
+        eks = list(eks)
+        if not eks:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ek in eks:
+                await self._release(keys=[ek.lease], args=[owner], client=pipe)
+            with redis_errors("releasing leases"):
+                await self._execute(pipe)
+
+    async def record_drain(self, report: dict[str, Any]) -> None:
+        """Keep the last drain's outcome where `/stats` and operators can read it."""
+        with redis_errors("recording the drain"):
+            await self.client.hset(keys.LAST_DRAIN, mapping={k: str(v) for k, v in report.items()})
+
+    async def _execute(self, pipe: Any) -> list[Any]:
+        try:
+            return list(await pipe.execute(raise_on_error=True))
+        except NoScriptError:
+            # Redis restarted and forgot the scripts between load and run: run once more.
+            return list(await pipe.execute(raise_on_error=True))
+
+    # ---- reading state --------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """Round-trip time in seconds; raises :class:`RedisUnavailableError`."""
+        start = time.perf_counter()
+        with redis_errors("pinging"):
+            await self.client.ping()
+        return time.perf_counter() - start
+
+    async def info(self) -> dict[str, Any]:
+        with redis_errors("reading INFO"):
+            return dict(await self.client.info())
+
+    async def stats(self) -> dict[str, int]:
+        """The counters kept in Redis (buffered, accepted, drained_events, ...)."""
+        with redis_errors("reading counters"):
+            raw = await self.client.hgetall(keys.STATS)
+        return {_str(k): int(v) for k, v in raw.items()}
+
+    async def last_drain(self) -> dict[str, str]:
+        with redis_errors("reading the last drain"):
+            raw = await self.client.hgetall(keys.LAST_DRAIN)
+        return {_str(k): _str(v) for k, v in raw.items()}
+
+    async def list_keys(self, pattern: str) -> list[KeyInfo]:
+        """Buffered keys with their sizes: event lists, claims and quarantines."""
+        names: set[bytes] = set()
+        for pat in (pattern, keys.CLAIM_PREFIX + "*", keys.QUARANTINE_PREFIX + "*"):
+            async for raw in self.scan(pat):
+                names.add(raw)
+        ordered = sorted(names)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in ordered:
+                pipe.type(name)
+                pipe.memory_usage(name)
+                pipe.ttl(name)
+            with redis_errors("reading keys"):
+                replies = await pipe.execute(raise_on_error=False)
+        types = replies[0::3]
+        lengths: list[int] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, tp in zip(ordered, types, strict=True):
+                if _str(tp) == "list":
+                    pipe.llen(name)
+                else:
+                    pipe.exists(name)
+            with redis_errors("reading keys"):
+                lengths = [int(x) for x in await pipe.execute(raise_on_error=False)]
+        infos: list[KeyInfo] = []
+        for i, name in enumerate(ordered):
+            text = name.decode("utf-8", "backslashreplace")
+            if text.startswith(keys.CLAIM_PREFIX):
+                kind, ek = "claim", keys.parse_claim_key(text)
+            elif text.startswith(keys.QUARANTINE_PREFIX):
+                kind, ek = "quarantine", keys.parse_event_key(text[len(keys.QUARANTINE_PREFIX) :])
+            else:
+                kind, ek = "events", keys.parse_event_key(text)
+            if _str(types[i]) != "list":
+                kind = f"wrong type ({_str(types[i])})"
+            mem = replies[3 * i + 1]
+            infos.append(
+                KeyInfo(
+                    key=text,
+                    event_key=ek,
+                    kind=kind,
+                    events=lengths[i] if _str(types[i]) == "list" else 0,
+                    bytes=int(mem) if isinstance(mem, int) else 0,
+                    ttl_s=int(replies[3 * i + 2]),
+                )
+            )
+        return infos

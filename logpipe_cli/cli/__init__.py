@@ -1,0 +1,1 @@
+"""The ``logpipe`` command: a thin Typer layer over the library."""

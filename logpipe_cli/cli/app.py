@@ -1,0 +1,86 @@
+"""The root ``logpipe`` app: global options, sub-commands, and the one error boundary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from logpipe_cli import __version__
+from logpipe_cli.cli import config_cmd, drain, inspect_cmd, redis_check, run, send, serve
+from logpipe_cli.cli.common import State
+from logpipe_cli.cli.render import print_error
+from logpipe_cli.errors import LogpipeError
+
+
+class LogpipeGroup(TyperGroup):
+    """Turns library errors into ``error: <detail>`` on stderr and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LogpipeError as exc:
+            state = ctx.obj if isinstance(ctx.obj, State) else None
+            if state is not None and state.debug:
+                raise
+            print_error(exc.detail)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=LogpipeGroup,
+    name="logpipe",
+    help="logpipe: HTTP-to-file log ingestion through a Redis buffer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"logpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Config file (default: $LOGPIPE_CONFIG, ./config.toml)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Run and operate the logpipe pipeline: API, drainer, and tools to look inside."""
+    ctx.obj = State(config=config, debug=debug)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+
+
+app.command("serve")(serve.serve)
+app.command("drain")(drain.drain)
+app.command("redis-check")(redis_check.redis_check)
+app.command("send")(send.send)
+app.command("run")(run.run)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(inspect_cmd.app, name="inspect")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app(prog_name="logpipe"))

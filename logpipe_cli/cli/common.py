@@ -1,0 +1,50 @@
+"""What every command shares: the global options and reading settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from logpipe_cli.buffer import Buffer, connect
+from logpipe_cli.settings import Settings, load
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class State:
+    config: Path | None
+    debug: bool
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings for this invocation; ``overrides`` maps ``section.key`` to a flag (or None)."""
+    state: State = ctx.find_root().obj
+    settings = load(state.config, overrides)
+    level = "debug" if state.debug else settings.logging.level
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def with_buffer(settings: Settings, fn: Callable[[Buffer], Awaitable[T]]) -> T:
+    """Run ``fn`` with a Redis buffer, closing the connection afterwards."""
+
+    async def go() -> T:
+        client = connect(settings.redis)
+        try:
+            return await fn(Buffer(client, settings.redis))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+JsonOption = typer.Option("--json", help="Print machine-readable JSON only.")

@@ -1,0 +1,41 @@
+"""``logpipe config``: write a sample configuration, show the effective one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from logpipe_cli.cli import render
+from logpipe_cli.cli.common import JsonOption, settings_from
+from logpipe_cli.config_file import write_sample
+
+app = typer.Typer(help="Write or show the configuration.", no_args_is_help=True)
+
+
+@app.command("init")
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path("config.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented sample config (every key at its default)."""
+    write_sample(path, force=force)
+    render.console().print(f"wrote {path}")
+
+
+@app.command("show")
+def show(ctx: typer.Context, as_json: Annotated[bool, JsonOption] = False) -> None:
+    """Show the effective configuration and where each value came from."""
+    settings = settings_from(ctx)
+    data = settings.as_dict()
+    if as_json:
+        render.print_json(
+            {
+                "file": str(settings.path) if settings.path else None,
+                "settings": data,
+                "sources": dict(settings.sources),
+            }
+        )
+        return
+    render.config_table(data, dict(settings.sources), settings.path)

@@ -1,0 +1,25 @@
+"""``logpipe serve``: the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from logpipe_cli import server
+from logpipe_cli.cli.common import settings_from
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address [server.host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [server.port].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes [server.workers].")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (POST /log, POST /logs, GET /healthz, /readyz) until Ctrl-C."""
+    settings = settings_from(
+        ctx, **{"server.host": host, "server.port": port, "server.workers": workers}
+    )
+    server.serve(settings)

@@ -1,0 +1,329 @@
+"""The drainer: move buffered events from Redis into JSON Lines files, exactly once.
+
+Per key, in this order (each Redis step one script, pipelined over a group of keys):
+
+1. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
+   events appended from now on go to a fresh list and nothing is read-then-deleted.
+   A claim whose lease ran out (its drainer died) is resumed instead.
+2. **lock** the file (``flock``); for a resumed claim, re-check the lease and cut the
+   file back to the offset recorded before the dead drainer's append.
+3. **begin**: record the file's size, fetch a batch of events.
+4. **append** the batch in one write, fsync.
+5. **ack**: trim the batch from the claim, clear the offset, update the counters.
+
+A crash between 3 and 5 leaves the offset behind, so the next drainer truncates the
+half-acknowledged append and writes the batch again: no torn line, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logpipe_cli.buffer import Buffer, Claim
+from logpipe_cli.errors import LogpipeError, UnsafeKeyError
+from logpipe_cli.events import split_valid
+from logpipe_cli.keys import EventKey
+from logpipe_cli.settings import DrainerSettings
+from logpipe_cli.sink import LockedFile, encode_lines, path_for
+
+log = logging.getLogger("logpipe.drainer")
+
+#: keys worked on together: one pipeline per step for the whole group
+GROUP_SIZE = 128
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DrainReport:
+    """What one drain pass did; ``errors`` empty means everything found was handled."""
+
+    keys: int = 0
+    events: int = 0
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    quarantined: int = 0
+    busy: list[str] = field(default_factory=list)
+    unsafe: list[str] = field(default_factory=list)
+    wrong_type: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def new_owner() -> str:
+    """A token naming this drainer in leases: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Work:
+    key: EventKey
+    file: LockedFile
+
+
+class Drainer:
+    """Drains a :class:`Buffer` into ``cfg.logs_dir``. Safe to run many at once."""
+
+    def __init__(self, buffer: Buffer, cfg: DrainerSettings, owner: str | None = None) -> None:
+        self.buffer = buffer
+        self.cfg = cfg
+        self.owner = owner or new_owner()
+        self.logs_dir = Path(cfg.logs_dir)
+        self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
+        self._held: set[EventKey] = set()
+
+    # ---- one pass ------------------------------------------------------------------
+
+    async def drain_once(
+        self, *, wait_for_busy: bool = True, progress: Progress | None = None
+    ) -> DrainReport:
+        """Drain every key there is now.
+
+        With ``wait_for_busy``, keys another drainer holds are tried again until they
+        are done or their lease runs out and they can be taken over; without it (loop
+        mode) they are left to their holder.
+        """
+        start = time.monotonic()
+        report = DrainReport()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            todo, report.unsafe = await self.buffer.find_drainable(self.cfg.log_pattern)
+            for key in report.unsafe:
+                log.warning("left in Redis: key %r does not map to a file inside logs_dir", key)
+            total, done = len(todo), 0
+            deadline = start + 2 * self.cfg.lease_seconds + 1
+            while todo:
+                busy: list[EventKey] = []
+                for i in range(0, len(todo), GROUP_SIZE):
+                    group = todo[i : i + GROUP_SIZE]
+                    busy.extend(await self._drain_group(group, report))
+                    if progress is not None:
+                        done += len(group)
+                        progress(min(done, total), total)
+                if not busy or not wait_for_busy or time.monotonic() > deadline:
+                    report.busy = [ek.key for ek in busy]
+                    break
+                await asyncio.sleep(min(0.25, self.cfg.lease_seconds / 4))
+                todo = busy
+        except LogpipeError as exc:
+            report.errors.append(exc.detail)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        report.seconds = time.monotonic() - start
+        with contextlib.suppress(LogpipeError):
+            await self.buffer.record_drain(
+                {
+                    "at": time.time(),
+                    "ok": int(report.ok),
+                    "events": report.events,
+                    "keys": report.keys,
+                    "seconds": round(report.seconds, 6),
+                    "error": report.errors[0] if report.errors else "",
+                }
+            )
+        return report
+
+    async def _heartbeat(self) -> None:
+        """Renew our leases while a pass runs, so a slow batch is not taken over."""
+        while True:
+            await asyncio.sleep(self.cfg.lease_seconds / 3)
+            with contextlib.suppress(LogpipeError):
+                await self.buffer.renew(list(self._held), self.owner, self.lease_ms)
+
+    async def _drain_group(self, group: Sequence[EventKey], report: DrainReport) -> list[EventKey]:
+        """Drain a group of keys; returns those another drainer holds."""
+        claims = await self.buffer.claim(group, self.owner, self.lease_ms)
+        busy: list[EventKey] = []
+        mine: list[Claim] = []
+        for c in claims:
+            if c.status == "busy":
+                busy.append(c.key)
+            elif c.status == "wrongtype":
+                report.wrong_type.append(c.key.key)
+                log.warning("left in Redis: key %r is a %s, not a list", c.key.key, c.detail)
+            elif c.status in ("claimed", "resume"):
+                mine.append(c)
+        if not mine:
+            return busy
+        self._held.update(c.key for c in mine)
+        opened: list[_Work] = []
+        try:
+            work = opened = await self._open(mine, report)
+            work = await self._repair(work, [c for c in mine if c.status == "resume"], report)
+            while work:
+                work = await self._batch(work, report)
+        finally:
+            self._close(opened)
+            self._held.difference_update(c.key for c in mine)
+        return busy
+
+    async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
+        """Open and lock each claim's file; a key whose file cannot be opened is released."""
+
+        def open_one(c: Claim) -> LockedFile:
+            return LockedFile.open(path_for(self.logs_dir, c.key))
+
+        results = await asyncio.gather(
+            *(asyncio.to_thread(open_one, c) for c in claims), return_exceptions=True
+        )
+        work: list[_Work] = []
+        failed: list[EventKey] = []
+        for c, res in zip(claims, results, strict=True):
+            if isinstance(res, UnsafeKeyError):
+                report.unsafe.append(c.key.key)
+                failed.append(c.key)
+            elif isinstance(res, LogpipeError):
+                report.errors.append(res.detail)
+                failed.append(c.key)
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                work.append(_Work(c.key, res))
+        await self.buffer.release(failed, self.owner)
+        return work
+
+    async def _repair(
+        self, work: list[_Work], resumed: Sequence[Claim], report: DrainReport
+    ) -> list[_Work]:
+        """For resumed claims: under the file lock, confirm the lease, undo the torn append."""
+        resumed_keys = {c.key for c in resumed}
+        todo = [w for w in work if w.key in resumed_keys]
+        if not todo:
+            return work
+        offsets = await self.buffer.prepare([w.key for w in todo], self.owner, self.lease_ms)
+        lost: set[EventKey] = set()
+        for w, off in zip(todo, offsets, strict=True):
+            if off is False:
+                lost.add(w.key)
+            elif isinstance(off, int) and off < w.file.size:
+                log.info(
+                    "repairing %s: cutting %d unacknowledged bytes", w.file.path, w.file.size - off
+                )
+                try:
+                    await asyncio.to_thread(w.file.truncate, off)
+                except LogpipeError as exc:
+                    report.errors.append(exc.detail)
+                    lost.add(w.key)
+        return await self._drop(work, lost)
+
+    async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
+        """One begin/append/ack round for every key in ``work``; returns keys with more."""
+        batches = await self.buffer.begin(
+            [(w.key, w.file.size) for w in work], self.owner, self.lease_ms, self.cfg.batch_events
+        )
+        done: set[EventKey] = set()
+        writing: list[tuple[_Work, list[bytes], list[bytes], list[bytes], bytes]] = []
+        for w, values in zip(work, batches, strict=True):
+            if not values:  # lease lost (None) or nothing left ([])
+                done.add(w.key)
+                continue
+            good, bad = split_valid(values)
+            writing.append((w, values, good, bad, encode_lines(good)))
+            if bad:
+                log.warning(
+                    "quarantined %d values of %s that are not one-line JSON objects",
+                    len(bad),
+                    w.key.key,
+                )
+
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(w.file.append, data, fsync=self.cfg.fsync)
+                for w, _, _, _, data in writing
+            ),
+            return_exceptions=True,
+        )
+        acks: list[tuple[_Work, list[bytes], list[bytes], list[bytes], bytes]] = []
+        failed: list[EventKey] = []
+        for item, res in zip(writing, results, strict=True):
+            if isinstance(res, LogpipeError):
+                report.errors.append(res.detail)
+                failed.append(item[0].key)
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                acks.append(item)
+        if failed:
+            # Events stay in Redis; another pass (or drainer) retries once the disk is back.
+            with contextlib.suppress(LogpipeError):
+                await self.buffer.release(failed, self.owner)
+            done.update(failed)
+        lefts = await self.buffer.ack(
+            [
+                (w.key, len(values), len(good), len(data), bad)
+                for w, values, good, bad, data in acks
+            ],
+            self.owner,
+            self.lease_ms,
+        )
+        for (w, _values, good, bad, data), left in zip(acks, lefts, strict=True):
+            if left < 0:
+                log.warning("lost the lease on %s; its new holder repairs the file", w.key.key)
+                done.add(w.key)
+                continue
+            report.events += len(good)
+            report.bytes += len(data)
+            report.quarantined += len(bad)
+            if left == 0:
+                report.keys += 1
+                report.files += 1
+                done.add(w.key)
+        return await self._drop(work, done)
+
+    async def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
+        """Close (and so unlock) the files of ``keys``; the rest carry on."""
+        self._close([w for w in work if w.key in keys])
+        return [w for w in work if w.key not in keys]
+
+    @staticmethod
+    def _close(work: Sequence[_Work]) -> None:
+        for w in work:
+            with contextlib.suppress(OSError):
+                w.file.close()
+
+    # ---- the loop ------------------------------------------------------------------
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        interval_s: float,
+        on_report: Callable[[DrainReport], None] | None = None,
+    ) -> None:
+        """Drain every ``interval_s`` until ``stop`` is set, finishing the pass in hand.
+
+        Failures (Redis down, disk full) are reported and retried with backoff; events
+        stay in Redis meanwhile.
+        """
+        backoff = 0.0
+        while not stop.is_set():
+            report = await self.drain_once(wait_for_busy=False)
+            if on_report is not None:
+                on_report(report)
+            if report.ok:
+                backoff = 0.0
+                wait = interval_s
+            else:
+                backoff = min(30.0, max(interval_s, backoff * 2 or 1.0))
+                wait = backoff
+                log.error("drain failed (%s); retrying in %.1f s", report.errors[0], wait)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -1,0 +1,72 @@
+"""The errors the library raises.
+
+Every error carries the exit code the CLI should use and the HTTP status the API
+should answer with, so both edges map errors the same way without knowing the
+concrete classes.
+"""
+
+from __future__ import annotations
+
+
+class LogpipeError(Exception):
+    """Base of every error logpipe raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ConfigError(LogpipeError):
+    """A configuration file, variable or flag that cannot be used."""
+
+    exit_code = 2
+    http_status = 500
+
+
+class InvalidEventError(LogpipeError):
+    """An event that a client sent and that logpipe refuses (its own fault)."""
+
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class BufferFullError(LogpipeError):
+    """Redis already holds `max_buffered_events`: back off and retry."""
+
+    exit_code = 1
+    http_status = 503
+
+
+class RedisUnavailableError(LogpipeError):
+    """Redis could not be reached or answered with an error."""
+
+    exit_code = 1
+    http_status = 503
+
+
+class SinkError(LogpipeError):
+    """The log files could not be written (disk full, permissions, ...)."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class UnsafeKeyError(LogpipeError):
+    """A Redis key that does not map to a file inside `logs_dir`."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class ClientError(LogpipeError):
+    """The `send` client could not deliver an event."""
+
+    exit_code = 1
+    http_status = 502

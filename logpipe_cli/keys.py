@@ -1,0 +1,87 @@
+"""Every Redis key logpipe uses is built and parsed here, and nowhere else.
+
+Event lists are ``logs:user_<id>:<day>``. While a drainer works on one it is renamed
+to a claim, guarded by a lease; the offset a claim's file had before an append is kept
+beside it so a crash can be undone. Counters live in one hash.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+EVENT_PREFIX = "logs:user_"
+_NS = "logpipe:"
+CLAIM_PREFIX = _NS + "claim:"
+LEASE_PREFIX = _NS + "lease:"
+OFFSET_PREFIX = _NS + "offset:"
+QUARANTINE_PREFIX = _NS + "quarantine:"
+#: hash of counters: buffered (events in Redis), accepted, drained_events, ...
+STATS = _NS + "stats"
+#: hash of the last drain's outcome
+LAST_DRAIN = _NS + "last_drain"
+
+#: user ids: 1-128 of ASCII letters, digits and . _ - @ +, not starting with "."
+USER_ID_RE = re.compile(r"[A-Za-z0-9_@+\-][A-Za-z0-9._@+\-]{0,127}")
+_DAY_RE = re.compile(r"0|[1-9][0-9]{0,8}")
+
+
+@dataclass(frozen=True, order=True)
+class EventKey:
+    """A parsed ``logs:user_<id>:<day>`` key."""
+
+    user_id: str
+    day: int
+
+    @property
+    def key(self) -> str:
+        return f"{EVENT_PREFIX}{self.user_id}:{self.day}"
+
+    @property
+    def claim(self) -> str:
+        return CLAIM_PREFIX + self.key
+
+    @property
+    def lease(self) -> str:
+        return LEASE_PREFIX + self.key
+
+    @property
+    def offset(self) -> str:
+        return OFFSET_PREFIX + self.key
+
+    @property
+    def quarantine(self) -> str:
+        return QUARANTINE_PREFIX + self.key
+
+
+def event_key(user_id: str, day: int) -> str:
+    """The list that buffers ``user_id``'s events of ``day`` (no validation: hot path)."""
+    return f"{EVENT_PREFIX}{user_id}:{day}"
+
+
+def parse_event_key(key: str | bytes) -> EventKey | None:
+    """Parse a key in canonical form, or ``None`` for anything else.
+
+    Canonical means building the key back gives the same string, so two different keys
+    can never name the same file, and no key can name a path outside ``logs_dir``.
+    """
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not key.startswith(EVENT_PREFIX):
+        return None
+    user_id, sep, day = key[len(EVENT_PREFIX) :].rpartition(":")
+    if not sep or not USER_ID_RE.fullmatch(user_id) or not _DAY_RE.fullmatch(day):
+        return None
+    return EventKey(user_id, int(day))
+
+
+def parse_claim_key(key: str | bytes) -> EventKey | None:
+    """The event key behind a claim key, or ``None``."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    if not key.startswith(CLAIM_PREFIX):
+        return None
+    return parse_event_key(key[len(CLAIM_PREFIX) :])

@@ -1,0 +1,119 @@
+"""Lua scripts that make each multi-step Redis change atomic (one round trip each)."""
+
+from __future__ import annotations
+
+APPEND = """
+-- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct)
+-- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none)
+-- ARGV[3..k+2] = how many values go to each list, then all values in order
+-- Returns the number of events buffered afterwards, or -1 if the buffer is full.
+local nkeys = #KEYS - 1
+local total = #ARGV - 2 - nkeys
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local buffered = tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
+  if buffered + total > limit then
+    redis.call('HINCRBY', KEYS[1], 'refused_full', total)
+    return -1
+  end
+end
+local ttl = tonumber(ARGV[2])
+local pos = 3 + nkeys
+for i = 1, nkeys do
+  local n = tonumber(ARGV[2 + i])
+  local last = pos + n - 1
+  while pos <= last do
+    local stop = math.min(last, pos + 999)
+    redis.call('RPUSH', KEYS[i + 1], unpack(ARGV, pos, stop))
+    pos = stop + 1
+  end
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i + 1], ttl) end
+end
+redis.call('HINCRBY', KEYS[1], 'accepted', total)
+return redis.call('HINCRBY', KEYS[1], 'buffered', total)
+"""
+
+CLAIM = """
+-- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset
+-- ARGV[1] = owner token, ARGV[2] = lease in ms
+-- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[1] then return {'busy', holder} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- a claim left by a drainer whose lease ran out: finish it before taking more
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  return {'resume', redis.call('GET', KEYS[4]) or ''}
+end
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {'empty', ''} end
+if t ~= 'list' then return {'wrongtype', t} end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PERSIST', KEYS[2])
+redis.call('DEL', KEYS[4])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return {'claimed', ''}
+"""
+
+PREPARE = """
+-- KEYS[1] = lease, KEYS[2] = pending offset
+-- ARGV[1] = owner token, ARGV[2] = lease in ms
+-- Returns the pending offset ('' if none), or false if the lease is no longer ours.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('GET', KEYS[2]) or ''
+"""
+
+BEGIN = """
+-- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset
+-- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = file size now, ARGV[4] = batch
+-- Records where the append will start, then returns the batch; false if not our lease.
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+"""
+
+ACK = """
+-- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset, KEYS[4] = stats hash,
+-- KEYS[5] = quarantine list
+-- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = events acknowledged,
+-- ARGV[4] = events written, ARGV[5] = bytes written, ARGV[6..] = quarantined values
+-- Drops the batch that is now safely on disk; returns what is left, or -1 if not our lease.
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local n = tonumber(ARGV[3])
+redis.call('LTRIM', KEYS[1], n, -1)
+redis.call('DEL', KEYS[3])
+if #ARGV > 5 then
+  for i = 6, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[5], unpack(ARGV, i, math.min(#ARGV, i + 999)))
+  end
+  redis.call('HINCRBY', KEYS[4], 'quarantined', #ARGV - 5)
+end
+if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered', -n)) < 0 then
+  redis.call('HSET', KEYS[4], 'buffered', 0)
+end
+redis.call('HINCRBY', KEYS[4], 'drained_events', tonumber(ARGV[4]))
+redis.call('HINCRBY', KEYS[4], 'drained_bytes', tonumber(ARGV[5]))
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return left
+"""
+
+RENEW = """
+-- KEYS[1] = lease; ARGV[1] = owner token, ARGV[2] = lease in ms
+-- Returns 1 if the lease is still ours (and now extended), else 0.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+RELEASE = """
+-- KEYS[1] = lease; ARGV[1] = owner token
+-- Gives up a lease early so another drainer need not wait for it to run out.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

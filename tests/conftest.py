@@ -1,0 +1,38 @@
+"""Shared fixtures: settings factory, a pinned-width console, real Redis servers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from logpipe_cli.settings import Settings, load_settings
+from tests.redis_server import own_redis, redis_server, redis_url  # noqa: F401 - fixtures
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    """Settings with logs under tmp_path; pass ``{"section": {"key": value}}`` overrides."""
+
+    def make(redis_url: str = "redis://127.0.0.1:1", **sections: dict[str, Any]) -> Settings:
+        data: dict[str, dict[str, Any]] = {
+            "redis": {"url": redis_url},
+            "drainer": {"logs_dir": str(tmp_path / "logs"), "lease_seconds": 1.0},
+        }
+        for section, values in sections.items():
+            data.setdefault(section, {}).update(values)
+        return load_settings(data, {})
+
+    return make
+
+
+@pytest.fixture
+def console() -> Console:
+    """A console that renders plain text at a fixed width, for asserting on tables."""
+    return Console(file=io.StringIO(), width=100, color_system=None)
