@@ -69,10 +69,13 @@ async def _config(buffer: Buffer) -> dict[str, str]:
         raw = await buffer.client.config_get("save")
     except Exception:  # CONFIG may be disabled (managed Redis): then we cannot tell
         return {}
-    return {
-        str(k if isinstance(k, str) else k.decode()): str(v if isinstance(v, str) else v.decode())
-        for k, v in raw.items()
-    }
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else value
 
 
 def risks(report: HealthReport, settings: Settings) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import uvicorn
 from litestar import Litestar
@@ -25,7 +26,7 @@ def serve(settings: Settings) -> None:
     Exits with code 3 (uvicorn's) if the server could not start, e.g. the port is taken.
     """
     srv = settings.server
-    common: dict[str, object] = {
+    common: dict[str, Any] = {
         "host": srv.host,
         "port": srv.port,
         "log_level": settings.logging.level,
