@@ -11,22 +11,34 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.committer import GroupCommitter
-from logpipe_cli.errors import BufferFullError, InvalidEventError, LogpipeError
-from logpipe_cli.events import Event, day_of, decode_json, validate_event
-from logpipe_cli.keys import event_key
+from logpipe_cli.drainer import Drainer
+from logpipe_cli.errors import (
+    BufferFullError,
+    InvalidEventError,
+    LogpipeError,
+    RedisUnavailableError,
+)
+from logpipe_cli.events import MAX_EVENT_CHARS, Event, day_of, decode_json, validate_event
+from logpipe_cli.keys import USER_ID_RE, event_key
+from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.settings import Settings
+from logpipe_cli.stats import collect
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -89,10 +101,11 @@ def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Resp
     return _error_response(exc)
 
 
-def _http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     detail = exc.detail
     if exc.status_code == 413:
         detail = "request body too large"
+        request.app.state.metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
 
 
@@ -114,6 +127,85 @@ _ERRORS = {
 }
 
 
+def _reason(exc: LogpipeError) -> str:
+    if isinstance(exc, BufferFullError):
+        return "buffer_full"
+    if isinstance(exc, RedisUnavailableError):
+        return "redis_unavailable"
+    return "too_large" if exc.http_status == 413 else "invalid"
+
+
+_EVENT_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["user_id", "event", "timestamp"],
+    properties={
+        "user_id": Schema(
+            type=OpenAPIType.STRING,
+            min_length=1,
+            max_length=128,
+            pattern=USER_ID_RE.pattern,
+            description="ASCII letters, digits and . _ - @ +, not starting with '.'",
+        ),
+        "event": Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_EVENT_CHARS),
+        "timestamp": Schema(
+            type=OpenAPIType.INTEGER,
+            minimum=0,
+            description="Unix seconds; at most server.max_future_seconds ahead of the server",
+        ),
+    },
+    additional_properties=True,
+    description="An event; fields beyond these three are stored as sent.",
+    examples=[{"user_id": "123", "event": "clicked_button", "timestamp": 1712345678}],
+)
+
+
+def _with_body(content: dict[str, Schema], description: str) -> type[Operation]:
+    """An OpenAPI operation documenting a body the handler reads raw (for speed)."""
+
+    @dataclass
+    class BodyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content={mt: OpenAPIMediaType(schema=sc) for mt, sc in content.items()},
+                description=description,
+                required=True,
+            )
+
+    return BodyOperation
+
+
+_ROUTES = frozenset({"/log", "/logs", "/healthz", "/readyz", "/stats", "/metrics", "/drain"})
+
+
+def _metrics_middleware(app: ASGIApp) -> ASGIApp:
+    """Count requests and time them by route and status (known routes only)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = scope.get("method", "")
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            path = scope["path"]
+            route = path if path in _ROUTES else "other"
+            metrics: ApiMetrics = scope["app"].state.metrics
+            metrics.requests.labels(route, method, str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+    return middleware
+
+
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
     """The API app. Give it a Redis client to share one, or let its lifespan own one."""
     srv = settings.server
@@ -125,14 +217,21 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         buffer = Buffer(client, settings.redis)
         app.state.buffer = buffer
         app.state.committer = GroupCommitter(buffer)
+        app.state.drainer = Drainer(buffer, settings.drainer)
         try:
             yield
         finally:
             if redis is None:
                 await client.aclose()
 
+    metrics = ApiMetrics()
+
     def route(event: Event, now: float) -> str:
         return event_key(event.user_id, day_of(now if by_ingest else event.timestamp))
+
+    def refused(exc: LogpipeError, events: int = 1) -> Response[bytes]:
+        metrics.refuse(_reason(exc), events)
+        return _error_response(exc)
 
     @post(
         "/log",
@@ -141,10 +240,12 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         request_max_body_size=srv.max_body_bytes,
         responses=_ERRORS,
         status_code=200,
+        operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
     )
     async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
         media = _media_type(request)
         if media and not _is_json(media):
+            metrics.refuse("media_type")
             return _problem(415, f"Content-Type must be application/json, got {media}")
         body = await request.body()
         now = time.time()
@@ -153,7 +254,8 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             key = route(event, now)
             await request.app.state.committer.append([(key, event.line)])
         except LogpipeError as exc:
-            return _error_response(exc)
+            return refused(exc)
+        metrics.accepted += 1
         return Response(b'{"stored":true,"key":' + _encode(key) + b"}", media_type=MediaType.JSON)
 
     @post(
@@ -167,11 +269,21 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         request_max_body_size=srv.max_body_bytes,
         responses={**_ERRORS, 400: ResponseSpec(BatchRefused, description="Batch refused")},
         status_code=200,
+        operation_class=_with_body(
+            {
+                "application/x-ndjson": Schema(
+                    type=OpenAPIType.STRING, description="One event (JSON object) per line"
+                ),
+                "application/json": Schema(type=OpenAPIType.ARRAY, items=_EVENT_SCHEMA),
+            },
+            "A batch of events; send `Content-Encoding: gzip` to compress it",
+        ),
     )
     async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
         media = _media_type(request)
         ndjson = media in NDJSON_TYPES
         if not ndjson and not _is_json(media):
+            metrics.refuse("media_type")
             return _problem(
                 415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
             )
@@ -179,8 +291,9 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             body = _decompress(await request.body(), request, srv.max_body_bytes)
             docs = _split_batch(body, ndjson)
         except LogpipeError as exc:
-            return _error_response(exc)
+            return refused(exc)
         if len(docs) > srv.max_batch_events:
+            metrics.refuse("too_large", len(docs))
             return _problem(
                 413, f"batch has {len(docs)} events; at most {srv.max_batch_events} allowed"
             )
@@ -198,16 +311,18 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             except InvalidEventError as exc:
                 errors.append(BatchError(i, exc.detail))
         if errors:
-            refused = BatchRefused(
+            metrics.refuse("invalid", len(docs))
+            refusal = BatchRefused(
                 f"{len(errors)} of {len(docs)} events invalid; nothing stored",
                 errors[:MAX_LISTED_ERRORS],
             )
-            return Response(_encode(refused), status_code=400, media_type=MediaType.JSON)
+            return Response(_encode(refusal), status_code=400, media_type=MediaType.JSON)
         if items:
             try:
                 await request.app.state.committer.append(items)
             except LogpipeError as exc:
-                return _error_response(exc)
+                return refused(exc, len(items))
+        metrics.accepted += len(items)
         return Response(_encode(BatchStored(len(items))), media_type=MediaType.JSON)
 
     @get("/healthz", summary="Liveness: 200 while the process serves")
@@ -229,8 +344,70 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             media_type=MediaType.JSON,
         )
 
-    return Litestar(
-        route_handlers=[post_log, post_logs, healthz, readyz],
+    @get(
+        "/stats",
+        summary="Buffered keys and events, totals, and the last drain",
+        description=(
+            "`buffered` and `totals` come from Redis (all API processes and drainers); "
+            "`api` counts this process since it started."
+        ),
+        responses={503: ResponseSpec(Problem, description="Redis does not answer")},
+    )
+    async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
+        try:
+            data = await collect(request.app.state.buffer, settings.drainer.log_pattern)
+        except LogpipeError as exc:
+            return _error_response(exc)
+        data["api"] = {
+            "accepted": metrics.accepted,
+            "refused": dict(metrics.refused),
+            "started_at": metrics.started_at,
+        }
+        return Response(_encode(data), media_type=MediaType.JSON)
+
+    @get(
+        "/metrics",
+        summary="Prometheus metrics",
+        description="Text exposition format. Redis-wide values are left out while Redis is down.",
+        media_type=CONTENT_TYPE,
+    )
+    async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
+        buffer: Buffer = request.app.state.buffer
+        shared: dict[str, Any] = {}
+        try:
+            counters = await buffer.stats()
+            last = await buffer.last_drain()
+        except LogpipeError:
+            metrics.redis_errors += 1
+        else:
+            shared["buffered"] = counters.get("buffered", 0)
+            shared["drained_events"] = counters.get("drained_events", 0)
+            if last.get("at"):
+                shared["last_drain_at"] = float(last["at"])
+        return Response(metrics.render(shared), media_type=CONTENT_TYPE)
+
+    @post(
+        "/drain",
+        summary="Drain now",
+        description=(
+            "Runs one drain pass in the API process (into drainer.logs_dir, relative to the "
+            "API's working directory) and answers with its summary, as `logpipe drain --once` "
+            "prints it. `200` when the pass met no error, `500` (same body) otherwise. Keys "
+            "another drainer holds are left to it and listed in `busy`."
+        ),
+        status_code=200,
+    )
+    async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
+        report = await request.app.state.drainer.drain_once(wait_for_busy=False)
+        return Response(
+            _encode(report.as_dict()),
+            status_code=200 if report.ok else 500,
+            media_type=MediaType.JSON,
+        )
+
+    app = Litestar(
+        route_handlers=[post_log, post_logs, healthz, readyz, stats, prometheus, drain],
+        middleware=[_metrics_middleware],
         lifespan=[lifespan],
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
@@ -240,6 +417,8 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         request_max_body_size=srv.max_body_bytes,
         debug=False,
     )
+    app.state.metrics = metrics
+    return app
 
 
 def _decompress(body: bytes, request: Request[Any, Any, Any], limit: int) -> bytes:

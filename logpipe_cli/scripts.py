@@ -97,6 +97,7 @@ redis.call('HINCRBY', KEYS[4], 'drained_bytes', tonumber(ARGV[5]))
 local left = redis.call('LLEN', KEYS[1])
 if left == 0 then
   redis.call('DEL', KEYS[2])
+  redis.call('HINCRBY', KEYS[4], 'drained_keys', 1)
 else
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end

@@ -1,0 +1,124 @@
+"""Prometheus metrics for the API and the drainer (prometheus-client, own registries)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REFUSAL_REASONS = ("invalid", "too_large", "media_type", "buffer_full", "redis_unavailable")
+
+
+class ApiMetrics(Collector):
+    """The API's counters: plain ints on the hot path, turned into metrics on scrape.
+
+    Per-route request counts and latencies use prometheus-client's own types. Values
+    shared by all processes (buffered and drained events) are read from Redis by the
+    ``/metrics`` handler and passed to :meth:`render`.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "logpipe_http_requests", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "logpipe_http_request_duration_seconds", "HTTP request latency by route",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.accepted = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.redis_errors = 0
+        self.started_at = time.time()
+        self._shared: dict[str, Any] = {}
+        self.registry.register(self)
+
+    def refuse(self, reason: str, events: int = 1) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + events
+        if reason == "redis_unavailable":
+            self.redis_errors += 1
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield CounterMetricFamily(
+            "logpipe_events_accepted", "Events this process stored in Redis", value=self.accepted
+        )
+        refused = CounterMetricFamily(
+            "logpipe_events_refused", "Events this process refused, by reason", labels=["reason"]
+        )
+        for reason, n in self.refused.items():
+            refused.add_metric([reason], n)
+        yield refused
+        yield CounterMetricFamily(
+            "logpipe_redis_errors", "Redis calls that failed in this process",
+            value=self.redis_errors,
+        )
+        shared = self._shared
+        if "buffered" in shared:
+            yield GaugeMetricFamily(
+                "logpipe_buffered_events", "Events waiting in Redis (all API processes)",
+                value=shared["buffered"],
+            )
+        if "drained_events" in shared:
+            yield CounterMetricFamily(
+                "logpipe_drained_events", "Events written to files by all drainers",
+                value=shared["drained_events"],
+            )
+        if "last_drain_at" in shared:
+            yield GaugeMetricFamily(
+                "logpipe_drain_lag_seconds", "Seconds since the last drain pass finished",
+                value=max(0.0, time.time() - shared["last_drain_at"]),
+            )
+
+    def render(self, shared: dict[str, Any]) -> bytes:
+        """The Prometheus text exposition, with the Redis-wide values in ``shared``."""
+        self._shared = shared
+        return generate_latest(self.registry)
+
+
+class DrainerMetrics:
+    """What ``logpipe drain --metrics-port`` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.passes = Counter(
+            "logpipe_drain_passes", "Drain passes by outcome", ["outcome"], registry=self.registry
+        )
+        self.events = Counter(
+            "logpipe_drain_events", "Events this drainer wrote to files", registry=self.registry
+        )
+        self.bytes = Counter(
+            "logpipe_drain_bytes", "Bytes this drainer wrote to files", registry=self.registry
+        )
+        self.duration = Histogram(
+            "logpipe_drain_duration_seconds", "Duration of drain passes",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "logpipe_drain_last_success_timestamp_seconds",
+            "Unix time the last successful pass finished", registry=self.registry,
+        )
+        self.lag = Gauge(
+            "logpipe_drain_lag_seconds", "Seconds since the last successful pass finished",
+            registry=self.registry,
+        )
+        self.lag.set_function(self._lag)
+        self._last_ok: float | None = None
+
+    def _lag(self) -> float:
+        return 0.0 if self._last_ok is None else time.time() - self._last_ok
+
+    def observe(self, ok: bool, events: int, nbytes: int, seconds: float) -> None:
+        self.passes.labels("ok" if ok else "error").inc()
+        self.events.inc(events)
+        self.bytes.inc(nbytes)
+        self.duration.observe(seconds)
+        if ok:
+            self._last_ok = time.time()
+            self.last_success.set(self._last_ok)
