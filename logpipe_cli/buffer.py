@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from logpipe_cli import keys, scripts
-from logpipe_cli.errors import BufferFullError, RedisUnavailableError
+from logpipe_cli.errors import BufferFullError, RedisUnavailableError, WrongTypeError
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import RedisSettings
 
@@ -92,7 +92,8 @@ class Buffer:
 
         Returns the number of events buffered afterwards. Raises
         :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
-        exceeded, :class:`RedisUnavailableError` when Redis cannot be reached.
+        exceeded, :class:`WrongTypeError` (nothing stored) when a target key is not a
+        list, :class:`RedisUnavailableError` when Redis cannot be reached.
         """
         grouped: dict[str, list[bytes]] = {}
         for key, value in items:
@@ -102,7 +103,16 @@ class Buffer:
         for values in grouped.values():
             argv.extend(values)
         with redis_errors("storing events"):
-            result = int(await self._append(keys=[keys.STATS, *grouped], args=argv))
+            reply = await self._append(keys=[keys.STATS, *grouped], args=argv)
+        if isinstance(reply, list):
+            names = list(grouped)
+            bad = [names[int(i) - 1] for i in reply]
+            raise WrongTypeError(
+                f"Redis key {bad[0]} holds another type than a list (written by something "
+                "else?); nothing stored",
+                bad,
+            )
+        result = int(reply)
         if result < 0:
             raise BufferFullError(
                 f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "

@@ -3,7 +3,8 @@
 Each request adds its events and waits; a single flusher sends everything pending in
 one script call, then wakes exactly the requests of that call, with success or with
 the error that call met. So a ``200`` still means "this event is in Redis", and a
-failed flush fails only its own requests.
+failed flush fails only its own requests. The script writes all or nothing, so a
+failed flush stored none of its events and a retry cannot duplicate them.
 """
 
 from __future__ import annotations
@@ -12,52 +13,71 @@ import asyncio
 from collections.abc import Sequence
 
 from logpipe_cli.buffer import Buffer
+from logpipe_cli.errors import WrongTypeError
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
+
+_Waiter = tuple[asyncio.Future[None], Sequence[tuple[str, bytes]]]
 
 
 class GroupCommitter:
     def __init__(self, buffer: Buffer) -> None:
         self._buffer = buffer
-        self._items: list[tuple[str, bytes]] = []
-        self._waiters: list[tuple[asyncio.Future[None], int]] = []
+        self._waiters: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def append(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Store ``(key, line)`` pairs; returns once they are in Redis, or raises."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._items.extend(items)
-        self._waiters.append((fut, len(items)))
+        self._waiters.append((fut, items))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
         await fut
 
+    def _take(self) -> list[_Waiter]:
+        """Whole requests, up to MAX_FLUSH_EVENTS events (at least one request)."""
+        taken, count = 0, 0
+        for _, items in self._waiters:
+            if taken and count + len(items) > MAX_FLUSH_EVENTS:
+                break
+            taken += 1
+            count += len(items)
+        waiters, self._waiters = self._waiters[:taken], self._waiters[taken:]
+        return waiters
+
     async def _flush_all(self) -> None:
         try:
             while self._waiters:
-                # take whole requests only, up to MAX_FLUSH_EVENTS (at least one request)
-                taken, count = 0, 0
-                for _, n in self._waiters:
-                    if taken and count + n > MAX_FLUSH_EVENTS:
-                        break
-                    taken += 1
-                    count += n
-                waiters, self._waiters = self._waiters[:taken], self._waiters[taken:]
-                items, self._items = self._items[:count], self._items[count:]
+                waiters = self._take()
+                items = [item for _, batch in waiters for item in batch]
                 try:
                     await self._buffer.append(items)
                 except asyncio.CancelledError:
                     for fut, _ in waiters:
                         fut.cancel()
                     raise
+                except WrongTypeError as exc:
+                    # Only the requests aimed at a bad key fail; the rest go again.
+                    bad = set(exc.keys)
+                    retry: list[_Waiter] = []
+                    for waiter in waiters:
+                        if any(key in bad for key, _ in waiter[1]):
+                            _fail(waiter[0], exc)
+                        else:
+                            retry.append(waiter)
+                    self._waiters[:0] = retry
                 except Exception as exc:  # each request learns why its own flush failed
                     for fut, _ in waiters:
-                        if not fut.done():
-                            fut.set_exception(exc)
+                        _fail(fut, exc)
                 else:
                     for fut, _ in waiters:
                         if not fut.done():
                             fut.set_result(None)
         finally:
             self._flusher = None
+
+
+def _fail(fut: asyncio.Future[None], exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

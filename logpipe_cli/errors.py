@@ -44,6 +44,17 @@ class BufferFullError(LogpipeError):
     http_status = 503
 
 
+class WrongTypeError(LogpipeError):
+    """A Redis key logpipe writes to holds another type (written by something else)."""
+
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, detail: str, keys: list[str]) -> None:
+        super().__init__(detail)
+        self.keys = keys
+
+
 class RedisUnavailableError(LogpipeError):
     """Redis could not be reached or answered with an error."""
 

@@ -6,9 +6,17 @@ APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none)
 -- ARGV[3..k+2] = how many values go to each list, then all values in order
--- Returns the number of events buffered afterwards, or -1 if the buffer is full.
+-- Returns the number of events buffered afterwards, -1 if the buffer is full, or
+-- {positions of the lists that hold another type} (nothing written: a script that
+-- fails half-way keeps its earlier writes, so every check comes before any write).
 local nkeys = #KEYS - 1
 local total = #ARGV - 2 - nkeys
+local wrong = {}
+for i = 1, nkeys do
+  local t = redis.call('TYPE', KEYS[i + 1])['ok']
+  if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
+end
+if #wrong > 0 then return wrong end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local buffered = tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
@@ -39,7 +47,9 @@ CLAIM = """
 -- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return {'busy', holder} end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+local ct = redis.call('TYPE', KEYS[2])['ok']
+if ct ~= 'none' then
+  if ct ~= 'list' then return {'wrongtype', ct} end
   -- a claim left by a drainer whose lease ran out: finish it before taking more
   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
   return {'resume', redis.call('GET', KEYS[4]) or ''}

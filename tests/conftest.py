@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from logpipe_cli.settings import Settings, load_settings
-from tests.redis_server import own_redis, redis_server, redis_url  # noqa: F401 - fixtures
+
+pytest_plugins = ["tests.redis_server"]  # the real redis-server fixtures
 
 MakeSettings = Callable[..., Settings]
 
@@ -36,3 +37,9 @@ def make_settings(tmp_path: Path) -> MakeSettings:
 def console() -> Console:
     """A console that renders plain text at a fixed width, for asserting on tables."""
     return Console(file=io.StringIO(), width=100, color_system=None)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, as logpipe does."""
+    return "asyncio"
