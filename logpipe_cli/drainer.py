@@ -88,6 +88,8 @@ class Drainer:
         self.logs_dir = Path(cfg.logs_dir)
         self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
         self._held: set[EventKey] = set()
+        #: keys whose claim this drainer emptied (acked to the last event)
+        self._emptied: set[EventKey] = set()
 
     # ---- one pass ------------------------------------------------------------------
 
@@ -174,6 +176,12 @@ class Drainer:
         finally:
             self._close(opened)
             self._held.difference_update(c.key for c in mine)
+        # A resumed claim predates the crash; events stored since then wait in a fresh
+        # list under the same key: claim that too, so one pass drains everything there is.
+        again = [c.key for c in mine if c.status == "resume" and c.key in self._emptied]
+        self._emptied.difference_update(c.key for c in mine)
+        if again:
+            busy.extend(await self._drain_group(again, report))
         return busy
 
     async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
@@ -287,6 +295,7 @@ class Drainer:
                 report.keys += 1
                 report.files += 1
                 done.add(w.key)
+                self._emptied.add(w.key)
         return await self._drop(work, done)
 
     async def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:

@@ -38,7 +38,7 @@ def decode_json(body: bytes) -> Any:
     """Decode a JSON document; a malformed one is an :class:`InvalidEventError`."""
     try:
         return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through
         raise InvalidEventError(f"body is not valid JSON: {exc}") from None
 
 
@@ -120,7 +120,7 @@ def is_valid_line(value: bytes) -> bool:
         return False
     try:
         return isinstance(_decoder.decode(value), dict)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return False
 
 
@@ -133,13 +133,18 @@ def split_valid(values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     The common case, every value a one-line JSON object, is checked in one C call over
     the whole batch; only a batch with a bad value is checked value by value.
     """
-    if values and b"\n" not in b"".join(values):
+    joined = b"".join(values)
+    if values and b"\n" not in joined:
         try:
             raws = _raw_list.decode(b"[" + b",".join(values) + b"]")
-        except msgspec.DecodeError:
+            joined.decode("utf-8")  # msgspec.Raw does not check UTF-8
+        except (msgspec.DecodeError, UnicodeDecodeError):
             pass
         else:
-            if len(raws) == len(values) and all(bytes(r)[:1] == b"{" for r in raws):
+            # each item must be exactly its own value: b'{"a":[1' and b'2]}' parse only together
+            if len(raws) == len(values) and all(
+                v[:1] == b"{" and bytes(r) == v for r, v in zip(raws, values, strict=True)
+            ):
                 return values, []
     good: list[bytes] = []
     bad: list[bytes] = []

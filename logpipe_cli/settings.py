@@ -112,8 +112,8 @@ def mask_url(url: str) -> str:
     if parts.password is None:
         return url
     userinfo = f"{parts.username or ''}:***"
-    host = parts.hostname or ""
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
+    # keep host[:port] as written: .hostname drops an IPv6 address's brackets
+    netloc = f"{userinfo}@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -1,0 +1,76 @@
+"""Group commit on fakeredis: concurrent requests share a flush and learn its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+
+from logpipe_cli.buffer import Buffer
+from logpipe_cli.committer import GroupCommitter
+from logpipe_cli.errors import BufferFullError
+from logpipe_cli.settings import RedisSettings
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingBuffer(Buffer):
+    def __init__(self, client: Any, cfg: RedisSettings) -> None:
+        super().__init__(client, cfg)
+        self.flushes: list[int] = []
+
+    async def append(self, items: Sequence[tuple[str, bytes]]) -> int:
+        self.flushes.append(len(items))
+        return await super().append(items)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Any]:
+    client = fakeredis.aioredis.FakeRedis()
+    yield client
+    await client.aclose()
+
+
+async def test_concurrent_requests_share_one_flush(fake: Any) -> None:
+    buf = CountingBuffer(fake, RedisSettings())
+    committer = GroupCommitter(buf)
+    await asyncio.gather(
+        *(committer.append([("logs:user_a:1", b'{"n":%d}' % i)]) for i in range(10))
+    )
+    assert buf.flushes == [10]
+    assert await fake.lrange("logs:user_a:1", 0, -1) == [b'{"n":%d}' % i for i in range(10)]
+    # the flusher is gone once idle; the next request starts a new one
+    await committer.append([("logs:user_a:1", b'{"n":10}')])
+    assert buf.flushes == [10, 1]
+
+
+async def test_a_full_buffer_fails_the_requests_of_that_flush_only(fake: Any) -> None:
+    buf = CountingBuffer(fake, RedisSettings(max_buffered_events=3))
+    committer = GroupCommitter(buf)
+    results = await asyncio.gather(
+        *(committer.append([("logs:user_a:1", b"{}")] * 2) for _ in range(2)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, BufferFullError) for r in results)
+    assert await fake.exists("logs:user_a:1") == 0  # the flush stored nothing
+    await committer.append([("logs:user_a:1", b"{}")])  # a later flush fits
+    assert await fake.llen("logs:user_a:1") == 1
+
+
+async def test_large_requests_are_split_into_several_flushes(
+    fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("logpipe_cli.committer.MAX_FLUSH_EVENTS", 5)
+    buf = CountingBuffer(fake, RedisSettings())
+    committer = GroupCommitter(buf)
+    await asyncio.gather(
+        committer.append([("logs:user_a:1", b'{"r":1}')] * 3),
+        committer.append([("logs:user_a:1", b'{"r":2}')] * 3),
+        committer.append([("logs:user_a:1", b'{"r":3}')] * 7),  # alone over the cap: still sent
+    )
+    assert buf.flushes == [3, 3, 7]
+    stored = await fake.lrange("logs:user_a:1", 0, -1)
+    assert stored == [b'{"r":1}'] * 3 + [b'{"r":2}'] * 3 + [b'{"r":3}'] * 7
