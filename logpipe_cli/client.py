@@ -1,16 +1,26 @@
-"""The HTTP client behind ``logpipe send``."""
+"""The HTTP client side of logpipe: ``send`` posts events, ``stats`` reads ``GET /stats``.
+
+Only a ``503`` (nothing stored) or a connection that was never made is retried, so a
+retry can never store an event twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from logpipe_cli.errors import ClientError
+from logpipe_cli.errors import ClientError, ConfigError
+from logpipe_cli.settings import ServerSettings
 
 MAX_BACKOFF_S = 5.0
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+#: failures where the request never reached the server: safe to send again
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 @dataclass(frozen=True)
@@ -20,11 +30,46 @@ class SendResult:
     attempts: int
 
 
+def base_url(server: ServerSettings) -> str:
+    """The URL a client on this host uses to reach ``server`` (wildcard binds -> loopback)."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(server.host, server.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
+
+def api_url(url: str | None, server: ServerSettings) -> str:
+    """The API's base URL: ``url`` if given (checked), else where ``server`` listens.
+
+    Raises :class:`ConfigError` for anything that is not an ``http(s)://host[:port]`` URL.
+    """
+    if url is None:
+        return base_url(server)
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(f"API URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or " " in url:
+        raise ConfigError(f"API URL {url!r} is not http(s)://host[:port], e.g. {base_url(server)}")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"API URL {url!r}: port {port} is not in 1-65535")
+    return url.rstrip("/")
+
+
 def _body(resp: httpx.Response) -> Any:
     try:
         return resp.json()
     except ValueError:
         return resp.text
+
+
+def _delay_s(attempt: int, backoff_s: float) -> float:
+    return float(min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1)))
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def send_event(
@@ -37,9 +82,7 @@ def send_event(
 ) -> SendResult:
     """POST one event to ``<url>/log``; retry ``503`` and connection failures.
 
-    Only a ``503`` (nothing stored) or a refused connection is retried, so a retry can
-    never store an event twice. Raises :class:`ClientError` if the server cannot be
-    reached at all.
+    Raises :class:`ClientError` if the server cannot be reached at all.
     """
     target = url.rstrip("/") + "/log"
     attempt = 0
@@ -48,12 +91,82 @@ def send_event(
             attempt += 1
             try:
                 resp = http.post(target, json=event)
-            except httpx.ConnectError as exc:
+            except _NOT_SENT as exc:
                 if attempt > retries:
-                    raise ClientError(f"cannot reach {target}: {exc}") from None
+                    raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
             except httpx.HTTPError as exc:
-                raise ClientError(f"request to {target} failed: {exc}") from None
+                raise ClientError(f"request to {target} failed: {_reason(exc)}") from None
             else:
                 if resp.status_code != 503 or attempt > retries:
                     return SendResult(resp.status_code, _body(resp), attempt)
-            time.sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1)))
+            time.sleep(_delay_s(attempt, backoff_s))
+
+
+async def post(
+    http: httpx.AsyncClient,
+    target: str,
+    content: bytes,
+    content_type: str,
+    *,
+    retries: int = 0,
+    backoff_s: float = 0.2,
+) -> SendResult:
+    """POST ``content`` with ``http``; retry ``503`` and connections never made.
+
+    Raises :class:`ClientError` when no answer came back.
+    """
+    headers = {"content-type": content_type}
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            resp = await http.post(target, content=content, headers=headers)
+        except _NOT_SENT as exc:
+            if attempt > retries:
+                raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"request to {target} failed: {_reason(exc)}") from None
+        else:
+            if resp.status_code != 503 or attempt > retries:
+                return SendResult(resp.status_code, _body(resp), attempt)
+        await asyncio.sleep(_delay_s(attempt, backoff_s))
+
+
+def fetch_stats(
+    url: str, *, http: httpx.Client | None = None, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """``GET <url>/stats``: the pipeline's state as the API reports it.
+
+    Raises :class:`ClientError` if the API cannot be reached or does not answer
+    with a JSON object.
+    """
+    target = url.rstrip("/") + "/stats"
+    own = http is None
+    client = http if http is not None else httpx.Client(timeout=timeout_s)
+    try:
+        resp = client.get(target)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
+    finally:
+        if own:
+            client.close()
+    body = _body(resp)
+    if resp.status_code != 200:
+        detail = body.get("detail") if isinstance(body, dict) else str(body)[:200]
+        raise ClientError(f"GET {target} answered {resp.status_code}: {detail}")
+    if not isinstance(body, dict):
+        raise ClientError(f"GET {target} did not answer with a JSON object")
+    return body
+
+
+def rates(previous: dict[str, Any], current: dict[str, Any], seconds: float) -> dict[str, float]:
+    """Events per second accepted and drained between two ``/stats`` answers."""
+    out: dict[str, float] = {}
+    if seconds <= 0:
+        return out
+    before, now = previous.get("totals") or {}, current.get("totals") or {}
+    for name, label in (("accepted", "accepted_per_s"), ("drained_events", "drained_per_s")):
+        a, b = before.get(name), now.get(name)
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            out[label] = max(0.0, (b - a) / seconds)
+    return out

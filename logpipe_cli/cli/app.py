@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from logpipe_cli import __version__
-from logpipe_cli.cli import config_cmd, drain, inspect_cmd, redis_check, run, send, serve
+from logpipe_cli.cli import config_cmd, drain, inspect_cmd, redis_check, run, send, serve, stats_cmd
 from logpipe_cli.cli.common import State
 from logpipe_cli.cli.render import print_error
 from logpipe_cli.errors import LogpipeError
@@ -36,6 +36,7 @@ class LogpipeGroup(TyperGroup):
 
 app = typer.Typer(
     cls=LogpipeGroup,
+    rich_markup_mode=None,  # show "[drainer.logs_dir]" in help as written
     name="logpipe",
     help="logpipe: HTTP-to-file log ingestion through a Redis buffer.",
     no_args_is_help=True,
@@ -76,6 +77,7 @@ app.command("drain")(drain.drain)
 app.command("redis-check")(redis_check.redis_check)
 app.command("send")(send.send)
 app.command("run")(run.run)
+app.command("stats")(stats_cmd.stats)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inspect_cmd.app, name="inspect")
 

@@ -31,6 +31,9 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not state.debug:
+        # httpx logs every request at INFO: noise on stderr for `send`, unless debugging
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return settings
 
 

@@ -11,7 +11,9 @@ from logpipe_cli.cli import render
 from logpipe_cli.cli.common import JsonOption, settings_from
 from logpipe_cli.config_file import write_sample
 
-app = typer.Typer(help="Write or show the configuration.", no_args_is_help=True)
+app = typer.Typer(
+    help="Write or show the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("init")

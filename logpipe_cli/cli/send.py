@@ -1,31 +1,86 @@
-"""``logpipe send``: post one event to a running API."""
+"""``logpipe send``: post one event, generate load, or replay a file of events."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from logpipe_cli import loadgen
 from logpipe_cli.cli import render
 from logpipe_cli.cli.common import JsonOption, settings_from
-from logpipe_cli.client import send_event
+from logpipe_cli.client import api_url, send_event
+from logpipe_cli.errors import ConfigError
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_USERS = 10
 
 
 def send(
     ctx: typer.Context,
-    user: Annotated[str, typer.Option("--user", "-u", help="user_id of the event.")],
-    event: Annotated[str, typer.Option("--event", "-e", help="Event name.")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="user_id of the event.")] = None,
+    event: Annotated[str | None, typer.Option("--event", "-e", help="Event name.")] = None,
     timestamp: Annotated[int | None, typer.Option(help="Unix seconds (default: now).")] = None,
     url: Annotated[
         str | None, typer.Option(help="API base URL (default: http://<server.host>:<server.port>).")
     ] = None,
-    retries: Annotated[int, typer.Option(help="Retries on 503 or no connection.")] = 0,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Retries on 503 or a refused connection, with backoff.")
+    ] = 0,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Load mode: send N generated events.")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help=f"Requests in flight at once [{DEFAULT_CONCURRENCY}]."),
+    ] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help=f"Load mode: spread events over users u0..u<K-1> [{DEFAULT_USERS}]."
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Events per POST /logs request (NDJSON).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Replay a file: one JSON event per line.")
+    ] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
-    """Send one event to POST /log and print the answer; exit 1 if it was refused."""
+    """Send one event to POST /log, or many (--count N, --file F); exit 1 if any was refused."""
     settings = settings_from(ctx)
-    base = url or f"http://{settings.server.host}:{settings.server.port}"
+    base = api_url(url, settings.server)
+    if count is None and file is None:
+        if concurrency is not None or users is not None or batch is not None:
+            raise ConfigError("--concurrency, --users and --batch need --count N or --file F")
+        _send_one(base, user, event, timestamp, retries, as_json)
+        return
+    lines, total = _events(count, file, user, event, timestamp, users)
+    plan = loadgen.LoadPlan(
+        base,
+        batch=batch is not None,
+        concurrency=concurrency or DEFAULT_CONCURRENCY,
+        retries=retries,
+    )
+    with render.progress_bar("sending", "events", total=total, enabled=not as_json) as progress:
+        summary = loadgen.run(plan, loadgen.requests(lines, batch), total, progress)
+    _report(summary, plan.target, as_json)
+
+
+def _send_one(
+    base: str,
+    user: str | None,
+    event: str | None,
+    timestamp: int | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    if user is None or event is None:
+        raise ConfigError("give --user and --event (or --count N or --file F to send many)")
     body = {
         "user_id": user,
         "event": event,
@@ -37,8 +92,55 @@ def send(
             {"status": result.status, "body": result.body, "attempts": result.attempts}
         )
     elif result.status == 200:
-        render.console().print(f"stored ({result.status}): {result.body}")
+        render.console().print(f"stored ({result.status}): {result.body}", markup=False)
     if result.status != 200:
         detail = result.body.get("detail") if isinstance(result.body, dict) else result.body
         render.print_error(f"refused with {result.status}: {detail}")
+        raise typer.Exit(1)
+
+
+def _events(
+    count: int | None,
+    file: Path | None,
+    user: str | None,
+    event: str | None,
+    timestamp: int | None,
+    users: int | None,
+) -> tuple[Iterator[bytes], int]:
+    """The event lines to send and how many there are."""
+    if file is not None:
+        given = {"--count": count, "--user": user, "--event": event}
+        given |= {"--timestamp": timestamp, "--users": users}
+        clash = [flag for flag, value in given.items() if value is not None]
+        if clash:
+            raise ConfigError(f"--file replays events as they are: drop {', '.join(clash)}")
+        if not file.is_file():
+            raise ConfigError(f"no such file: {file}")
+        return loadgen.file_events(file), loadgen.count_file_events(file)
+    if user is not None and users is not None:
+        raise ConfigError("give --user (one user) or --users K (u0..u<K-1>), not both")
+    assert count is not None
+    lines = loadgen.generated(
+        count,
+        users=users or DEFAULT_USERS,
+        user=user,
+        event=event or "load",
+        timestamp=timestamp,
+    )
+    return lines, count
+
+
+def _report(summary: loadgen.LoadSummary, target: str, as_json: bool) -> None:
+    """The summary on stdout; what went wrong on stderr; exit 1 unless all were stored."""
+    if as_json:
+        render.print_json({"target": target, **summary.as_dict()})
+    else:
+        render.load_summary(summary, target)
+    problems = []
+    if summary.refused:
+        problems.append(f"{summary.refused} refused (first: {summary.first_refusal})")
+    if summary.failed:
+        problems.append(f"{summary.failed} got no answer (first: {summary.first_failure})")
+    if problems:
+        render.print_error(f"of {summary.sent} events, " + "; ".join(problems))
         raise typer.Exit(1)

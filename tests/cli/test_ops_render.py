@@ -1,0 +1,113 @@
+"""What the operator commands draw, printed into a pinned-width console."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from logpipe_cli.cli import render
+from logpipe_cli.loadgen import LoadSummary
+
+NOW = 1_700_000_000.0
+
+
+def text(console: Console) -> str:
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()
+
+
+def terminal() -> Console:
+    return Console(file=io.StringIO(), width=100, force_terminal=True, color_system=None)
+
+
+def test_progress_bar_draws_on_a_terminal() -> None:
+    c = terminal()
+    with render.progress_bar("draining", "keys", c=c) as progress:
+        progress(128, 300)
+        progress(300, 300)
+    assert "draining" in text(c)
+    assert "300/300" in text(c)
+
+
+def test_progress_bar_knows_the_total_before_the_first_step() -> None:
+    c = terminal()
+    with render.progress_bar("sending", "events", total=5, c=c):
+        pass
+    assert "0/5" in text(c)
+
+
+def test_progress_bar_is_silent_off_a_terminal_or_when_disabled(console: Console) -> None:
+    with render.progress_bar("sending", "events", c=console) as progress:
+        progress(1, 2)
+    c = terminal()
+    with render.progress_bar("sending", "events", enabled=False, c=c) as progress:
+        progress(1, 2)
+    assert text(console) == ""
+    assert text(c) == ""
+
+
+def test_stats_panel_with_a_failed_drain_and_refusals(console: Console) -> None:
+    data = {
+        "buffered": {"keys": 2, "claims": 1, "events": 1234, "oldest_day": 19723},
+        "totals": {
+            "accepted": 5000,
+            "refused_full": 3,
+            "drained_events": 3766,
+            "drained_keys": 40,
+            "drained_bytes": 2048,
+            "quarantined": 1,
+        },
+        "last_drain": {
+            "at": NOW - 65,
+            "ok": False,
+            "events": 0,
+            "keys": 0,
+            "seconds": 0.5,
+            "error": "cannot write logs/user_1/19723.jsonl: No space left on device",
+        },
+        "api": {
+            "accepted": 10,
+            "refused": {"invalid": 2, "buffer_full": 0},
+            "started_at": NOW - 7200,
+        },
+    }
+    console.print(render.stats_panel(data, "http://h:1", {"accepted_per_s": 12.5}, now=NOW))
+    out = " ".join(text(console).split())
+    assert "1,234 events in 2 keys, 1 being drained; oldest day 2024-01-01" in out
+    assert "5,000 events in all; 3 refused (buffer full)" in out
+    assert "3,766 events, 40 keys, 2.0 KiB; 1 quarantined" in out
+    assert "2023-11-14 22:12:15 UTC (1m 05s ago) failed" in out
+    assert "No space left on device" in out
+    assert "10 accepted, refused: invalid 2; up 2h 00m" in out
+    assert "12.5 accepted/s" in out
+
+
+def test_stats_panel_tolerates_a_partial_answer(console: Console) -> None:
+    console.print(render.stats_panel({"buffered": {}}, "http://h:1", error="cannot reach", now=NOW))
+    out = " ".join(text(console).split())
+    assert "cannot reach (showing the last answer)" in out
+    assert "last drain never" in out
+
+
+def test_load_summary(console: Console) -> None:
+    summary = LoadSummary(sent=10, accepted=8, refused=1, failed=1, requests=10, seconds=2.0)
+    summary.latencies_s = [0.001 * i for i in range(1, 101)]
+    render.load_summary(summary, "http://h:1/log", console)
+    out = text(console)
+    for row in ("events sent", "accepted", "refused", "failed (no answer)", "latency p99"):
+        assert row in out
+    assert "50.00 ms" in out  # p50 of 1..100 ms
+    assert "99.00 ms" in out
+    rate = next(line for line in out.splitlines() if "events/s" in line)
+    assert rate.split("│")[2].strip() == "4"
+
+
+def test_human_duration() -> None:
+    assert [render.human_duration(s) for s in (5, 65, 7260, 90000)] == [
+        "5s",
+        "1m 05s",
+        "2h 01m",
+        "1d 1h",
+    ]
