@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
 from logpipe_cli.cli.app import app
+from logpipe_cli.settings import Settings
+from tests.cli.ops_support import ApiServer, RunCli, start_api
+from tests.conftest import MakeSettings
 
 Invoke = Callable[..., Result]
 
@@ -53,3 +57,45 @@ def assert_clean_error(result: Result, code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+# ---- the operator-CLI tests (test_ops_*) ----
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings, redis_url: str) -> Settings:
+    return make_settings(redis_url)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[ApiServer]:
+    """The real API on the test's Redis; stopped at the end (a test may stop it first)."""
+    server = start_api(settings)
+    yield server
+    if server.thread.is_alive():
+        server.stop()
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """Environment for a CLI run: the test's Redis and logs_dir, no config file."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # no ./config.toml can be picked up
+    return {
+        "LOGPIPE_CONFIG": None,
+        "LOGPIPE_REDIS_URL": settings.redis.url,
+        "LOGPIPE_DRAINER_LOGS_DIR": settings.drainer.logs_dir,
+        "LOGPIPE_DRAINER_LEASE_SECONDS": "1",
+    }
+
+
+@pytest.fixture
+def logpipe(cli_env: dict[str, Any]) -> RunCli:
+    """``logpipe("inspect", "keys", "--json")``: the CLI in-process, stdout and stderr apart;
+    keyword arguments are extra environment variables."""
+
+    def run(*args: str, **env: str) -> Result:
+        return CliRunner().invoke(app, list(args), env={**cli_env, **env})
+
+    return run

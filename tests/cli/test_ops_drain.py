@@ -1,7 +1,5 @@
 """``logpipe drain``: quiet output off a terminal, and ``--metrics-port``."""
 
-# Fixtures come from test_ops_support and are redefined as test arguments:
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -21,15 +19,7 @@ import pytest
 from logpipe_cli import metrics
 from logpipe_cli.cli import drain
 from logpipe_cli.settings import Settings
-from tests.cli.test_ops_support import (  # noqa: F401 - fixtures
-    DEADLINE_S,
-    RunCli,
-    cli_env,
-    logpipe,
-    one_error_line,
-    seed,
-    settings,
-)
+from tests.cli.ops_support import DEADLINE_S, RunCli, one_error_line, seed
 from tests.redis_server import free_port
 
 DAY = 19723

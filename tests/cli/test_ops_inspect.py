@@ -1,7 +1,5 @@
 """``logpipe inspect keys|file|files`` against a real Redis and real files."""
 
-# Fixtures come from test_ops_support and are redefined as test arguments:
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -12,14 +10,7 @@ import pytest
 import redis
 
 from logpipe_cli.settings import Settings
-from tests.cli.test_ops_support import (  # noqa: F401 - fixtures
-    RunCli,
-    cli_env,
-    logpipe,
-    one_error_line,
-    seed,
-    settings,
-)
+from tests.cli.ops_support import RunCli, one_error_line, seed
 
 DAY = 19723  # 2024-01-01
 TS = DAY * 86400  # 2024-01-01T00:00:00Z

@@ -1,8 +1,6 @@
 """``logpipe send``: one event, the load generator (``--count``) and replay (``--file``),
 against the real API and Redis."""
 
-# Fixtures come from test_ops_support and are redefined as test arguments:
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -20,17 +18,7 @@ import pytest
 import redis
 
 from logpipe_cli.settings import Settings
-from tests.cli.test_ops_support import (  # noqa: F401 - fixtures
-    DEADLINE_S,
-    ApiServer,
-    RunCli,
-    api,
-    cli_env,
-    logpipe,
-    one_error_line,
-    settings,
-    start_api,
-)
+from tests.cli.ops_support import DEADLINE_S, ApiServer, RunCli, one_error_line, start_api
 from tests.conftest import MakeSettings
 from tests.redis_server import RedisServer, free_port
 

@@ -1,7 +1,5 @@
 """``logpipe stats``: the real API's ``GET /stats``, once and with ``--watch``."""
 
-# Fixtures come from test_ops_support and are redefined as test arguments:
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -10,16 +8,7 @@ from typing import Any
 import pytest
 
 from logpipe_cli.cli import stats_cmd
-from tests.cli.test_ops_support import (  # noqa: F401 - fixtures
-    ApiServer,
-    RunCli,
-    api,
-    cli_env,
-    logpipe,
-    one_error_line,
-    post_events,
-    settings,
-)
+from tests.cli.ops_support import ApiServer, RunCli, one_error_line, post_events
 from tests.redis_server import free_port
 
 TS = 19723 * 86400
