@@ -1,8 +1,10 @@
 """The HTTP API: ``create_app(settings, redis=None) -> Litestar``.
 
-``POST /log`` is the hot path: it reads the raw body, decodes it with msgspec, and
-answers with pre-encoded bytes; the write goes through the group committer, so
-concurrent requests share Redis round trips.
+``POST /log`` is the hot path. Requests with a Content-Length are served by
+:mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the handler
+here, which answers the same bytes (both build them with :mod:`logpipe_cli.answers`).
+Either way the write goes through the group committer, so concurrent requests share
+Redis round trips.
 """
 
 from __future__ import annotations
@@ -25,16 +27,24 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
+from logpipe_cli.answers import Answer, error_answer, problem_answer, refusal_reason
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.committer import GroupCommitter
 from logpipe_cli.drainer import Drainer
 from logpipe_cli.errors import (
-    BufferFullError,
     InvalidEventError,
     LogpipeError,
-    RedisUnavailableError,
 )
-from logpipe_cli.events import MAX_EVENT_CHARS, Event, day_of, decode_json, validate_event
+from logpipe_cli.events import (
+    MAX_EVENT_CHARS,
+    SECONDS_PER_DAY,
+    Event,
+    day_of,
+    decode_json,
+    validate_batch,
+    validate_event,
+)
+from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.keys import USER_ID_RE, event_key
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.settings import Settings
@@ -84,17 +94,16 @@ class LogEvent(msgspec.Struct):
 
 
 def _problem(status: int, detail: str, field: str | None = None, **headers: str) -> Response[bytes]:
-    body = {"detail": detail} if field is None else {"detail": detail, "field": field}
-    return Response(_encode(body), status_code=status, media_type=MediaType.JSON, headers=headers)
+    return _response(problem_answer(status, detail, field, **headers))
+
+
+def _response(answer: Answer) -> Response[bytes]:
+    status, body, headers = answer
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def _error_response(exc: LogpipeError) -> Response[bytes]:
-    if isinstance(exc, BufferFullError):
-        return _problem(503, exc.detail, **{"Retry-After": "5"})
-    if exc.http_status == 503:
-        return _problem(503, exc.detail, **{"Retry-After": "1"})
-    field = exc.field if isinstance(exc, InvalidEventError) else None
-    return _problem(exc.http_status, exc.detail, field)
+    return _response(error_answer(exc))
 
 
 def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Response[bytes]:
@@ -125,14 +134,6 @@ _ERRORS = {
         Problem, description="Redis unreachable or buffer full; retry after `Retry-After` s"
     ),
 }
-
-
-def _reason(exc: LogpipeError) -> str:
-    if isinstance(exc, BufferFullError):
-        return "buffer_full"
-    if isinstance(exc, RedisUnavailableError):
-        return "redis_unavailable"
-    return "too_large" if exc.http_status == 413 else "invalid"
 
 
 _EVENT_SCHEMA = Schema(
@@ -199,11 +200,15 @@ def _metrics_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             path = scope["path"]
             route = path if path in _ROUTES else "other"
-            metrics: ApiMetrics = scope["app"].state.metrics
-            metrics.requests.labels(route, method, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - start)
+            _observe(scope["app"].state.metrics, route, method, status, start)
 
     return middleware
+
+
+def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: float) -> None:
+    """Count one request and its latency (since ``start``, a ``perf_counter()``)."""
+    metrics.requests.labels(route, method, str(status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
@@ -227,10 +232,24 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     metrics = ApiMetrics()
 
     def route(event: Event, now: float) -> str:
-        return event_key(event.user_id, day_of(now if by_ingest else event.timestamp))
+        if by_ingest:
+            return event_key(event.user_id, day_of(now))
+        return event_key(event.user_id, event.timestamp // SECONDS_PER_DAY)  # day_of, inlined
+
+    def route_batch(events: list[Event], now: float) -> list[tuple[str, bytes]]:
+        """``(key, line)`` per event; a key is built once per user and day, not per event."""
+        made: dict[str, tuple[int, str]] = {}
+        items: list[tuple[str, bytes]] = []
+        for event in events:
+            day = event.timestamp // SECONDS_PER_DAY
+            hit = made.get(event.user_id)
+            if hit is None or hit[0] != day:
+                hit = made[event.user_id] = (day, route(event, now))
+            items.append((hit[1], event.line))
+        return items
 
     def refused(exc: LogpipeError, events: int = 1) -> Response[bytes]:
-        metrics.refuse(_reason(exc), events)
+        metrics.refuse(refusal_reason(exc), events)
         return _error_response(exc)
 
     @post(
@@ -243,20 +262,32 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
     )
     async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
-        media = _media_type(request)
+        # Requests with a Content-Length are answered by the ASGI fast path (see
+        # _fast_post_log) with the same checks; this handler serves the rest and the docs.
+        refusal = check_log_media(_media_type(request))
+        if refusal is not None:
+            return _response(refusal)
+        return _response(await store_one(request.app.state.committer, await request.body()))
+
+    def check_log_media(media: str) -> Answer | None:
+        """``POST /log``'s Content-Type check: the 415 answer, or ``None`` to go on."""
         if media and not _is_json(media):
             metrics.refuse("media_type")
-            return _problem(415, f"Content-Type must be application/json, got {media}")
-        body = await request.body()
+            return problem_answer(415, f"Content-Type must be application/json, got {media}")
+        return None
+
+    async def store_one(committer: GroupCommitter, body: bytes) -> Answer:
+        """``POST /log`` once the body is read: validate, store, and say how it went."""
         now = time.time()
         try:
             event = validate_event(decode_json(body), now=now, max_future_s=srv.max_future_seconds)
             key = route(event, now)
-            await request.app.state.committer.append([(key, event.line)])
+            await committer.append([(key, event.line)])
         except LogpipeError as exc:
-            return refused(exc)
+            metrics.refuse(refusal_reason(exc))
+            return error_answer(exc)
         metrics.accepted += 1
-        return Response(b'{"stored":true,"key":' + _encode(key) + b"}", media_type=MediaType.JSON)
+        return 200, b'{"stored":true,"key":' + _encode(key) + b"}", {}
 
     @post(
         "/logs",
@@ -298,18 +329,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
                 413, f"batch has {len(docs)} events; at most {srv.max_batch_events} allowed"
             )
         now = time.time()
-        items: list[tuple[str, bytes]] = []
-        errors: list[BatchError] = []
-        for i, doc in enumerate(docs):
-            try:
-                event = validate_event(
-                    decode_json(doc) if ndjson else doc,
-                    now=now,
-                    max_future_s=srv.max_future_seconds,
-                )
-                items.append((route(event, now), event.line))
-            except InvalidEventError as exc:
-                errors.append(BatchError(i, exc.detail))
+        events, refusals = validate_batch(
+            docs, now=now, max_future_s=srv.max_future_seconds, raw=ndjson
+        )
+        errors = [BatchError(i, detail) for i, detail in refusals]
+        items = [] if errors else route_batch(events, now)
         if errors:
             metrics.refuse("invalid", len(docs))
             refusal = BatchRefused(
@@ -418,6 +442,9 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         debug=False,
     )
     app.state.metrics = metrics
+    app.asgi_handler = fast_post_log(
+        app.asgi_handler, metrics, srv.max_body_bytes, check_log_media, store_one
+    )
     return app
 
 
@@ -434,6 +461,8 @@ def _decompress(body: bytes, request: Request[Any, Any, Any], limit: int) -> byt
         raise InvalidEventError(f"body is not valid gzip: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise _TooLarge(f"decompressed body larger than {limit} bytes")
+    if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
+        raise InvalidEventError("body is not valid gzip: the stream is truncated")
     return out
 
 

@@ -97,11 +97,20 @@ class Buffer:
         """
         grouped: dict[str, list[bytes]] = {}
         for key, value in items:
-            grouped.setdefault(key, []).append(value)
+            values = grouped.get(key)
+            if values is None:
+                grouped[key] = [value]
+            else:
+                values.append(value)
         argv: list[Any] = [self.cfg.max_buffered_events, self.cfg.key_expiration_seconds]
-        argv.extend(len(v) for v in grouped.values())
         for values in grouped.values():
-            argv.extend(values)
+            # one argument per list (see scripts.APPEND), unless a value holds a newline
+            joined = b"\n".join(values)
+            if joined.count(b"\n") == len(values) - 1:
+                argv += (len(values), joined)
+            else:
+                argv.append(-len(values))
+                argv.extend(values)
         with redis_errors("storing events"):
             reply = await self._append(keys=[keys.STATS, *grouped], args=argv)
         if isinstance(reply, list):
@@ -157,7 +166,7 @@ class Buffer:
         async with self.client.pipeline(transaction=False) as pipe:
             for ek in eks:
                 await self._claim(
-                    keys=[ek.key, ek.claim, ek.lease, ek.offset],
+                    keys=[ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine],
                     args=[owner, lease_ms],
                     client=pipe,
                 )
@@ -197,13 +206,15 @@ class Buffer:
         async with self.client.pipeline(transaction=False) as pipe:
             for ek, size in batch:
                 await self._begin(
-                    keys=[ek.claim, ek.lease, ek.offset],
-                    args=[owner, lease_ms, size, count],
-                    client=pipe,
+                    keys=[ek.claim, ek.lease, ek.offset], args=[owner, lease_ms, size], client=pipe
                 )
+                pipe.lrange(ek.claim, 0, count - 1)
             with redis_errors("reading events"):
                 replies = await self._execute(pipe)
-        return [None if r is None else list(r) for r in replies]
+        return [
+            None if ok is None else list(values)
+            for ok, values in zip(replies[0::2], replies[1::2], strict=True)
+        ]
 
     async def ack(
         self,

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from logpipe_cli.buffer import Buffer, Claim
 from logpipe_cli.errors import LogpipeError, UnsafeKeyError
@@ -39,9 +41,27 @@ from logpipe_cli.sink import LockedFile, encode_lines, path_for
 log = logging.getLogger("logpipe.drainer")
 
 #: keys worked on together: one pipeline per step for the whole group
-GROUP_SIZE = 128
+GROUP_SIZE = 64
+#: groups drained at once, so one group's file work (threads) overlaps another's Redis
+#: round trips and CPU work; GROUP_SIZE * GROUPS_IN_FLIGHT batches can be in memory
+GROUPS_IN_FLIGHT = 2
 
 Progress = Callable[[int, int], None]
+
+#: threads for file work (open, append + fsync, repair): fsyncs issued together share
+#: the filesystem's journal commits, and 16 moved new files ~8 % faster than
+#: asyncio's default pool (6 threads on 2 cores) in `make bench`
+FILE_THREADS = 16
+_file_pool: ThreadPoolExecutor | None = None
+_T = TypeVar("_T")
+
+
+async def _in_file_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking file work in the process's file threads (made on first use)."""
+    global _file_pool
+    if _file_pool is None:
+        _file_pool = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="logpipe-files")
+    return await asyncio.get_running_loop().run_in_executor(_file_pool, fn, *args)
 
 
 @dataclass
@@ -70,6 +90,20 @@ class DrainReport:
 def new_owner() -> str:
     """A token naming this drainer in leases: host, pid and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended.
+
+    Cancelled again until it ends: Python 3.11's ``asyncio.wait_for`` (inside redis-py)
+    swallows a cancellation that lands just as the future it waits for completes, which
+    would leave ``await task`` waiting forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
 
 
 @dataclass
@@ -112,13 +146,15 @@ class Drainer:
             total, done = len(todo), 0
             deadline = start + 2 * self.cfg.lease_seconds + 1
             while todo:
-                busy: list[EventKey] = []
-                for i in range(0, len(todo), GROUP_SIZE):
-                    group = todo[i : i + GROUP_SIZE]
-                    busy.extend(await self._drain_group(group, report))
+                groups = [todo[i : i + GROUP_SIZE] for i in range(0, len(todo), GROUP_SIZE)]
+
+                def group_done(n: int) -> None:
+                    nonlocal done
+                    done += n
                     if progress is not None:
-                        done += len(group)
                         progress(min(done, total), total)
+
+                busy = await self._drain_groups(groups, report, group_done)
                 if not busy or not wait_for_busy or time.monotonic() > deadline:
                     report.busy = [ek.key for ek in busy]
                     break
@@ -127,9 +163,7 @@ class Drainer:
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await _cancel(heartbeat)
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
             await self.buffer.record_drain(
@@ -143,6 +177,34 @@ class Drainer:
                 }
             )
         return report
+
+    async def _drain_groups(
+        self, groups: list[list[EventKey]], report: DrainReport, done: Callable[[int], None]
+    ) -> list[EventKey]:
+        """Drain ``groups``, GROUPS_IN_FLIGHT at a time; returns the keys others hold.
+
+        After a failure no new group starts; the groups under way finish first (a
+        cancelled group could leave a thread writing to a file it no longer owns).
+        """
+        busy: list[EventKey] = []
+        failed: list[Exception] = []
+        queue = iter(groups)
+
+        async def worker() -> None:
+            for group in queue:
+                if failed:
+                    return
+                try:
+                    busy.extend(await self._drain_group(group, report))
+                except Exception as exc:
+                    failed.append(exc)
+                    return
+                done(len(group))
+
+        await asyncio.gather(*(worker() for _ in range(GROUPS_IN_FLIGHT)))
+        if failed:
+            raise failed[0]
+        return busy
 
     async def _heartbeat(self) -> None:
         """Renew our leases while a pass runs, so a slow batch is not taken over."""
@@ -191,7 +253,7 @@ class Drainer:
             return LockedFile.open(path_for(self.logs_dir, c.key))
 
         results = await asyncio.gather(
-            *(asyncio.to_thread(open_one, c) for c in claims), return_exceptions=True
+            *(_in_file_thread(open_one, c) for c in claims), return_exceptions=True
         )
         work: list[_Work] = []
         failed: list[EventKey] = []
@@ -227,7 +289,7 @@ class Drainer:
                     "repairing %s: cutting %d unacknowledged bytes", w.file.path, w.file.size - off
                 )
                 try:
-                    await asyncio.to_thread(w.file.truncate, off)
+                    await _in_file_thread(w.file.truncate, off)
                 except LogpipeError as exc:
                     report.errors.append(exc.detail)
                     lost.add(w.key)
@@ -255,7 +317,7 @@ class Drainer:
 
         results = await asyncio.gather(
             *(
-                asyncio.to_thread(w.file.append, data, fsync=self.cfg.fsync)
+                _in_file_thread(functools.partial(w.file.append, data, fsync=self.cfg.fsync))
                 for w, _, _, _, data in writing
             ),
             return_exceptions=True,

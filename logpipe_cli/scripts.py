@@ -5,12 +5,23 @@ from __future__ import annotations
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none)
--- ARGV[3..k+2] = how many values go to each list, then all values in order
+-- ARGV[3..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
+--   argument (one argument per list, not per event: packing arguments is what costs
+--   the client most), or -n and its n values one per argument (a value holds a newline)
 -- Returns the number of events buffered afterwards, -1 if the buffer is full, or
 -- {positions of the lists that hold another type} (nothing written: a script that
 -- fails half-way keeps its earlier writes, so every check comes before any write).
 local nkeys = #KEYS - 1
-local total = #ARGV - 2 - nkeys
+local counts, total, a = {}, 0, 3
+for i = 1, nkeys do
+  local n = tonumber(ARGV[a])
+  counts[i] = n
+  if n > 0 then
+    total, a = total + n, a + 2
+  else
+    total, a = total - n, a + 1 - n
+  end
+end
 local wrong = {}
 for i = 1, nkeys do
   local t = redis.call('TYPE', KEYS[i + 1])['ok']
@@ -26,25 +37,52 @@ if limit > 0 then
   end
 end
 local ttl = tonumber(ARGV[2])
-local pos = 3 + nkeys
+local find, sub = string.find, string.sub
+a = 3
 for i = 1, nkeys do
-  local n = tonumber(ARGV[2 + i])
-  local last = pos + n - 1
-  while pos <= last do
-    local stop = math.min(last, pos + 999)
-    redis.call('RPUSH', KEYS[i + 1], unpack(ARGV, pos, stop))
-    pos = stop + 1
+  local key, n = KEYS[i + 1], counts[i]
+  if n > 0 then
+    local blob, vals, m, pos = ARGV[a + 1], {}, 0, 1
+    for _ = 1, n do
+      local stop = find(blob, '\\n', pos, true) or (#blob + 1)
+      m = m + 1
+      vals[m] = sub(blob, pos, stop - 1)
+      pos = stop + 1
+      if m == 1000 then
+        redis.call('RPUSH', key, unpack(vals, 1, m))
+        m = 0
+      end
+    end
+    if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
+    a = a + 2
+  else
+    local first, last = a + 1, a - n
+    while first <= last do
+      local stop = math.min(last, first + 999)
+      redis.call('RPUSH', key, unpack(ARGV, first, stop))
+      first = stop + 1
+    end
+    a = last + 1
   end
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i + 1], ttl) end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
 return redis.call('HINCRBY', KEYS[1], 'buffered', total)
 """
 
 CLAIM = """
--- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset
+-- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset,
+-- KEYS[5] = quarantine list
 -- ARGV[1] = owner token, ARGV[2] = lease in ms
 -- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
+-- A lease, offset or quarantine overwritten by hand with another type would make this
+-- or a later script fail (for every key in its pipeline, or after ACK's LTRIM): refuse.
+local function wrong(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then return t .. ' at ' .. key end
+end
+local bad = wrong(KEYS[3], 'string') or wrong(KEYS[4], 'string') or wrong(KEYS[5], 'list')
+if bad then return {'wrongtype', bad} end
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return {'busy', holder} end
 local ct = redis.call('TYPE', KEYS[2])['ok']
@@ -75,12 +113,16 @@ return redis.call('GET', KEYS[2]) or ''
 
 BEGIN = """
 -- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset
--- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = file size now, ARGV[4] = batch
--- Records where the append will start, then returns the batch; false if not our lease.
+-- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = file size now
+-- Records where the append will start; false if not our lease. The caller reads the
+-- batch with a plain LRANGE right after, in the same pipeline: returning it from here
+-- would copy every value into Lua and back (4x the Redis time). Only the lease
+-- holder trims a claim, and a new holder cannot append before it has the file's
+-- lock, so the LRANGE reads what this script saw.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3])
-return redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+return 1
 """
 
 ACK = """

@@ -1,0 +1,177 @@
+"""POST /log's ASGI fast path answers exactly as the Litestar handler it stands in front of.
+
+A body with a Content-Length takes the fast path; the same body sent chunked (no
+Content-Length) goes through Litestar's ``post_log`` handler. Both must give the same
+status, headers, body, stored lines and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from litestar import Request
+from litestar.testing import TestClient
+
+from logpipe_cli.api import create_app
+from tests.conftest import MakeSettings
+
+NOW = int(time.time())
+
+
+@pytest.fixture
+def body_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of Litestar's ``Request.body``: only the handler path reads it."""
+    calls: list[int] = []
+    original = Request.body
+
+    async def counting(self: Request[Any, Any, Any]) -> bytes:
+        calls.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(Request, "body", counting)
+    return calls
+
+
+def chunks(data: bytes) -> Iterator[bytes]:
+    yield data
+
+
+def both(client: TestClient[Any], body: bytes, headers: dict[str, str]) -> list[httpx.Response]:
+    fast = client.post("/log", content=body, headers=headers)
+    slow = client.post("/log", content=chunks(body), headers=headers)
+    return [fast, slow]
+
+
+def same(answers: list[httpx.Response]) -> httpx.Response:
+    fast, slow = answers
+    assert "content-length" in fast.request.headers
+    assert "content-length" not in slow.request.headers
+    assert fast.status_code == slow.status_code
+    assert fast.headers.multi_items() == slow.headers.multi_items()
+    assert fast.content == slow.content
+    return fast
+
+
+CASES = [
+    pytest.param(json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}), {}, 200, id="ok"),
+    pytest.param(
+        json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW, "x": [1, {"y": None}]}),
+        {"content-type": "application/json; charset=utf-8"},
+        200,
+        id="ok-charset",
+    ),
+    pytest.param(
+        json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}),
+        {"content-type": "application/vnd.api+json"},
+        200,
+        id="ok-plus-json",
+    ),
+    pytest.param(
+        json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}),
+        {"content-type": ""},
+        200,
+        id="ok-no-type",
+    ),
+    pytest.param(
+        json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}),
+        {"content-type": "text/plain"},
+        415,
+        id="media-type",
+    ),
+    pytest.param("{not json", {}, 400, id="malformed"),
+    pytest.param(b'{"user_id":"\xff"}', {}, 400, id="bad-utf8"),
+    pytest.param("[1, 2]", {}, 400, id="not-an-object"),
+    pytest.param(json.dumps({"event": "e", "timestamp": NOW}), {}, 400, id="no-user"),
+    pytest.param(
+        json.dumps({"user_id": "../x", "event": "e", "timestamp": NOW}), {}, 400, id="bad-user"
+    ),
+    pytest.param(
+        json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW * 1000}),
+        {},
+        400,
+        id="milliseconds",
+    ),
+    pytest.param("", {}, 400, id="empty"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status"), CASES)
+def test_fast_path_answers_as_the_handler(
+    settings_for: MakeSettings,
+    store: redis.Redis,
+    body_reads: list[int],
+    body: str | bytes,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    data = body.encode() if isinstance(body, str) else body
+    headers = {"content-type": "application/json", **headers}
+    if not headers["content-type"]:
+        del headers["content-type"]
+    app = create_app(settings_for())
+    with TestClient(app) as client:
+        answer = same(both(client, data, headers))
+        metrics = client.get("/metrics").text
+    assert answer.status_code == status
+    # the handler read one body (the chunked one); the fast path read its own
+    assert body_reads == ([] if status == 415 else [1])
+    assert f'route="/log",status="{status}"}} 2.0' in metrics
+    if status == 200:
+        key = answer.json()["key"]
+        assert store.lrange(key, 0, -1) == [data.replace(b" ", b"")] * 2
+    else:
+        assert not list(store.scan_iter(match="logs:*"))
+
+
+def test_redis_down_is_the_same_503(make_settings: MakeSettings, body_reads: list[int]) -> None:
+    app = create_app(make_settings("redis://127.0.0.1:1", redis={"timeout_seconds": 0.5}))
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
+    with TestClient(app) as client:
+        answer = same(both(client, body, {"content-type": "application/json"}))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert body_reads == [1]
+
+
+def test_buffer_full_is_the_same_503(settings_for: MakeSettings, store: redis.Redis) -> None:
+    app = create_app(settings_for(redis={"max_buffered_events": 1}))
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
+    headers = {"content-type": "application/json"}
+    with TestClient(app) as client:
+        assert client.post("/log", content=body, headers=headers).status_code == 200
+        answer = same(both(client, body, headers))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert store.llen(f"logs:user_u1:{NOW // 86400}") == 1
+
+
+def test_too_large_and_other_routes_go_to_litestar(
+    settings_for: MakeSettings, body_reads: list[int]
+) -> None:
+    app = create_app(settings_for(server={"max_body_bytes": 100}))
+    big = json.dumps({"user_id": "u1", "event": "e" * 200, "timestamp": NOW}).encode()
+    with TestClient(app) as client:
+        fast, slow = both(client, big, {"content-type": "application/json"})
+        assert client.post("/log/", content=b"{}").status_code == 400
+        assert client.get("/log").status_code == 405
+    assert fast.status_code == slow.status_code == 413
+    assert fast.json() == slow.json() == {"detail": "request body too large"}
+
+
+def test_an_unexpected_error_is_litestars_500(settings_for: MakeSettings) -> None:
+    class Broken:
+        async def append(self, items: Any) -> None:
+            raise RuntimeError("boom")
+
+    app = create_app(settings_for())
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.state.committer = Broken()
+        answer = same(both(client, body, {"content-type": "application/json"}))
+    assert answer.status_code == 500
