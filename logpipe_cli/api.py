@@ -221,7 +221,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         client = redis if redis is not None else connect(settings.redis)
         buffer = Buffer(client, settings.redis)
         app.state.buffer = buffer
-        app.state.committer = GroupCommitter(buffer)
+        app.state.committer = GroupCommitter(buffer, settings.redis.write_retry_seconds)
         app.state.drainer = Drainer(buffer, settings.drainer)
         try:
             yield

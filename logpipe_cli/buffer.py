@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,10 +88,13 @@ class Buffer:
 
     # ---- the write path -------------------------------------------------------------
 
-    async def append(self, items: Sequence[tuple[str, bytes]]) -> int:
+    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
         """Append ``(list key, line)`` pairs in order, atomically, in one round trip.
 
-        Returns the number of events buffered afterwards. Raises
+        Calls with the same ``flush_id`` (within 60 s) write once: send the same
+        id again when a call failed without an answer, and the events are stored once
+        whether or not the first call ran. Returns the number of events buffered
+        afterwards. Raises
         :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
         exceeded, :class:`WrongTypeError` (nothing stored) when a target key is not a
         list, :class:`RedisUnavailableError` when Redis cannot be reached.
@@ -102,7 +106,11 @@ class Buffer:
                 grouped[key] = [value]
             else:
                 values.append(value)
-        argv: list[Any] = [self.cfg.max_buffered_events, self.cfg.key_expiration_seconds]
+        argv: list[Any] = [
+            self.cfg.max_buffered_events,
+            self.cfg.key_expiration_seconds,
+            flush_id or uuid.uuid4().hex,
+        ]
         for values in grouped.values():
             # one argument per list (see scripts.APPEND), unless a value holds a newline
             joined = b"\n".join(values)
@@ -112,7 +120,10 @@ class Buffer:
                 argv.append(-len(values))
                 argv.extend(values)
         with redis_errors("storing events"):
-            reply = await self._append(keys=[keys.STATS, *grouped], args=argv)
+            reply = await self._append(
+                keys=[keys.STATS, *grouped, keys.FLUSHES],
+                args=argv,
+            )
         if isinstance(reply, list):
             names = list(grouped)
             bad = [names[int(i) - 1] for i in reply]

@@ -3,17 +3,24 @@
 Each request adds its events and waits; a single flusher sends everything pending in
 one script call, then wakes exactly the requests of that call, with success or with
 the error that call met. So a ``200`` still means "this event is in Redis", and a
-failed flush fails only its own requests. The script writes all or nothing, so a
-failed flush stored none of its events and a retry cannot duplicate them.
+failed flush fails only its own requests.
+
+The script writes all or nothing, and each flush carries an id that Redis remembers
+once it has run: when Redis goes away without answering (it may or may not have run
+the flush), the committer sends the same flush again, for up to ``retry_s``, and the
+events are stored exactly once either way. Only when Redis stays away longer do the
+requests get a 503, and only then can a client's retry duplicate an event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Sequence
 
 from logpipe_cli.buffer import Buffer
-from logpipe_cli.errors import WrongTypeError
+from logpipe_cli.errors import RedisUnavailableError, WrongTypeError
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
@@ -22,8 +29,9 @@ _Waiter = tuple[asyncio.Future[None], Sequence[tuple[str, bytes]]]
 
 
 class GroupCommitter:
-    def __init__(self, buffer: Buffer) -> None:
+    def __init__(self, buffer: Buffer, retry_s: float = 0.0) -> None:
         self._buffer = buffer
+        self._retry_s = retry_s
         self._waiters: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -52,7 +60,7 @@ class GroupCommitter:
                 waiters = self._take()
                 items = [item for _, batch in waiters for item in batch]
                 try:
-                    await self._buffer.append(items)
+                    await self._store(items)
                 except asyncio.CancelledError:
                     for fut, _ in waiters:
                         fut.cancel()
@@ -76,6 +84,21 @@ class GroupCommitter:
                             fut.set_result(None)
         finally:
             self._flusher = None
+
+    async def _store(self, items: list[tuple[str, bytes]]) -> None:
+        """One flush, sent again under the same id while Redis does not answer."""
+        flush_id = uuid.uuid4().hex
+        deadline = time.monotonic() + self._retry_s
+        delay = 0.05
+        while True:
+            try:
+                await self._buffer.append(items, flush_id)
+                return
+            except RedisUnavailableError:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _fail(fut: asyncio.Future[None], exc: Exception) -> None:

@@ -33,6 +33,10 @@ _COMMENTS: dict[str, dict[str, str]] = {
             "Backpressure: POST /log answers 503 once Redis holds this many events. 0 = no limit."
         ),
         "timeout_seconds": "Connect and command timeout for Redis.",
+        "write_retry_seconds": (
+            "How long the API sends a write again while Redis does not answer, before\n"
+            "answering 503. The same write id is reused, so it is stored at most once."
+        ),
     },
     "drainer": {
         "interval_seconds": "How often `logpipe drain` moves events to files (fractions allowed).",

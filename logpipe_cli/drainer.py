@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from logpipe_cli.buffer import Buffer, Claim
-from logpipe_cli.errors import LogpipeError, UnsafeKeyError
+from logpipe_cli.errors import FileBusyError, LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import DrainerSettings
@@ -78,13 +78,24 @@ class DrainReport:
     unsafe: list[str] = field(default_factory=list)
     wrong_type: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: keys already counted in ``keys`` and ``files``: a key whose resumed claim and
+    #: newer events are both drained in one pass counts once
+    counted: set[str] = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
+    def count_key(self, key: str) -> None:
+        if key not in self.counted:
+            self.counted.add(key)
+            self.keys += 1
+            self.files += 1
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        data = asdict(self)
+        del data["counted"]
+        return {**data, "ok": self.ok}
 
 
 def new_owner() -> str:
@@ -156,7 +167,7 @@ class Drainer:
 
                 busy = await self._drain_groups(groups, report, group_done)
                 if not busy or not wait_for_busy or time.monotonic() > deadline:
-                    report.busy = [ek.key for ek in busy]
+                    report.busy.extend(ek.key for ek in busy)
                     break
                 await asyncio.sleep(min(0.25, self.cfg.lease_seconds / 4))
                 todo = busy
@@ -249,8 +260,10 @@ class Drainer:
     async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
         """Open and lock each claim's file; a key whose file cannot be opened is released."""
 
+        lock_timeout_s = 2 * self.cfg.lease_seconds
+
         def open_one(c: Claim) -> LockedFile:
-            return LockedFile.open(path_for(self.logs_dir, c.key))
+            return LockedFile.open(path_for(self.logs_dir, c.key), lock_timeout_s)
 
         results = await asyncio.gather(
             *(_in_file_thread(open_one, c) for c in claims), return_exceptions=True
@@ -260,6 +273,11 @@ class Drainer:
         for c, res in zip(claims, results, strict=True):
             if isinstance(res, UnsafeKeyError):
                 report.unsafe.append(c.key.key)
+                failed.append(c.key)
+            elif isinstance(res, FileBusyError):
+                # its holder still runs; give the key back and let a later pass retry
+                log.warning("left for later: %s", res.detail)
+                report.busy.append(c.key.key)
                 failed.append(c.key)
             elif isinstance(res, LogpipeError):
                 report.errors.append(res.detail)
@@ -354,8 +372,7 @@ class Drainer:
             report.bytes += len(data)
             report.quarantined += len(bad)
             if left == 0:
-                report.keys += 1
-                report.files += 1
+                report.count_key(w.key.key)
                 done.add(w.key)
                 self._emptied.add(w.key)
         return await self._drop(work, done)

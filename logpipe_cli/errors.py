@@ -69,6 +69,10 @@ class SinkError(LogpipeError):
     http_status = 500
 
 
+class FileBusyError(SinkError):
+    """Another process holds the file's lock (a drainer that lost its lease but lives)."""
+
+
 class UnsafeKeyError(LogpipeError):
     """A Redis key that does not map to a file inside `logs_dir`."""
 

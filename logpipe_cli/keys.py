@@ -16,6 +16,8 @@ CLAIM_PREFIX = _NS + "claim:"
 LEASE_PREFIX = _NS + "lease:"
 OFFSET_PREFIX = _NS + "offset:"
 QUARANTINE_PREFIX = _NS + "quarantine:"
+#: sorted set of the write ids done in the last 60 s, so a write sent again is not done twice
+FLUSHES = _NS + "flushes"
 #: hash of counters: buffered (events in Redis), accepted, drained_events, ...
 STATS = _NS + "stats"
 #: hash of the last drain's outcome

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 APPEND = """
--- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct)
--- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none)
--- ARGV[3..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
+-- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset)
+-- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
+-- ARGV[3] = this flush's id
+-- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
 -- Returns the number of events buffered afterwards, -1 if the buffer is full, or
 -- {positions of the lists that hold another type} (nothing written: a script that
 -- fails half-way keeps its earlier writes, so every check comes before any write).
-local nkeys = #KEYS - 1
-local counts, total, a = {}, 0, 3
+-- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
+-- (Redis died after running it) can be sent again without duplicates.
+local flushes, id = KEYS[#KEYS], ARGV[3]
+if redis.call('ZSCORE', flushes, id) then
+  return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
+end
+local nkeys = #KEYS - 2
+local counts, total, a = {}, 0, 4
 for i = 1, nkeys do
   local n = tonumber(ARGV[a])
   counts[i] = n
@@ -38,7 +45,7 @@ if limit > 0 then
 end
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
-a = 3
+a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
   if n > 0 then
@@ -67,6 +74,9 @@ for i = 1, nkeys do
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', flushes, now, id)
+redis.call('ZREMRANGEBYSCORE', flushes, '-inf', now - 60)
 return redis.call('HINCRBY', KEYS[1], 'buffered', total)
 """
 

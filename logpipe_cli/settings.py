@@ -41,6 +41,7 @@ class RedisSettings:
     key_expiration_seconds: int = 0
     max_buffered_events: int = 10_000_000
     timeout_seconds: float = 5.0
+    write_retry_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ _MINIMUM: dict[str, float] = {
     "redis.key_expiration_seconds": 0,
     "redis.max_buffered_events": 0,
     "redis.timeout_seconds": 0.001,
+    "redis.write_retry_seconds": 0,
     "drainer.interval_seconds": 0.001,
     "drainer.lease_seconds": 0.1,
     "drainer.batch_events": 1,

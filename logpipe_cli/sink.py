@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from logpipe_cli.errors import SinkError, UnsafeKeyError
+from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
 from logpipe_cli.keys import USER_ID_RE, EventKey
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -49,16 +50,22 @@ class LockedFile:
     size: int
 
     @classmethod
-    def open(cls, path: Path) -> LockedFile:
+    def open(cls, path: Path, lock_timeout_s: float = 10.0) -> LockedFile:
+        """Open (creating it durably if new) and lock ``path``.
+
+        Waits at most ``lock_timeout_s`` for the lock, then raises
+        :class:`FileBusyError`: a holder that never lets go (a stopped process) must not
+        stall a drainer, and the threads it drains with, for good.
+        """
         try:
             try:
                 fd = os.open(path, _OPEN_FLAGS)
             except FileNotFoundError:
                 fd = cls._create(path)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _lock(fd, path, lock_timeout_s)
                 size = os.fstat(fd).st_size
-            except OSError:
+            except (OSError, FileBusyError):
                 os.close(fd)
                 raise
         except OSError as exc:
@@ -115,6 +122,20 @@ class LockedFile:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def _lock(fd: int, path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() + delay > deadline:
+                raise FileBusyError(f"{path} is locked by another process") from None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -23,7 +23,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
 
     def make(redis_url: str = "redis://127.0.0.1:1", **sections: dict[str, Any]) -> Settings:
         data: dict[str, dict[str, Any]] = {
-            "redis": {"url": redis_url},
+            # short, so a test of a Redis outage gets its 503 quickly (and still retries)
+            "redis": {"url": redis_url, "write_retry_seconds": 0.2},
             "drainer": {"logs_dir": str(tmp_path / "logs"), "lease_seconds": 1.0},
         }
         for section, values in sections.items():

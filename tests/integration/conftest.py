@@ -65,8 +65,9 @@ class Rig:
         return data.splitlines()
 
     def redis_keys(self) -> list[str]:
-        """Every key but the counters: what is still buffered or in progress."""
-        skip = {b"logpipe:stats", b"logpipe:last_drain"}
+        """Every key but the counters and the recent write ids: what is still buffered
+        or in progress."""
+        skip = {b"logpipe:stats", b"logpipe:last_drain", b"logpipe:flushes"}
         return sorted(k.decode() for k in self.raw.scan_iter() if k not in skip)
 
     def stats(self) -> dict[str, int]:

@@ -105,6 +105,7 @@ async def test_resumed_claim_and_events_that_came_after_it_in_one_pass(rig: Rig)
     report = await rig.drainer().drain_once()
     assert report.ok, report.errors
     assert report.events == 6
+    assert (report.keys, report.files) == (1, 1)  # one key, one file, drained in two claims
     assert rig.file("u") == OLD + encode_lines(claimed + later)
     assert rig.redis_keys() == []
 

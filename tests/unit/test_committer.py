@@ -22,9 +22,9 @@ class CountingBuffer(Buffer):
         super().__init__(client, cfg)
         self.flushes: list[int] = []
 
-    async def append(self, items: Sequence[tuple[str, bytes]]) -> int:
+    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
         self.flushes.append(len(items))
-        return await super().append(items)
+        return await super().append(items, flush_id)
 
 
 @pytest.fixture
