@@ -144,6 +144,12 @@ def wait_redis(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10.0
         time.sleep(0.05)
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` (uvicorn's workers under its supervisor)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
 def status_kb(pid: int, field: str) -> int:
     """A ``kB`` field of ``/proc/<pid>/status`` (VmHWM = peak RSS, VmRSS = RSS now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
