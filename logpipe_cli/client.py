@@ -7,7 +7,7 @@ retry can never store an event twice.
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,22 +84,19 @@ def send_event(
 
     Raises :class:`ClientError` if the server cannot be reached at all.
     """
-    target = url.rstrip("/") + "/log"
-    attempt = 0
-    with httpx.Client(timeout=timeout_s) as http:
-        while True:
-            attempt += 1
-            try:
-                resp = http.post(target, json=event)
-            except _NOT_SENT as exc:
-                if attempt > retries:
-                    raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
-            except httpx.HTTPError as exc:
-                raise ClientError(f"request to {target} failed: {_reason(exc)}") from None
-            else:
-                if resp.status_code != 503 or attempt > retries:
-                    return SendResult(resp.status_code, _body(resp), attempt)
-            time.sleep(_delay_s(attempt, backoff_s))
+
+    async def one() -> SendResult:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            return await post(
+                http,
+                url.rstrip("/") + "/log",
+                json.dumps(event).encode(),
+                "application/json",
+                retries=retries,
+                backoff_s=backoff_s,
+            )
+
+    return asyncio.run(one())
 
 
 async def post(

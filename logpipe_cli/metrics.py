@@ -26,12 +26,17 @@ class ApiMetrics(Collector):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "logpipe_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
+            "logpipe_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "logpipe_http_request_duration_seconds", "HTTP request latency by route",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "logpipe_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.accepted = 0
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
@@ -56,23 +61,27 @@ class ApiMetrics(Collector):
             refused.add_metric([reason], n)
         yield refused
         yield CounterMetricFamily(
-            "logpipe_redis_errors", "Redis calls that failed in this process",
+            "logpipe_redis_errors",
+            "Redis calls that failed in this process",
             value=self.redis_errors,
         )
         shared = self._shared
         if "buffered" in shared:
             yield GaugeMetricFamily(
-                "logpipe_buffered_events", "Events waiting in Redis (all API processes)",
+                "logpipe_buffered_events",
+                "Events waiting in Redis (all API processes)",
                 value=shared["buffered"],
             )
         if "drained_events" in shared:
             yield CounterMetricFamily(
-                "logpipe_drained_events", "Events written to files by all drainers",
+                "logpipe_drained_events",
+                "Events written to files by all drainers",
                 value=shared["drained_events"],
             )
         if "last_drain_at" in shared:
             yield GaugeMetricFamily(
-                "logpipe_drain_lag_seconds", "Seconds since the last drain pass finished",
+                "logpipe_drain_lag_seconds",
+                "Seconds since the last drain pass finished",
                 value=max(0.0, time.time() - shared["last_drain_at"]),
             )
 
@@ -97,15 +106,19 @@ class DrainerMetrics:
             "logpipe_drain_bytes", "Bytes this drainer wrote to files", registry=self.registry
         )
         self.duration = Histogram(
-            "logpipe_drain_duration_seconds", "Duration of drain passes",
-            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
+            "logpipe_drain_duration_seconds",
+            "Duration of drain passes",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
         )
         self.last_success = Gauge(
             "logpipe_drain_last_success_timestamp_seconds",
-            "Unix time the last successful pass finished", registry=self.registry,
+            "Unix time the last successful pass finished",
+            registry=self.registry,
         )
         self.lag = Gauge(
-            "logpipe_drain_lag_seconds", "Seconds since the last successful pass finished",
+            "logpipe_drain_lag_seconds",
+            "Seconds since the last successful pass finished",
             registry=self.registry,
         )
         self.lag.set_function(self._lag)

@@ -38,8 +38,14 @@ async def collect(buffer: Buffer, pattern: str) -> dict[str, Any]:
         },
         "totals": {
             name: counters.get(name, 0)
-            for name in ("accepted", "refused_full", "drained_events", "drained_keys",
-                         "drained_bytes", "quarantined")
+            for name in (
+                "accepted",
+                "refused_full",
+                "drained_events",
+                "drained_keys",
+                "drained_bytes",
+                "quarantined",
+            )
         },
         "last_drain": _last_drain(last),
     }

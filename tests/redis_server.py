@@ -40,13 +40,30 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed: tests need a real Redis (apt-get install "
-                        "redis-server); .ci/run installs it", pytrace=False)
+            pytest.fail(
+                "redis-server is not installed: tests need a real Redis (apt-get install "
+                "redis-server); .ci/run installs it",
+                pytrace=False,
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-             "--appendfsync", "always", "--logfile", str(self.dir / "redis.log")],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
