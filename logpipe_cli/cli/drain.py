@@ -120,10 +120,11 @@ async def _loop(settings: Settings, as_json: bool, observe: Observe) -> None:
 
     def on_report(report: DrainReport) -> None:
         observe(report)
+        # a long-running service: one line per pass, for a log, not a table
         if as_json:
-            render.print_json(report.as_dict())
+            render.print_json_line(report.as_dict())
         elif report.events or report.errors or report.unsafe or report.wrong_type:
-            render.drain_report(report)
+            render.drain_line(report)
         for err in report.errors:
             render.print_error(err)
 

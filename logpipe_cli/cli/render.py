@@ -62,6 +62,27 @@ def print_json_line(data: Any) -> None:
     sys.stdout.flush()
 
 
+def drain_line(report: DrainReport) -> None:
+    """One pass of the drain loop as one log line."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    line = (
+        f"{stamp} drained {report.events} events from {report.keys} keys into "
+        f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.3f} s"
+    )
+    extras = [
+        f"{n} {label}"
+        for n, label in (
+            (report.quarantined, "quarantined"),
+            (len(report.unsafe), "unsafe keys left"),
+            (len(report.wrong_type), "keys of another type left"),
+            (len(report.busy), "keys busy"),
+        )
+        if n
+    ]
+    sys.stdout.write(line + (f"; {', '.join(extras)}" if extras else "") + "\n")
+    sys.stdout.flush()
+
+
 def is_terminal() -> bool:
     """Whether stdout is a terminal: progress bars and live views only there."""
     return console().is_terminal
