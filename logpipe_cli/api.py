@@ -47,6 +47,16 @@ from logpipe_cli.events import (
 from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.keys import USER_ID_RE, event_key
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
+from logpipe_cli.schemas import (
+    BatchError,
+    BatchRefused,
+    BatchStored,
+    DrainSummary,
+    Problem,
+    Ready,
+    StatsDoc,
+    Stored,
+)
 from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect
 
@@ -55,42 +65,6 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 #: batch errors listed in one answer; the count says how many there were in all
 MAX_LISTED_ERRORS = 100
 _encode = msgspec.json.encode
-
-
-class Problem(msgspec.Struct):
-    """Every error answer: what went wrong, and the field if one is to blame."""
-
-    detail: str
-    field: str | None = None
-
-
-class Stored(msgspec.Struct):
-    """``POST /log`` succeeded: the event is in Redis."""
-
-    stored: bool
-    key: str
-
-
-class BatchError(msgspec.Struct):
-    index: int
-    detail: str
-
-
-class BatchStored(msgspec.Struct):
-    accepted: int
-
-
-class BatchRefused(msgspec.Struct):
-    detail: str
-    errors: list[BatchError]
-
-
-class LogEvent(msgspec.Struct):
-    """The documented shape of an event; other fields are kept as sent."""
-
-    user_id: str
-    event: str
-    timestamp: int
 
 
 def _problem(status: int, detail: str, field: str | None = None, **headers: str) -> Response[bytes]:
@@ -130,6 +104,9 @@ _ERRORS = {
     400: ResponseSpec(Problem, description="Malformed JSON or an invalid field; `field` names it"),
     413: ResponseSpec(Problem, description="Body larger than server.max_body_bytes"),
     415: ResponseSpec(Problem, description="Content-Type is not JSON"),
+    500: ResponseSpec(
+        Problem, description="A target Redis key holds another type (written by hand)"
+    ),
     503: ResponseSpec(
         Problem, description="Redis unreachable or buffer full; retry after `Retry-After` s"
     ),
@@ -257,7 +234,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         summary="Ingest one event",
         description="Stores one JSON event in Redis. `200` means it is in Redis.",
         request_max_body_size=srv.max_body_bytes,
-        responses=_ERRORS,
+        responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS},
         status_code=200,
         operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
     )
@@ -298,7 +275,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             "listing each bad event's index and reason) and nothing is stored."
         ),
         request_max_body_size=srv.max_body_bytes,
-        responses={**_ERRORS, 400: ResponseSpec(BatchRefused, description="Batch refused")},
+        responses={
+            200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
+            **_ERRORS,
+            400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
+        },
         status_code=200,
         operation_class=_with_body(
             {
@@ -356,7 +337,10 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     @get(
         "/readyz",
         summary="Readiness: 200 only while Redis answers",
-        responses={503: ResponseSpec(Problem, description="Redis does not answer")},
+        responses={
+            200: ResponseSpec(Ready, description="Redis answers"),
+            503: ResponseSpec(Problem, description="Redis does not answer"),
+        },
     )
     async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
         try:
@@ -375,7 +359,10 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             "`buffered` and `totals` come from Redis (all API processes and drainers); "
             "`api` counts this process since it started."
         ),
-        responses={503: ResponseSpec(Problem, description="Redis does not answer")},
+        responses={
+            200: ResponseSpec(StatsDoc, description="The pipeline's state"),
+            503: ResponseSpec(Problem, description="Redis does not answer"),
+        },
     )
     async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
         try:
@@ -420,6 +407,10 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             "another drainer holds are left to it and listed in `busy`."
         ),
         status_code=200,
+        responses={
+            200: ResponseSpec(DrainSummary, description="The pass met no error"),
+            500: ResponseSpec(DrainSummary, description="The pass met an error (see `errors`)"),
+        },
     )
     async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
         report = await request.app.state.drainer.drain_once(wait_for_busy=False)
