@@ -133,8 +133,6 @@ class Drainer:
         self.logs_dir = Path(cfg.logs_dir)
         self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
         self._held: set[EventKey] = set()
-        #: keys whose claim this drainer emptied (acked to the last event)
-        self._emptied: set[EventKey] = set()
 
     # ---- one pass ------------------------------------------------------------------
 
@@ -251,8 +249,7 @@ class Drainer:
             self._held.difference_update(c.key for c in mine)
         # A resumed claim predates the crash; events stored since then wait in a fresh
         # list under the same key: claim that too, so one pass drains everything there is.
-        again = [c.key for c in mine if c.status == "resume" and c.key in self._emptied]
-        self._emptied.difference_update(c.key for c in mine)
+        again = [c.key for c in mine if c.status == "resume" and c.key.key in report.counted]
         if again:
             busy.extend(await self._drain_group(again, report))
         return busy
@@ -374,7 +371,6 @@ class Drainer:
             if left == 0:
                 report.count_key(w.key.key)
                 done.add(w.key)
-                self._emptied.add(w.key)
         return await self._drop(work, done)
 
     async def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
