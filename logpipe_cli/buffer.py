@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -174,15 +175,16 @@ class Buffer:
 
     async def claim(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Claim]:
         """Take each key for draining: rename it to its claim, or resume a stale claim."""
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek in eks:
                 await self._claim(
                     keys=[ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine],
                     args=[owner, lease_ms],
                     client=pipe,
                 )
-            with redis_errors("claiming keys"):
-                replies = await self._execute(pipe)
+
+        replies = await self._run("claiming keys", build)
         return [Claim(ek, _str(r[0]), _str(r[1])) for ek, r in zip(eks, replies, strict=True)]
 
     async def prepare(
@@ -193,18 +195,13 @@ class Buffer:
         Per key: the offset to truncate back to, ``None`` if none is pending, or
         ``False`` if the lease is no longer ours.
         """
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek in eks:
                 await self._prepare(keys=[ek.lease, ek.offset], args=[owner, lease_ms], client=pipe)
-            with redis_errors("checking leases"):
-                replies = await self._execute(pipe)
-        out: list[int | bool | None] = []
-        for r in replies:
-            if r is None:
-                out.append(False)
-            else:
-                out.append(int(r) if r not in (b"", "") else None)
-        return out
+
+        replies = await self._run("checking leases", build)
+        return [False if r is None else (int(r) if r not in (b"", "") else None) for r in replies]
 
     async def begin(
         self, batch: Sequence[tuple[EventKey, int]], owner: str, lease_ms: int, count: int
@@ -214,14 +211,15 @@ class Buffer:
         ``batch`` holds ``(key, file size)``; per key the result is the events (oldest
         first, at most ``count``), or ``None`` if the lease is no longer ours.
         """
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek, size in batch:
                 await self._begin(
                     keys=[ek.claim, ek.lease, ek.offset], args=[owner, lease_ms, size], client=pipe
                 )
                 pipe.lrange(ek.claim, 0, count - 1)
-            with redis_errors("reading events"):
-                replies = await self._execute(pipe)
+
+        replies = await self._run("reading events", build)
         return [
             None if ok is None else list(values)
             for ok, values in zip(replies[0::2], replies[1::2], strict=True)
@@ -238,51 +236,60 @@ class Buffer:
         ``batch`` holds ``(key, acknowledged, written, bytes, quarantined values)``.
         Per key: events left in the claim, or -1 if the lease was lost (nothing done).
         """
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek, n, written, nbytes, bad in batch:
                 await self._ack(
                     keys=[ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine],
                     args=[owner, lease_ms, n, written, nbytes, *bad],
                     client=pipe,
                 )
-            with redis_errors("acknowledging events"):
-                replies = await self._execute(pipe)
-        return [int(r) for r in replies]
+
+        return [int(r) for r in await self._run("acknowledging events", build)]
 
     async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
         """Extend our leases; ``False`` for each one that is no longer ours."""
         eks = list(eks)
-        if not eks:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek in eks:
                 await self._renew(keys=[ek.lease], args=[owner, lease_ms], client=pipe)
-            with redis_errors("renewing leases"):
-                replies = await self._execute(pipe)
-        return [bool(r) for r in replies]
+
+        return [bool(r) for r in await self._run("renewing leases", build)] if eks else []
 
     async def release(self, eks: Iterable[EventKey], owner: str) -> None:
         """Give leases up early (after an error) so another drainer can take over now."""
         eks = list(eks)
-        if not eks:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Pipeline) -> None:
             for ek in eks:
                 await self._release(keys=[ek.lease], args=[owner], client=pipe)
-            with redis_errors("releasing leases"):
-                await self._execute(pipe)
+
+        if eks:
+            await self._run("releasing leases", build)
 
     async def record_drain(self, report: dict[str, Any]) -> None:
         """Keep the last drain's outcome where `/stats` and operators can read it."""
         with redis_errors("recording the drain"):
             await self.client.hset(keys.LAST_DRAIN, mapping={k: str(v) for k, v in report.items()})
 
-    async def _execute(self, pipe: Any) -> list[Any]:
-        try:
-            return list(await pipe.execute(raise_on_error=True))
-        except NoScriptError:
-            # Redis restarted and forgot the scripts between load and run: run once more.
-            return list(await pipe.execute(raise_on_error=True))
+    async def _run(self, action: str, build: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
+        """One pipeline of script calls (added by ``build``), in one round trip.
+
+        redis-py loads the scripts before it sends the pipeline; if Redis restarted in
+        between (NOSCRIPT), no script of it ran, so it is built and sent once more.
+        """
+        retried = False
+        while True:
+            async with self.client.pipeline(transaction=False) as pipe:
+                await build(pipe)
+                with redis_errors(action):
+                    try:
+                        return list(await pipe.execute(raise_on_error=True))
+                    except NoScriptError:
+                        if retried:
+                            raise
+                        retried = True
 
     # ---- reading state --------------------------------------------------------------
 
