@@ -42,13 +42,17 @@ def drain(
             min=1, max=65535, help="Serve Prometheus metrics of this drainer on this port."
         ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="Address for --metrics-port (0.0.0.0 to let other hosts scrape)."),
+    ] = "127.0.0.1",
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Drain Redis into logs_dir/user_<id>/<day>.jsonl (exactly once, safe to run many)."""
     settings = settings_from(
         ctx, **{"drainer.interval_seconds": interval, "drainer.logs_dir": logs_dir}
     )
-    with _metrics_server(metrics_port) as observe:
+    with _metrics_server(metrics_host, metrics_port) as observe:
         if once:
             _run_once(settings, as_json, observe)
         else:
@@ -56,14 +60,14 @@ def drain(
 
 
 @contextlib.contextmanager
-def _metrics_server(port: int | None) -> Iterator[Observe]:
-    """Feed each report to a :class:`DrainerMetrics` served on ``port`` (if given)."""
+def _metrics_server(host: str, port: int | None) -> Iterator[Observe]:
+    """Feed each report to a :class:`DrainerMetrics` served on ``host:port`` (if given)."""
     if port is None:
         yield lambda report: None
         return
     drainer_metrics = metrics.DrainerMetrics()
     try:
-        server, thread = start_http_server(port, registry=drainer_metrics.registry)
+        server, thread = start_http_server(port, addr=host, registry=drainer_metrics.registry)
     except OSError as exc:
         raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from None
     try:
