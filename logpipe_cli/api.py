@@ -41,8 +41,8 @@ from logpipe_cli.events import (
     Event,
     day_of,
     decode_json,
+    parse_event,
     validate_batch,
-    validate_event,
 )
 from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.keys import USER_ID_RE, event_key
@@ -225,9 +225,13 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
             items.append((hit[1], event.line))
         return items
 
-    def refused(exc: LogpipeError, events: int = 1) -> Response[bytes]:
+    def refusal(exc: LogpipeError, events: int = 1) -> Answer:
+        """Count ``events`` refused for ``exc``'s reason; the answer that says why."""
         metrics.refuse(refusal_reason(exc), events)
-        return _error_response(exc)
+        return error_answer(exc)
+
+    def refused(exc: LogpipeError, events: int = 1) -> Response[bytes]:
+        return _response(refusal(exc, events))
 
     @post(
         "/log",
@@ -240,7 +244,8 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     )
     async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
         # Requests with a Content-Length are answered by the ASGI fast path (see
-        # _fast_post_log) with the same checks; this handler serves the rest and the docs.
+        # fastpath.fast_post_log) with the same checks; this handler serves the rest and
+        # the OpenAPI docs.
         refusal = check_log_media(_media_type(request))
         if refusal is not None:
             return _response(refusal)
@@ -257,12 +262,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         """``POST /log`` once the body is read: validate, store, and say how it went."""
         now = time.time()
         try:
-            event = validate_event(decode_json(body), now=now, max_future_s=srv.max_future_seconds)
+            event = parse_event(body, now=now, max_future_s=srv.max_future_seconds)
             key = route(event, now)
             await committer.append([(key, event.line)])
         except LogpipeError as exc:
-            metrics.refuse(refusal_reason(exc))
-            return error_answer(exc)
+            return refusal(exc)
         metrics.accepted += 1
         return 200, b'{"stored":true,"key":' + _encode(key) + b"}", {}
 
@@ -313,15 +317,14 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         events, refusals = validate_batch(
             docs, now=now, max_future_s=srv.max_future_seconds, raw=ndjson
         )
-        errors = [BatchError(i, detail) for i, detail in refusals]
-        items = [] if errors else route_batch(events, now)
-        if errors:
+        if refusals:
             metrics.refuse("invalid", len(docs))
             refusal = BatchRefused(
-                f"{len(errors)} of {len(docs)} events invalid; nothing stored",
-                errors[:MAX_LISTED_ERRORS],
+                f"{len(refusals)} of {len(docs)} events invalid; nothing stored",
+                [BatchError(i, detail) for i, detail in refusals[:MAX_LISTED_ERRORS]],
             )
             return Response(_encode(refusal), status_code=400, media_type=MediaType.JSON)
+        items = route_batch(events, now)
         if items:
             try:
                 await request.app.state.committer.append(items)
@@ -386,8 +389,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         buffer: Buffer = request.app.state.buffer
         shared: dict[str, Any] = {}
         try:
-            counters = await buffer.stats()
-            last = await buffer.last_drain()
+            counters, last = await buffer.counters()
         except LogpipeError:
             metrics.redis_errors += 1
         else:

@@ -306,14 +306,19 @@ class Buffer:
 
     async def stats(self) -> dict[str, int]:
         """The counters kept in Redis (buffered, accepted, drained_events, ...)."""
-        with redis_errors("reading counters"):
-            raw = await self.client.hgetall(keys.STATS)
-        return {_str(k): int(v) for k, v in raw.items()}
+        return (await self.counters())[0]
 
-    async def last_drain(self) -> dict[str, str]:
-        with redis_errors("reading the last drain"):
-            raw = await self.client.hgetall(keys.LAST_DRAIN)
-        return {_str(k): _str(v) for k, v in raw.items()}
+    async def counters(self) -> tuple[dict[str, int], dict[str, str]]:
+        """The counters and the last drain's outcome, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.STATS)
+            pipe.hgetall(keys.LAST_DRAIN)
+            with redis_errors("reading counters"):
+                stats, last = await pipe.execute()
+        return (
+            {_str(k): int(v) for k, v in stats.items()},
+            {_str(k): _str(v) for k, v in last.items()},
+        )
 
     async def list_keys(self, pattern: str) -> list[KeyInfo]:
         """Buffered keys with their sizes: event lists, claims and quarantines."""
@@ -327,18 +332,10 @@ class Buffer:
                 pipe.type(name)
                 pipe.memory_usage(name)
                 pipe.ttl(name)
+                pipe.llen(name)  # an error reply for a key of another type: counted as 0
             with redis_errors("reading keys"):
                 replies = await pipe.execute(raise_on_error=False)
-        types = replies[0::3]
-        lengths: list[int] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name, tp in zip(ordered, types, strict=True):
-                if _str(tp) == "list":
-                    pipe.llen(name)
-                else:
-                    pipe.exists(name)
-            with redis_errors("reading keys"):
-                lengths = [int(x) for x in await pipe.execute(raise_on_error=False)]
+        types = replies[0::4]
         infos: list[KeyInfo] = []
         for i, name in enumerate(ordered):
             text = name.decode("utf-8", "backslashreplace")
@@ -350,15 +347,15 @@ class Buffer:
                 kind, ek = "events", keys.parse_event_key(text)
             if _str(types[i]) != "list":
                 kind = f"wrong type ({_str(types[i])})"
-            mem = replies[3 * i + 1]
+            mem, ttl, length = replies[4 * i + 1 : 4 * i + 4]
             infos.append(
                 KeyInfo(
                     key=text,
                     event_key=ek,
                     kind=kind,
-                    events=lengths[i] if _str(types[i]) == "list" else 0,
-                    bytes=int(mem) if isinstance(mem, int) else 0,
-                    ttl_s=int(replies[3 * i + 2]),
+                    events=length if isinstance(length, int) else 0,
+                    bytes=mem if isinstance(mem, int) else 0,
+                    ttl_s=int(ttl),
                 )
             )
         return infos

@@ -308,7 +308,7 @@ class Drainer:
                 except LogpipeError as exc:
                     report.errors.append(exc.detail)
                     lost.add(w.key)
-        return await self._drop(work, lost)
+        return self._drop(work, lost)
 
     async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
         """One begin/append/ack round for every key in ``work``; returns keys with more."""
@@ -371,9 +371,9 @@ class Drainer:
             if left == 0:
                 report.count_key(w.key.key)
                 done.add(w.key)
-        return await self._drop(work, done)
+        return self._drop(work, done)
 
-    async def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
+    def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
         """Close (and so unlock) the files of ``keys``; the rest carry on."""
         self._close([w for w in work if w.key in keys])
         return [w for w in work if w.key not in keys]

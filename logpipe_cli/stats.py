@@ -27,8 +27,7 @@ async def collect(buffer: Buffer, pattern: str) -> dict[str, Any]:
         ek = keys.parse_claim_key(raw)
         if ek is not None and (oldest is None or ek.day < oldest):
             oldest = ek.day
-    counters = await buffer.stats()
-    last = await buffer.last_drain()
+    counters, last = await buffer.counters()
     return {
         "buffered": {
             "keys": event_keys,

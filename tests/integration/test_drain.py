@@ -61,7 +61,7 @@ async def test_file_layout(rig: Rig) -> None:
 async def test_last_drain_is_recorded(rig: Rig) -> None:
     await rig.add("u", range(2))
     await rig.drainer().drain_once()
-    last = await rig.buffer.last_drain()
+    _, last = await rig.buffer.counters()
     assert last["ok"] == "1"
     assert last["events"] == "2"
     assert last["error"] == ""
