@@ -1,19 +1,24 @@
 """The HTTP API: ``create_app(settings, redis=None) -> Litestar``.
 
+Routes, their OpenAPI declarations and the probes; the work is done by services that
+know nothing of HTTP: :class:`~logpipe_cli.ingest.Ingest` (the write path) and
+:class:`~logpipe_cli.drain_runner.DrainRunner` (``POST /drain``). The lifespan opens
+them as one :class:`Services` object and closes them.
+
 ``POST /log`` is the hot path. Requests with a Content-Length are served by
 :mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the handler
-here, which answers the same bytes (both build them with :mod:`logpipe_cli.answers`).
-Either way the write goes through the group committer, so concurrent requests share
-Redis round trips.
+here. Both call the same ``Ingest`` methods, which build the answers, so they answer
+the same bytes; and either way the write goes through the group committer, so
+concurrent requests share Redis round trips.
 """
 
 from __future__ import annotations
 
+import os
 import time
-import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -21,34 +26,23 @@ import redis.asyncio as aioredis
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
-from logpipe_cli.answers import Answer, error_answer, problem_answer, refusal_reason
+from logpipe_cli.answers import Answer, error_answer, problem_answer
 from logpipe_cli.buffer import Buffer, connect
-from logpipe_cli.committer import GroupCommitter
-from logpipe_cli.drainer import Drainer
-from logpipe_cli.errors import (
-    InvalidEventError,
-    LogpipeError,
-)
-from logpipe_cli.events import (
-    MAX_EVENT_CHARS,
-    SECONDS_PER_DAY,
-    Event,
-    day_of,
-    decode_json,
-    parse_event,
-    validate_batch,
-)
+from logpipe_cli.drain_runner import DrainRunner
+from logpipe_cli.errors import LogpipeError
+from logpipe_cli.events import MAX_EVENT_CHARS
 from logpipe_cli.fastpath import fast_post_log
-from logpipe_cli.keys import USER_ID_RE, event_key
+from logpipe_cli.ingest import Ingest
+from logpipe_cli.keys import USER_ID_RE
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.schemas import (
-    BatchError,
     BatchRefused,
     BatchStored,
     DrainSummary,
@@ -60,11 +54,28 @@ from logpipe_cli.schemas import (
 from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect
 
-JSON_TYPES = ("application/json",)
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-#: batch errors listed in one answer; the count says how many there were in all
-MAX_LISTED_ERRORS = 100
 _encode = msgspec.json.encode
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes work with: opened by the app's lifespan, closed by it."""
+
+    settings: Settings
+    metrics: ApiMetrics
+    #: the write path's Redis client: probes, ``/stats``, ``/metrics``
+    buffer: Buffer
+    ingest: Ingest
+    #: on a Redis client of its own, so a drain cannot take the write path's connections
+    drains: DrainRunner
+
+
+def services_of(app: Litestar) -> Services:
+    """The services of a running ``app`` (``app.state`` holds them untyped)."""
+    services = app.state.get("services")
+    if not isinstance(services, Services):
+        raise RuntimeError("the app's lifespan is not running: no services")
+    return services
 
 
 def _problem(status: int, detail: str, field: str | None = None, **headers: str) -> Response[bytes]:
@@ -88,16 +99,12 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
     detail = exc.detail
     if exc.status_code == 413:
         detail = "request body too large"
-        request.app.state.metrics.refuse("too_large")
+        services_of(request.app).metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
 
 
 def _media_type(request: Request[Any, Any, Any]) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _is_json(media: str) -> bool:
-    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
 
 
 _ERRORS = {
@@ -155,7 +162,7 @@ def _with_body(content: dict[str, Schema], description: str) -> type[Operation]:
 _ROUTES = frozenset({"/log", "/logs", "/healthz", "/readyz", "/stats", "/metrics", "/drain"})
 
 
-def _metrics_middleware(app: ASGIApp) -> ASGIApp:
+def _metrics_middleware(app: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
     """Count requests and time them by route and status (known routes only)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,7 +184,7 @@ def _metrics_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             path = scope["path"]
             route = path if path in _ROUTES else "other"
-            _observe(scope["app"].state.metrics, route, method, status, start)
+            _observe(metrics, route, method, status, start)
 
     return middleware
 
@@ -188,286 +195,210 @@ def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: f
     metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
-def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
-    """The API app. Give it a Redis client to share one, or let its lifespan own one."""
-    srv = settings.server
-    by_ingest = srv.partition_by == "ingest"
+@post(
+    "/log",
+    summary="Ingest one event",
+    description="Stores one JSON event in Redis. `200` means it is in Redis.",
+    responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS},
+    status_code=200,
+    operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
+)
+async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # Requests with a Content-Length are answered by the ASGI fast path (see
+    # fastpath.fast_post_log) with the same calls; this handler serves the rest and
+    # the OpenAPI docs.
+    ingest = services_of(request.app).ingest
+    media = _media_type(request)
+    refusal = ingest.log_media_refusal(media)  # before reading a body it would refuse
+    if refusal is not None:
+        return _response(refusal)
+    return _response(await ingest.store_one(media, await request.body()))
+
+
+@post(
+    "/logs",
+    summary="Ingest a batch of events",
+    description=(
+        "NDJSON (`application/x-ndjson`) or a JSON array, optionally gzip-encoded. "
+        "Every event is validated first: one bad event refuses the whole batch (400, "
+        "listing each bad event's index and reason) and nothing is stored."
+    ),
+    responses={
+        200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
+        **_ERRORS,
+        400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
+    },
+    status_code=200,
+    operation_class=_with_body(
+        {
+            "application/x-ndjson": Schema(
+                type=OpenAPIType.STRING, description="One event (JSON object) per line"
+            ),
+            "application/json": Schema(type=OpenAPIType.ARRAY, items=_EVENT_SCHEMA),
+        },
+        "A batch of events; send `Content-Encoding: gzip` to compress it",
+    ),
+)
+async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
+    ingest = services_of(request.app).ingest
+    media = _media_type(request)
+    refusal = ingest.batch_media_refusal(media)  # before reading a body it would refuse
+    if refusal is not None:
+        return _response(refusal)
+    encoding = request.headers.get("content-encoding", "identity")
+    return _response(await ingest.store_batch(media, encoding, await request.body()))
+
+
+@get("/healthz", summary="Liveness: 200 while the process serves")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get(
+    "/readyz",
+    summary="Readiness: 200 only while Redis answers",
+    responses={
+        200: ResponseSpec(Ready, description="Redis answers"),
+        503: ResponseSpec(Problem, description="Redis does not answer"),
+    },
+)
+async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        rtt = await services_of(request.app).buffer.ping()
+    except LogpipeError as exc:
+        return _error_response(exc)
+    return Response(
+        _encode({"status": "ready", "redis_rtt_ms": round(rtt * 1000, 3)}),
+        media_type=MediaType.JSON,
+    )
+
+
+@get(
+    "/stats",
+    summary="Buffered keys and events, totals, and the last drain",
+    description=(
+        "`buffered` and `totals` come from Redis (all API processes and drainers); "
+        "`api` counts this process since it started."
+    ),
+    responses={
+        200: ResponseSpec(StatsDoc, description="The pipeline's state"),
+        503: ResponseSpec(Problem, description="Redis does not answer"),
+    },
+)
+async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request.app)
+    try:
+        data = await collect(services.buffer, services.settings.drainer.log_pattern)
+    except LogpipeError as exc:
+        return _error_response(exc)
+    metrics = services.metrics
+    data["api"] = {
+        "accepted": metrics.accepted,
+        "refused": dict(metrics.refused),
+        "started_at": metrics.started_at,
+    }
+    return Response(_encode(data), media_type=MediaType.JSON)
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Text exposition format. Redis-wide values are left out while Redis is down.",
+    media_type=CONTENT_TYPE,
+)
+async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request.app)
+    metrics = services.metrics
+    shared: dict[str, Any] = {}
+    try:
+        counters, last = await services.buffer.counters()
+    except LogpipeError:
+        metrics.redis_errors += 1
+    else:
+        shared["buffered"] = counters.get("buffered", 0)
+        shared["drained_events"] = counters.get("drained_events", 0)
+        if last.get("at"):
+            shared["last_drain_at"] = float(last["at"])
+    return Response(metrics.render(shared), media_type=CONTENT_TYPE)
+
+
+@post(
+    "/drain",
+    summary="Drain now",
+    description=(
+        "Runs one drain pass in the API process (into drainer.logs_dir; a relative "
+        "logs_dir is taken from the API's working directory when it starts) and answers "
+        "with its summary, as `logpipe drain --once` prints it. One pass runs at a time: "
+        "a request that arrives while one runs waits for it and gets its summary. `200` "
+        "when the pass met no error, `500` (same body) otherwise. Keys another drainer "
+        "holds are left to it and listed in `busy`."
+    ),
+    status_code=200,
+    responses={
+        200: ResponseSpec(DrainSummary, description="The pass met no error"),
+        500: ResponseSpec(DrainSummary, description="The pass met an error (see `errors`)"),
+    },
+)
+async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
+    report = await services_of(request.app).drains.drain()
+    return Response(
+        _encode(report.as_dict()),
+        status_code=200 if report.ok else 500,
+        media_type=MediaType.JSON,
+    )
+
+
+def _lifespan(
+    settings: Settings, metrics: ApiMetrics, redis: aioredis.Redis | None
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Open the services (and the ``POST /log`` fast path onto them) for the app's life."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        client = redis if redis is not None else connect(settings.redis)
-        buffer = Buffer(client, settings.redis)
-        app.state.buffer = buffer
-        app.state.committer = GroupCommitter(buffer, settings.redis.write_retry_seconds)
-        app.state.drainer = Drainer(buffer, settings.drainer)
-        try:
-            yield
-        finally:
+        async with AsyncExitStack() as stack:
             if redis is None:
-                await client.aclose()
-
-    metrics = ApiMetrics()
-
-    def route(event: Event, now: float) -> str:
-        if by_ingest:
-            return event_key(event.user_id, day_of(now))
-        return event_key(event.user_id, event.timestamp // SECONDS_PER_DAY)  # day_of, inlined
-
-    def route_batch(events: list[Event], now: float) -> list[tuple[str, bytes]]:
-        """``(key, line)`` per event; a key is built once per user and day, not per event."""
-        made: dict[str, tuple[int, str]] = {}
-        items: list[tuple[str, bytes]] = []
-        for event in events:
-            day = event.timestamp // SECONDS_PER_DAY
-            hit = made.get(event.user_id)
-            if hit is None or hit[0] != day:
-                hit = made[event.user_id] = (day, route(event, now))
-            items.append((hit[1], event.line))
-        return items
-
-    def refusal(exc: LogpipeError, events: int = 1) -> Answer:
-        """Count ``events`` refused for ``exc``'s reason; the answer that says why."""
-        metrics.refuse(refusal_reason(exc), events)
-        return error_answer(exc)
-
-    def refused(exc: LogpipeError, events: int = 1) -> Response[bytes]:
-        return _response(refusal(exc, events))
-
-    @post(
-        "/log",
-        summary="Ingest one event",
-        description="Stores one JSON event in Redis. `200` means it is in Redis.",
-        request_max_body_size=srv.max_body_bytes,
-        responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS},
-        status_code=200,
-        operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
-    )
-    async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
-        # Requests with a Content-Length are answered by the ASGI fast path (see
-        # fastpath.fast_post_log) with the same checks; this handler serves the rest and
-        # the OpenAPI docs.
-        refusal = check_log_media(_media_type(request))
-        if refusal is not None:
-            return _response(refusal)
-        return _response(await store_one(request.app.state.committer, await request.body()))
-
-    def check_log_media(media: str) -> Answer | None:
-        """``POST /log``'s Content-Type check: the 415 answer, or ``None`` to go on."""
-        if media and not _is_json(media):
-            metrics.refuse("media_type")
-            return problem_answer(415, f"Content-Type must be application/json, got {media}")
-        return None
-
-    async def store_one(committer: GroupCommitter, body: bytes) -> Answer:
-        """``POST /log`` once the body is read: validate, store, and say how it went."""
-        now = time.time()
-        try:
-            event = parse_event(body, now=now, max_future_s=srv.max_future_seconds)
-            key = route(event, now)
-            await committer.append([(key, event.line)])
-        except LogpipeError as exc:
-            return refusal(exc)
-        metrics.accepted += 1
-        return 200, b'{"stored":true,"key":' + _encode(key) + b"}", {}
-
-    @post(
-        "/logs",
-        summary="Ingest a batch of events",
-        description=(
-            "NDJSON (`application/x-ndjson`) or a JSON array, optionally gzip-encoded. "
-            "Every event is validated first: one bad event refuses the whole batch (400, "
-            "listing each bad event's index and reason) and nothing is stored."
-        ),
-        request_max_body_size=srv.max_body_bytes,
-        responses={
-            200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
-            **_ERRORS,
-            400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
-        },
-        status_code=200,
-        operation_class=_with_body(
-            {
-                "application/x-ndjson": Schema(
-                    type=OpenAPIType.STRING, description="One event (JSON object) per line"
-                ),
-                "application/json": Schema(type=OpenAPIType.ARRAY, items=_EVENT_SCHEMA),
-            },
-            "A batch of events; send `Content-Encoding: gzip` to compress it",
-        ),
-    )
-    async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
-        media = _media_type(request)
-        ndjson = media in NDJSON_TYPES
-        if not ndjson and not _is_json(media):
-            metrics.refuse("media_type")
-            return _problem(
-                415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
-            )
-        try:
-            body = _decompress(await request.body(), request, srv.max_body_bytes)
-            docs = _split_batch(body, ndjson)
-        except LogpipeError as exc:
-            return refused(exc)
-        if len(docs) > srv.max_batch_events:
-            metrics.refuse("too_large", len(docs))
-            return _problem(
-                413, f"batch has {len(docs)} events; at most {srv.max_batch_events} allowed"
-            )
-        now = time.time()
-        events, refusals = validate_batch(
-            docs, now=now, max_future_s=srv.max_future_seconds, raw=ndjson
-        )
-        if refusals:
-            metrics.refuse("invalid", len(docs))
-            refusal = BatchRefused(
-                f"{len(refusals)} of {len(docs)} events invalid; nothing stored",
-                [BatchError(i, detail) for i, detail in refusals[:MAX_LISTED_ERRORS]],
-            )
-            return Response(_encode(refusal), status_code=400, media_type=MediaType.JSON)
-        items = route_batch(events, now)
-        if items:
+                # two pools: a drain pass's pipelines never queue the write path's calls
+                client, drain_client = connect(settings.redis), connect(settings.redis)
+                stack.push_async_callback(client.aclose)
+                stack.push_async_callback(drain_client.aclose)
+            else:
+                client = drain_client = redis
+            buffer = Buffer(client, settings.redis)
+            ingest = Ingest(settings, buffer, metrics)
+            drains = DrainRunner(Buffer(drain_client, settings.redis), settings.drainer)
+            stack.push_async_callback(drains.aclose)  # before its client closes
+            app.state.services = Services(settings, metrics, buffer, ingest, drains)
+            router = app.asgi_handler
+            app.asgi_handler = fast_post_log(router, ingest)
             try:
-                await request.app.state.committer.append(items)
-            except LogpipeError as exc:
-                return refused(exc, len(items))
-        metrics.accepted += len(items)
-        return Response(_encode(BatchStored(len(items))), media_type=MediaType.JSON)
+                yield
+            finally:
+                app.asgi_handler = router
+                app.state.pop("services", None)
 
-    @get("/healthz", summary="Liveness: 200 while the process serves")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    return lifespan
 
-    @get(
-        "/readyz",
-        summary="Readiness: 200 only while Redis answers",
-        responses={
-            200: ResponseSpec(Ready, description="Redis answers"),
-            503: ResponseSpec(Problem, description="Redis does not answer"),
-        },
-    )
-    async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
-        try:
-            rtt = await request.app.state.buffer.ping()
-        except LogpipeError as exc:
-            return _error_response(exc)
-        return Response(
-            _encode({"status": "ready", "redis_rtt_ms": round(rtt * 1000, 3)}),
-            media_type=MediaType.JSON,
-        )
 
-    @get(
-        "/stats",
-        summary="Buffered keys and events, totals, and the last drain",
-        description=(
-            "`buffered` and `totals` come from Redis (all API processes and drainers); "
-            "`api` counts this process since it started."
-        ),
-        responses={
-            200: ResponseSpec(StatsDoc, description="The pipeline's state"),
-            503: ResponseSpec(Problem, description="Redis does not answer"),
-        },
-    )
-    async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
-        try:
-            data = await collect(request.app.state.buffer, settings.drainer.log_pattern)
-        except LogpipeError as exc:
-            return _error_response(exc)
-        data["api"] = {
-            "accepted": metrics.accepted,
-            "refused": dict(metrics.refused),
-            "started_at": metrics.started_at,
-        }
-        return Response(_encode(data), media_type=MediaType.JSON)
+def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
+    """The API app. Give it a Redis client to share one, or let its lifespan own two
+    (one for the write path and probes, one for ``POST /drain``).
 
-    @get(
-        "/metrics",
-        summary="Prometheus metrics",
-        description="Text exposition format. Redis-wide values are left out while Redis is down.",
-        media_type=CONTENT_TYPE,
-    )
-    async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
-        buffer: Buffer = request.app.state.buffer
-        shared: dict[str, Any] = {}
-        try:
-            counters, last = await buffer.counters()
-        except LogpipeError:
-            metrics.redis_errors += 1
-        else:
-            shared["buffered"] = counters.get("buffered", 0)
-            shared["drained_events"] = counters.get("drained_events", 0)
-            if last.get("at"):
-                shared["last_drain_at"] = float(last["at"])
-        return Response(metrics.render(shared), media_type=CONTENT_TYPE)
-
-    @post(
-        "/drain",
-        summary="Drain now",
-        description=(
-            "Runs one drain pass in the API process (into drainer.logs_dir, relative to the "
-            "API's working directory) and answers with its summary, as `logpipe drain --once` "
-            "prints it. `200` when the pass met no error, `500` (same body) otherwise. Keys "
-            "another drainer holds are left to it and listed in `busy`."
-        ),
-        status_code=200,
-        responses={
-            200: ResponseSpec(DrainSummary, description="The pass met no error"),
-            500: ResponseSpec(DrainSummary, description="The pass met an error (see `errors`)"),
-        },
-    )
-    async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
-        report = await request.app.state.drainer.drain_once(wait_for_busy=False)
-        return Response(
-            _encode(report.as_dict()),
-            status_code=200 if report.ok else 500,
-            media_type=MediaType.JSON,
-        )
-
-    app = Litestar(
+    A relative ``drainer.logs_dir`` is resolved here, once, against the working
+    directory: ``POST /drain`` writes there even if the process changes directory later.
+    """
+    logs_dir = os.path.abspath(settings.drainer.logs_dir)
+    settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
+    metrics = ApiMetrics()
+    return Litestar(
         route_handlers=[post_log, post_logs, healthz, readyz, stats, prometheus, drain],
-        middleware=[_metrics_middleware],
-        lifespan=[lifespan],
+        middleware=[DefineMiddleware(_metrics_middleware, metrics=metrics)],
+        lifespan=[_lifespan(settings, metrics, redis)],
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
         },
         openapi_config=OpenAPIConfig(title="logpipe", version=__version__),
-        request_max_body_size=srv.max_body_bytes,
+        # one limit for every route; the POST /log fast path applies it too
+        request_max_body_size=settings.server.max_body_bytes,
         debug=False,
     )
-    app.state.metrics = metrics
-    app.asgi_handler = fast_post_log(
-        app.asgi_handler, metrics, srv.max_body_bytes, check_log_media, store_one
-    )
-    return app
-
-
-def _decompress(body: bytes, request: Request[Any, Any, Any], limit: int) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding != "gzip":
-        raise InvalidEventError(f"Content-Encoding {encoding!r} not supported (use gzip)")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidEventError(f"body is not valid gzip: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _TooLarge(f"decompressed body larger than {limit} bytes")
-    if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
-        raise InvalidEventError("body is not valid gzip: the stream is truncated")
-    return out
-
-
-class _TooLarge(InvalidEventError):
-    http_status = 413
-
-
-def _split_batch(body: bytes, ndjson: bool) -> list[Any]:
-    """NDJSON -> raw lines (decoded one by one); JSON -> the decoded array's items."""
-    if ndjson:
-        return [line for line in body.split(b"\n") if line.strip()]
-    docs = decode_json(body)
-    if not isinstance(docs, list):
-        raise InvalidEventError("a JSON batch must be an array of events")
-    return docs

@@ -9,7 +9,6 @@ exactly as the handler would go to Litestar.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import MediaType
@@ -18,8 +17,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from logpipe_cli.answers import INTERNAL_ERROR, Answer, problem_answer
-from logpipe_cli.committer import GroupCommitter
-from logpipe_cli.metrics import ApiMetrics
+from logpipe_cli.ingest import Ingest
 
 _HTTP: str = ScopeType.HTTP
 
@@ -28,25 +26,21 @@ class _Disconnected(Exception):
     pass
 
 
-def fast_post_log(
-    handler: ASGIApp,
-    metrics: ApiMetrics,
-    max_body_bytes: int,
-    check_media: Callable[[str], Answer | None],
-    store: Callable[[GroupCommitter, bytes], Awaitable[Answer]],
-) -> ASGIApp:
+def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     """Serve ``POST /log`` straight from ASGI, in front of Litestar's router.
 
     Litestar's routing, middleware, request and response objects cost several times
-    what storing one event does (issue 4's profile). This path makes the same calls as
-    the ``post_log`` handler (``check_media``, then ``store``), answers with the same
-    bytes and keeps the same metrics. What it cannot serve exactly as the handler would
-    (no Content-Length, a body over the limit, a repeated header) goes to Litestar.
-    Litestar middleware and hooks never see the requests served here: whatever one
-    adds for ``POST /log`` must be added here too (tests/api/test_log_fast_path.py
-    checks that both ways answer alike).
+    what storing one event does (issue 4's profile). This path makes the same calls on
+    ``ingest`` as the ``post_log`` handler (``log_media_refusal``, then ``store_one``),
+    answers with the same bytes and keeps the same metrics. What it cannot serve exactly
+    as the handler would (no Content-Length, a body over the limit, a repeated header)
+    goes to Litestar. Litestar middleware and hooks never see the requests served here:
+    whatever one adds for ``POST /log`` must be added here too
+    (tests/api/test_log_fast_path.py checks that both ways answer alike).
     """
 
+    metrics = ingest.metrics
+    max_body_bytes = ingest.max_body_bytes
     # the series _metrics_middleware would count, per status: looked up once, not per request
     series: dict[int, tuple[Any, Any]] = {}
 
@@ -55,19 +49,7 @@ def fast_post_log(
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length = -1
-        ctype: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if length != -1 or not value.isdigit():
-                    length = -2
-                    break
-                length = int(value)
-            elif name == b"content-type":
-                if ctype is not None:
-                    length = -2
-                    break
-                ctype = value
+        length, ctype = _length_and_type(scope)
         if not 0 <= length <= max_body_bytes:
             await handler(scope, receive, send)
             return
@@ -77,45 +59,11 @@ def fast_post_log(
                 media = "application/json"
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
-            answer = check_media(media)
-            if answer is None:
-                try:
-                    message = await receive()
-                    if message["type"] == "http.request" and not message.get("more_body"):
-                        body: bytes | None = message.get("body", b"")  # the usual: one message
-                        if len(body) > max_body_bytes:  # type: ignore[arg-type]
-                            body = None
-                    else:
-                        body = await _read_body(receive, max_body_bytes, message)
-                except _Disconnected:
-                    answer = problem_answer(500, "client disconnected prematurely")
-                else:
-                    if body is None:
-                        metrics.refuse("too_large")
-                        answer = problem_answer(413, "request body too large")
-                    else:
-                        answer = await store(scope["app"].state.committer, body)
-            status, content, headers = answer
+            status, content, headers = await _store(ingest, media, receive)
         except Exception:  # as Litestar's default handler answers
             status, content, headers = INTERNAL_ERROR
         try:
-            if status == 200 and not headers:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(content)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": content, "more_body": False})
-            else:
-                response = ASGIResponse(
-                    body=content, status_code=status, headers=headers, media_type=MediaType.JSON
-                )
-                await response(scope, receive, send)
+            await _send_answer(scope, receive, send, (status, content, headers))
         finally:
             pair = series.get(status)
             if pair is None:
@@ -127,6 +75,66 @@ def fast_post_log(
             pair[1].observe(time.perf_counter() - start)
 
     return app
+
+
+def _length_and_type(scope: Scope) -> tuple[int, bytes | None]:
+    """Content-Length (-1 if absent, -2 if unusable or either header repeated) and
+    Content-Type (``None`` if absent)."""
+    length = -1
+    ctype: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if length != -1 or not value.isdigit():
+                return -2, ctype
+            length = int(value)
+        elif name == b"content-type":
+            if ctype is not None:
+                return -2, ctype
+            ctype = value
+    return length, ctype
+
+
+async def _store(ingest: Ingest, media: str, receive: Receive) -> Answer:
+    """The media type checked, the body read (not if refused), the event stored."""
+    answer = ingest.log_media_refusal(media)
+    if answer is not None:
+        return answer
+    limit = ingest.max_body_bytes
+    try:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body"):
+            body: bytes | None = message.get("body", b"")  # the usual: one message
+            if len(body) > limit:  # type: ignore[arg-type]
+                body = None
+        else:
+            body = await _read_body(receive, limit, message)
+    except _Disconnected:
+        return problem_answer(500, "client disconnected prematurely")
+    if body is None:
+        ingest.metrics.refuse("too_large")
+        return problem_answer(413, "request body too large")
+    return await ingest.store_one(media, body)
+
+
+async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
+    status, content, headers = answer
+    if status == 200 and not headers:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+    else:
+        response = ASGIResponse(
+            body=content, status_code=status, headers=headers, media_type=MediaType.JSON
+        )
+        await response(scope, receive, send)
 
 
 async def _read_body(receive: Receive, limit: int, message: ReceiveMessage) -> bytes | None:

@@ -18,7 +18,7 @@ import redis
 from litestar import Request
 from litestar.testing import TestClient
 
-from logpipe_cli.api import create_app
+from logpipe_cli.api import create_app, services_of
 from tests.conftest import MakeSettings
 
 NOW = int(time.time())
@@ -172,6 +172,6 @@ def test_an_unexpected_error_is_litestars_500(settings_for: MakeSettings) -> Non
     app = create_app(settings_for())
     body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
     with TestClient(app, raise_server_exceptions=False) as client:
-        app.state.committer = Broken()
+        services_of(app).ingest.committer = Broken()  # type: ignore[assignment]
         answer = same(both(client, body, {"content-type": "application/json"}))
     assert answer.status_code == 500

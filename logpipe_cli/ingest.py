@@ -1,0 +1,196 @@
+"""The write path: from a request's media type and body to events in Redis.
+
+:class:`Ingest` is the twin of :class:`~logpipe_cli.drainer.Drainer`, and as free of
+HTTP: it checks the media type, inflates gzip, splits a batch, validates, routes each
+event to its ``logs:user_<id>:<day>`` key and stores through the group committer
+(:mod:`logpipe_cli.committer`, then :meth:`Buffer.append <logpipe_cli.buffer.Buffer.append>`
+and its script). Each method answers with an :data:`~logpipe_cli.answers.Answer`, the
+plain data both HTTP doors (the ``POST /log`` fast path and the Litestar handlers) send
+unchanged, so they answer byte for byte alike.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import msgspec
+
+from logpipe_cli.answers import Answer, error_answer, problem_answer, refusal_reason
+from logpipe_cli.buffer import Buffer
+from logpipe_cli.committer import GroupCommitter
+from logpipe_cli.errors import InvalidEventError, LogpipeError
+from logpipe_cli.events import (
+    SECONDS_PER_DAY,
+    Event,
+    day_of,
+    decode_json,
+    parse_event,
+    validate_batch,
+)
+from logpipe_cli.keys import event_key
+from logpipe_cli.metrics import ApiMetrics
+from logpipe_cli.schemas import BatchError, BatchRefused, BatchStored
+from logpipe_cli.settings import Settings
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+#: batch errors listed in one answer; the count says how many there were in all
+MAX_LISTED_ERRORS = 100
+_encode = msgspec.json.encode
+
+
+def is_json(media: str) -> bool:
+    """``application/json`` or any ``application/*+json``."""
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+class Ingest:
+    """Validates events and stores them in a :class:`Buffer`; counts into ``metrics``.
+
+    ``media`` is the Content-Type without parameters, lower-cased (``""`` when absent).
+    A door that reads the body itself asks :meth:`log_media_refusal` or
+    :meth:`batch_media_refusal` first, so that it never reads a body it would refuse.
+    """
+
+    def __init__(
+        self, settings: Settings, buffer: Buffer, metrics: ApiMetrics | None = None
+    ) -> None:
+        srv = settings.server
+        self.max_body_bytes = srv.max_body_bytes
+        self.max_batch_events = srv.max_batch_events
+        self.max_future_s = srv.max_future_seconds
+        self.by_ingest = srv.partition_by == "ingest"
+        self.committer = GroupCommitter(buffer, settings.redis.write_retry_seconds)
+        self.metrics = metrics if metrics is not None else ApiMetrics()
+
+    # ---- POST /log -------------------------------------------------------------------
+
+    def log_media_refusal(self, media: str) -> Answer | None:
+        """``POST /log``'s Content-Type check: the 415 answer, or ``None`` to go on."""
+        if media and not is_json(media):
+            self.metrics.refuse("media_type")
+            return problem_answer(415, f"Content-Type must be application/json, got {media}")
+        return None
+
+    async def store_one(self, media: str, body: bytes) -> Answer:
+        """``POST /log``: validate one event, store it, and say how it went."""
+        refusal = self.log_media_refusal(media)
+        if refusal is not None:
+            return refusal
+        now = time.time()
+        try:
+            event = parse_event(body, now=now, max_future_s=self.max_future_s)
+            key = self.route(event, now)
+            await self.committer.append([(key, event.line)])
+        except LogpipeError as exc:
+            return self._refusal(exc)
+        self.metrics.accepted += 1
+        return 200, b'{"stored":true,"key":' + _encode(key) + b"}", {}
+
+    # ---- POST /logs ------------------------------------------------------------------
+
+    def batch_media_refusal(self, media: str) -> Answer | None:
+        """``POST /logs``'s Content-Type check: the 415 answer, or ``None`` to go on."""
+        if media in NDJSON_TYPES or is_json(media):
+            return None
+        self.metrics.refuse("media_type")
+        return problem_answer(
+            415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
+        )
+
+    async def store_batch(self, media: str, encoding: str, body: bytes) -> Answer:
+        """``POST /logs``: all events stored, or none (every bad one listed).
+
+        ``encoding`` is the Content-Encoding header as sent (``identity`` or ``gzip``).
+        """
+        refusal = self.batch_media_refusal(media)
+        if refusal is not None:
+            return refusal
+        ndjson = media in NDJSON_TYPES
+        try:
+            docs = split_batch(inflate(body, encoding, self.max_body_bytes), ndjson)
+        except LogpipeError as exc:
+            return self._refusal(exc)
+        if len(docs) > self.max_batch_events:
+            self.metrics.refuse("too_large", len(docs))
+            return problem_answer(
+                413, f"batch has {len(docs)} events; at most {self.max_batch_events} allowed"
+            )
+        now = time.time()
+        events, refusals = validate_batch(docs, now=now, max_future_s=self.max_future_s, raw=ndjson)
+        if refusals:
+            self.metrics.refuse("invalid", len(docs))
+            refused = BatchRefused(
+                f"{len(refusals)} of {len(docs)} events invalid; nothing stored",
+                [BatchError(i, detail) for i, detail in refusals[:MAX_LISTED_ERRORS]],
+            )
+            return 400, _encode(refused), {}
+        items = self.route_batch(events, now)
+        if items:
+            try:
+                await self.committer.append(items)
+            except LogpipeError as exc:
+                return self._refusal(exc, len(items))
+        self.metrics.accepted += len(items)
+        return 200, _encode(BatchStored(len(items))), {}
+
+    # ---- routing ---------------------------------------------------------------------
+
+    def route(self, event: Event, now: float) -> str:
+        """The key ``event`` goes to: its user and the day of its timestamp (or of ``now``,
+        with ``server.partition_by = "ingest"``)."""
+        if self.by_ingest:
+            return event_key(event.user_id, day_of(now))
+        return event_key(event.user_id, event.timestamp // SECONDS_PER_DAY)  # day_of, inlined
+
+    def route_batch(self, events: list[Event], now: float) -> list[tuple[str, bytes]]:
+        """``(key, line)`` per event; a key is built once per user and day, not per event."""
+        made: dict[str, tuple[int, str]] = {}
+        items: list[tuple[str, bytes]] = []
+        for event in events:
+            day = event.timestamp // SECONDS_PER_DAY
+            hit = made.get(event.user_id)
+            if hit is None or hit[0] != day:
+                hit = made[event.user_id] = (day, self.route(event, now))
+            items.append((hit[1], event.line))
+        return items
+
+    def _refusal(self, exc: LogpipeError, events: int = 1) -> Answer:
+        """Count ``events`` refused for ``exc``'s reason; the answer that says why."""
+        self.metrics.refuse(refusal_reason(exc), events)
+        return error_answer(exc)
+
+
+class _TooLarge(InvalidEventError):
+    http_status = 413
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded per its Content-Encoding; at most ``limit`` bytes of it."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise InvalidEventError(f"Content-Encoding {encoding!r} not supported (use gzip)")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidEventError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _TooLarge(f"decompressed body larger than {limit} bytes")
+    if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
+        raise InvalidEventError("body is not valid gzip: the stream is truncated")
+    return out
+
+
+def split_batch(body: bytes, ndjson: bool) -> list[Any]:
+    """NDJSON -> raw lines (decoded one by one); JSON -> the decoded array's items."""
+    if ndjson:
+        return [line for line in body.split(b"\n") if line.strip()]
+    docs = decode_json(body)
+    if not isinstance(docs, list):
+        raise InvalidEventError("a JSON batch must be an array of events")
+    return docs
