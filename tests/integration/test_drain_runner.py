@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from logpipe_cli import drain_runner
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
-from logpipe_cli.drainer import Drainer
+from logpipe_cli.drainer import Drainer, DrainReport
 from tests.integration.conftest import Rig
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +66,7 @@ async def test_each_pass_has_a_drainer_of_its_own(
     owners: list[str] = []
 
     class Recording(Drainer):
-        async def drain_once(self, **kwargs: bool) -> drain_runner.DrainReport:  # type: ignore[override]
+        async def drain_once(self, **kwargs: Any) -> DrainReport:
             owners.append(self.owner)
             return await super().drain_once(**kwargs)
 
