@@ -577,6 +577,7 @@ class Sender:
             self._closed = True
         self._queue.put(_STOP)  # blocks while full: the thread is emptying it
         self._thread.join()
+        self._send_stragglers()
         if self.failed and self.on_error is None:
             raise DeliveryError(
                 f"{self.failed} events were not delivered: {self.errors[-1].detail}",
@@ -633,6 +634,24 @@ class Sender:
                 item.done.set()
             elif item is _STOP:
                 return
+
+    def _send_stragglers(self) -> None:
+        # a log() that raced with close() may have queued its event behind the stop marker
+        batch: list[tuple[Event, bytes]] = []
+        markers: list[_Flush] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, tuple):
+                batch.append(item)
+            elif isinstance(item, _Flush):
+                markers.append(item)
+        for start in range(0, len(batch), self.batch_size):
+            self._send(batch[start : start + self.batch_size])
+        for marker in markers:
+            marker.done.set()
 
     def _send(self, batch: list[tuple[Event, bytes]]) -> None:
         if not batch:

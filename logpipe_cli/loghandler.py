@@ -58,9 +58,19 @@ class LogpipeHandler(logging.Handler):
         )
         self._closed = False
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Ignore the sender thread's own records before taking the handler's lock.
+
+        ``logging.shutdown()`` holds that lock while ``close()`` waits for the sender's
+        thread; if that thread's httpx records queued for the lock, neither would go on.
+        """
+        if threading.get_ident() == self._sender.thread_id:
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record`` as an event (never blocks on the network)."""
-        if threading.get_ident() == self._sender.thread_id or self._closed:
+        if self._closed:
             return
         user_id = getattr(record, "user_id", None) or self.user_id
         if user_id is None:

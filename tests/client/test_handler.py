@@ -165,3 +165,24 @@ def test_records_reach_the_real_api(live: str, redis_url: str, logger: logging.L
         ("u7", "slow request", "WARNING"),
         ("service", "started", "INFO"),
     ]
+
+
+def test_shutdown_on_a_root_handler_does_not_deadlock_on_httpx_records() -> None:
+    # logging.shutdown() holds the handler's lock while it flushes and closes; the sender's
+    # thread logs httpx's request line meanwhile, and must not wait for that lock
+    server = FakeServer()
+    handler = fake_handler(server, user_id="u1", flush_seconds=3600)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        logging.getLogger("app").info("one")
+        done = threading.Thread(target=logging.shutdown, args=([weakref.ref(handler)],))
+        done.start()
+        done.join(30)
+        assert not done.is_alive(), "logging.shutdown() deadlocked"
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert [e["event"] for e in server.events()] == ["one"]

@@ -204,3 +204,24 @@ def test_async_sender_against_the_real_api(live: str, redis_url: str) -> None:
 
     ids = asyncio.run(go())
     assert sorted(e["event_id"] for e in stored(redis_url)) == sorted(ids)
+
+
+def test_an_event_queued_while_closing_is_still_sent() -> None:
+    from logpipe_cli.appclient import _checked_line, make_event
+
+    server = FakeServer()
+    server.gate = threading.Event()
+    with client(server) as c:
+        s = c.sender(batch_size=1, flush_seconds=3600)
+        s.log("u1", "a")
+        assert server.entered.wait(30)  # the thread is stuck posting "a"
+        closing = threading.Thread(target=s.close)
+        closing.start()
+        wait_until(lambda: s._queue.qsize() == 1, "close() to queue its stop marker")
+        # what a log() that passed its "closed?" check just before close() would do
+        late = make_event("u1", "b", None, None, {})
+        s._queue.put((late, _checked_line(late)))
+        server.gate.set()
+        closing.join(30)
+        assert not closing.is_alive()
+    assert [e["event"] for e in server.events()] == ["a", "b"]
