@@ -15,6 +15,18 @@ from tests.client.conftest import POLICY, FakeClock, FakeServer, stored
 
 
 @pytest.fixture
+def httpx_logs_info() -> Iterator[None]:
+    """httpx logs each request at INFO, as it does by default (the CLI's tests quieten it)."""
+    log = logging.getLogger("httpx")
+    old = (log.level, log.propagate, log.disabled)
+    log.setLevel(logging.INFO)
+    log.propagate, log.disabled = True, False
+    yield
+    log.setLevel(old[0])
+    log.propagate, log.disabled = old[1], old[2]
+
+
+@pytest.fixture
 def logger() -> Iterator[logging.Logger]:
     """A logger of this test's own that does not pass records on to pytest's root."""
     log = logging.getLogger(f"app.{threading.get_ident()}.{id(object())}")
@@ -132,6 +144,7 @@ def test_a_dead_server_costs_records_but_never_blocks(logger: logging.Logger) ->
     assert handler.dropped == 0
 
 
+@pytest.mark.usefixtures("httpx_logs_info")
 def test_the_senders_own_log_records_are_ignored() -> None:
     # httpx logs each request at INFO on the sender's thread; with the handler on the root
     # logger, each post would otherwise log a record that causes another post
@@ -167,6 +180,7 @@ def test_records_reach_the_real_api(live: str, redis_url: str, logger: logging.L
     ]
 
 
+@pytest.mark.usefixtures("httpx_logs_info")
 def test_shutdown_on_a_root_handler_does_not_deadlock_on_httpx_records() -> None:
     # logging.shutdown() holds the handler's lock while it flushes and closes; the sender's
     # thread logs httpx's request line meanwhile, and must not wait for that lock
