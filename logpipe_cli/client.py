@@ -167,3 +167,43 @@ def rates(previous: dict[str, Any], current: dict[str, Any], seconds: float) -> 
         if isinstance(a, int | float) and isinstance(b, int | float):
             out[label] = max(0.0, (b - a) / seconds)
     return out
+
+
+# The client library for applications lives in its own modules; it is re-exported here so
+# that ``from logpipe_cli.client import Client, AsyncClient, LogpipeHandler`` works.
+from logpipe_cli.appclient import (  # noqa: E402
+    AsyncClient,
+    AsyncSender,
+    BatchReceipt,
+    Client,
+    DeliveryError,
+    QueueFullError,
+    Receipt,
+    RefusedError,
+    RetryPolicy,
+    Sender,
+    UnavailableError,
+)
+from logpipe_cli.loghandler import LogpipeHandler  # noqa: E402
+
+__all__ = [
+    "AsyncClient",
+    "AsyncSender",
+    "BatchReceipt",
+    "Client",
+    "DeliveryError",
+    "LogpipeHandler",
+    "QueueFullError",
+    "Receipt",
+    "RefusedError",
+    "RetryPolicy",
+    "SendResult",
+    "Sender",
+    "UnavailableError",
+    "api_url",
+    "base_url",
+    "fetch_stats",
+    "post",
+    "rates",
+    "send_event",
+]

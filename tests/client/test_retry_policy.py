@@ -1,0 +1,113 @@
+"""The retry decision (one pure function, as a table), Retry-After parsing, event ids."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from logpipe_cli.appclient import (
+    EVENT_ID_RE,
+    RetryPolicy,
+    make_event,
+    new_event_id,
+    parse_retry_after,
+    retry_delay,
+)
+from logpipe_cli.errors import InvalidEventError
+
+P = RetryPolicy(
+    initial_backoff_s=0.1, max_backoff_s=2.0, max_total_s=10.0, max_retry_after_s=5.0, jitter=0.5
+)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "elapsed_s", "retry_after_s", "rand", "expected"),
+    [
+        # exponential backoff from initial_backoff_s, doubling per attempt
+        (1, 0.0, None, 0.0, 0.1),
+        (2, 0.1, None, 0.0, 0.2),
+        (3, 0.3, None, 0.0, 0.4),
+        (5, 1.5, None, 0.0, 1.6),
+        # ... capped at max_backoff_s
+        (6, 3.1, None, 0.0, 2.0),
+        (30, 3.1, None, 0.0, 2.0),
+        # jitter takes off up to `jitter` of the wait, scaled by rand
+        (1, 0.0, None, 0.5, 0.075),
+        (6, 3.1, None, 0.999, 2.0 * (1 - 0.5 * 0.999)),
+        # Retry-After replaces the backoff, jitter or not ...
+        (1, 0.0, 3.0, 0.9, 3.0),
+        (7, 1.0, 0.0, 0.0, 0.0),
+        # ... capped at max_retry_after_s; a negative one (clock skew) means now
+        (1, 0.0, 3600.0, 0.0, 5.0),
+        (1, 0.0, -4.0, 0.0, 0.0),
+        # the total is bounded: no wait that would end after max_total_s
+        (6, 8.0, None, 0.0, 2.0),
+        (6, 8.1, None, 0.0, None),
+        (1, 9.0, 3.0, 0.0, None),
+        (1, 10.0, 0.0, 0.0, 0.0),
+        (1, 10.5, 0.0, 0.0, None),
+    ],
+)
+def test_retry_delay(
+    attempt: int, elapsed_s: float, retry_after_s: float | None, rand: float, expected: float | None
+) -> None:
+    got = retry_delay(P, attempt, elapsed_s, retry_after_s, rand)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("7", 7.0),
+        (" 0 ", 0.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("-3", None),
+        ("1.5", None),  # RFC 9110: delay-seconds is a non-negative integer
+        (email.utils.formatdate(1_000_030, usegmt=True), 30.0),
+        (email.utils.formatdate(999_000, usegmt=True), 0.0),  # a date in the past: now
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=1_000_000.0) == expected
+
+
+def test_new_event_ids_are_valid_unique_and_sort_by_time() -> None:
+    ids = [new_event_id() for _ in range(2000)]
+    assert all(EVENT_ID_RE.fullmatch(i) and len(i) == 32 for i in ids)
+    assert len(set(ids)) == len(ids)
+    # the first 12 hex digits are milliseconds: never decreasing within a process
+    prefixes = [i[:12] for i in ids]
+    assert prefixes == sorted(prefixes)
+
+
+def test_make_event_fills_in_what_is_missing_and_keeps_what_is_given() -> None:
+    ev = make_event("u1", "clicked", None, None, {"page": "home"})
+    assert EVENT_ID_RE.fullmatch(ev["event_id"])
+    assert isinstance(ev["timestamp"], int)
+    assert ev["page"] == "home"
+    given = make_event("u1", "clicked", 1712345678.9, "order-17:a", {})
+    assert (given["timestamp"], given["event_id"]) == (1712345678, "order-17:a")
+
+
+@pytest.mark.parametrize(
+    ("event_id", "fields", "field"),
+    [
+        ("has space", {}, "event_id"),
+        ("x" * 129, {}, "event_id"),
+        ("", {}, "event_id"),
+        (None, {"user_id": "other"}, None),
+        (None, {"timestamp": 1}, None),
+    ],
+)
+def test_make_event_refuses_bad_ids_and_shadowed_fields(
+    event_id: str | None, fields: dict[str, object], field: str | None
+) -> None:
+    with pytest.raises(InvalidEventError) as err:
+        make_event("u1", "clicked", None, event_id, fields)
+    assert err.value.field == field
