@@ -86,7 +86,8 @@ class ConnectionGuard:
         self.inflight_body_bytes = 0
 
     def evict_idle(self) -> bool:
-        """Close the oldest connection with no request in progress; False if there is none."""
+        """Close the connection idle the longest (no request in progress, or only part of
+        its headers in); False if every connection has a request in progress."""
         for proto, idle in self.open.items():
             if idle:
                 proto.drop("evicted: connection cap reached")
@@ -188,7 +189,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             cycle.disconnected = True
             cycle.message_event.set()
-        logger.info("%d to %s: %s", status, self.client, detail)
+        # debug: an attacker opening connections by the thousand must not flood the log
+        logger.debug("%d to %s: %s", status, self.client, detail)
         self._forget()
         if not self.transport.is_closing():
             self.transport.write(_problem_response(status, detail, retry_after=retry_after))
@@ -267,7 +269,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self._release_body()
         if not self._closed and not self._reading_body and not self.pipeline:
-            self.guard.open[self] = True  # no request in progress: the first to go at the cap
+            # no request in progress: evictable at the cap, after those idle for longer
+            self.guard.open[self] = True
+            self.guard.open.move_to_end(self)
         super().on_response_complete()
 
     def _release_body(self) -> None:
