@@ -203,6 +203,9 @@ def test_idle_connections_past_the_cap_make_way_and_time_out(api: Api) -> None:
     post_log_ok(api)
 
 
+BUSY_CAP = 8
+
+
 @pytest.fixture(scope="module")
 def budget_api(module_launcher: Launcher, redis_server: RedisServer) -> Api:
     """An API with a small in-flight body budget and deadlines long enough not to interfere."""
@@ -211,6 +214,7 @@ def budget_api(module_launcher: Launcher, redis_server: RedisServer) -> Api:
         module_launcher.workdir / "logs",
         server_max_inflight_body_bytes=4 * MIB,
         server_body_timeout_seconds=DEADLINE_S,
+        server_max_connections=BUSY_CAP,
     )
     return module_launcher.api(env, name="serve-budget")
 
@@ -224,9 +228,11 @@ def test_stalled_bodies_past_the_byte_budget_are_refused(budget_api: Api) -> Non
         b"POST /log HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % (len(body) + 1)
     )
-    stalled = [connect(api) for _ in range(12)]
+    stalled: list[socket.socket] = []
     try:
-        for sock in stalled:
+        for _ in range(BUSY_CAP - 1):  # one place left for the client below
+            sock = connect(api)
+            stalled.append(sock)
             sock.settimeout(5.0)
             with contextlib.suppress(OSError):  # refused mid-body: closed under us
                 sock.sendall(head + body)
@@ -241,4 +247,32 @@ def test_stalled_bodies_past_the_byte_budget_are_refused(budget_api: Api) -> Non
             sock.close()
     # the stalled connections' bytes return to the budget when they go
     wait_until(lambda: server_connections(api) == 0, "the stalled connections to be gone")
+    post_log_ok(api)
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(budget_api: Api) -> None:
+    """No idle connection to close: the new one is refused at once, not queued."""
+    api = budget_api
+    head = (
+        b"POST /log HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 100\r\nexpect: 100-continue\r\n\r\n"
+    )
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(BUSY_CAP):
+            sock = connect(api)
+            busy.append(sock)
+            sock.sendall(head)
+            # "100 Continue" comes once the request is in the app: the connection is busy
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue"), "no 100 Continue"
+        with connect(api) as extra:
+            reply = read_to_close(extra)
+        status, detail = status_and_detail(reply)
+        assert status == 503
+        assert b"\r\nretry-after: 1\r\n" in reply
+        assert detail == {"detail": "too many connections: retry later"}
+    finally:
+        for sock in busy:
+            sock.close()
+    wait_until(lambda: server_connections(api) == 0, "the busy connections to be gone")
     post_log_ok(api)
