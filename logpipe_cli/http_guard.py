@@ -170,7 +170,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.guard.open.pop(self, None)
 
     def drop(self, why: str) -> None:
-        """Close the connection without an answer (it has no request in progress)."""
+        """Close the connection without an answer: it has no request in progress, or an
+        answer has begun and cannot be replaced."""
         logger.debug("closing a connection from %s: %s", self.client, why)
         self._forget()
         if not self.transport.is_closing():
