@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import fields, replace
 from typing import Any
 
 import uvicorn
 from litestar import Litestar
 
 from logpipe_cli.api import create_app
+from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.settings import Settings, load
 
 #: seconds in-flight requests get to finish after SIGTERM before uvicorn stops anyway
 GRACEFUL_SHUTDOWN_S = 15
+
+
+#: HttpLimits field -> the [server] setting that will carry it (see http_limits)
+LIMIT_SETTINGS = {
+    "max_header_bytes": "max_header_bytes",
+    "header_timeout_s": "header_timeout_seconds",
+    "body_timeout_s": "body_timeout_seconds",
+    "max_connections": "max_connections",
+    "max_inflight_body_bytes": "max_inflight_body_bytes",
+    "keepalive_s": "keepalive_seconds",
+}
+
+
+def http_limits(settings: Settings, environ: Mapping[str, str]) -> HttpLimits:
+    """The HTTP-layer limits for ``serve``: from ``[server]`` settings once they exist.
+
+    Interim, until settings.py declares them: a ``[server]`` field of that name wins;
+    otherwise ``LOGPIPE_SERVER_<NAME>`` is read here (so tests can set short deadlines);
+    otherwise the :class:`HttpLimits` default. Once the settings exist the environment
+    branch is dead and goes.
+    """
+    values: dict[str, Any] = {}
+    for f in fields(HttpLimits):
+        name = LIMIT_SETTINGS[f.name]
+        if hasattr(settings.server, name):
+            values[f.name] = getattr(settings.server, name)
+        elif (raw := environ.get(f"LOGPIPE_SERVER_{name.upper()}")) is not None:
+            values[f.name] = float(raw) if name.endswith("_seconds") else int(raw)
+    return replace(HttpLimits(), **values)
 
 
 def app_factory() -> Litestar:
@@ -32,7 +64,9 @@ def serve(settings: Settings) -> None:
         "log_level": settings.logging.level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol with header/body deadlines, a header size limit, a
+        # connection cap and a budget of body bytes in flight (logpipe_cli/http_guard.py)
+        "http": protocol_factory(http_limits(settings, os.environ)),
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "server_header": False,
         "date_header": False,

@@ -1,0 +1,313 @@
+"""Limits at the HTTP layer: header size, header and body deadlines, a connection cap and a
+budget of request-body bytes in flight, enforced in uvicorn's httptools protocol.
+
+Measured against an unguarded ``logpipe serve`` (issue 9): 4 connections each sending an
+unfinished 256 MiB header line took it from 77 MB to 1.3 GB, 1,000 connections stalling
+near the end of a 1 MiB body to 1.1 GB, idle and trickling connections were never closed
+and ~20k idle sockets exhausted the fd limit. uvicorn's own knobs do not cover this:
+``limit_concurrency`` accepts every connection and only answers its requests 503 (so idle
+sockets would turn every real request away), ``h11_max_incomplete_event_size`` applies to
+h11 only, and ``timeout_keep_alive`` runs only between requests, never before the first.
+
+The checks live in the protocol, below ASGI, so a refused connection never reaches the
+app (nor the ``POST /log`` fast path) and holds no task. Each process (each ``--workers``
+worker) keeps its own counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from logpipe_cli.answers import problem_answer
+
+logger = logging.getLogger("uvicorn.error")
+
+#: file descriptors kept back from the connection cap: Redis pools, log files, the listener
+FD_RESERVE = 128
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client connection may take; each process applies them on its own."""
+
+    #: request line + header fields of one request; over it: 431 and the connection closed
+    max_header_bytes: int = 32 * 1024
+    #: from a connection's opening (or a request's first byte) to its last header byte
+    header_timeout_s: float = 10.0
+    #: from a request's last header byte to its last body byte
+    body_timeout_s: float = 30.0
+    #: open connections; a new one past it closes the oldest connection with no request in
+    #: progress, or is refused with 503 if every one has a request in progress
+    max_connections: int = 2048
+    #: request-body bytes received and not yet answered, all connections together; a
+    #: request that would go past it gets 503 with Retry-After and is closed
+    max_inflight_body_bytes: int = 64 * 1024 * 1024
+    #: idle time allowed between two requests on one connection (uvicorn's keep-alive)
+    keepalive_s: float = 5.0
+
+
+def fd_bounded(limits: HttpLimits) -> HttpLimits:
+    """``limits`` with ``max_connections`` lowered to fit the process's fd limit, so the
+    cap is met before ``accept`` starts failing with EMFILE."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft - FD_RESERVE:
+        return limits
+    cap = max(1, soft - FD_RESERVE)
+    logger.warning(
+        "max_connections %d is above what the fd limit (%d) allows: using %d",
+        limits.max_connections,
+        soft,
+        cap,
+    )
+    return HttpLimits(**{**limits.__dict__, "max_connections": cap})
+
+
+class ConnectionGuard:
+    """Counts shared by the connections of one server process.
+
+    Handed to every protocol through ``functools.partial``; pickled (empty) into each
+    ``--workers`` process, so each worker counts its own.
+    """
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        #: open connections, oldest first; a value of True = no request in progress
+        self.open: OrderedDict[GuardedHttpToolsProtocol, bool] = OrderedDict()
+        self.inflight_body_bytes = 0
+
+    def evict_idle(self) -> bool:
+        """Close the connection idle the longest (no request in progress, or only part of
+        its headers in); False if every connection has a request in progress."""
+        for proto, idle in self.open.items():
+            if idle:
+                proto.drop("evicted: connection cap reached")
+                return True
+        return False
+
+
+def _problem_response(status: int, detail: str, *, retry_after: bool) -> bytes:
+    """A whole HTTP response carrying the API's usual ``{"detail": ...}`` body."""
+    _status, body, _headers = problem_answer(status, detail)
+    head = [
+        STATUS_LINE[status],
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+    ]
+    if retry_after:
+        head.append(b"retry-after: 1\r\n")
+    return b"".join([*head, b"\r\n", body])
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with :class:`HttpLimits` enforced.
+
+    Costs on the fast path: a counter per read, one sum over the header fields per
+    request, and no timer for a request that arrives in one read (the common case).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        guard: ConnectionGuard,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.guard = guard
+        self.limits = guard.limits
+        self.timeout_keep_alive = self.limits.keepalive_s  # type: ignore[assignment]
+        #: True between requests and while a request line and headers are being read
+        self._reading_headers = True
+        #: bytes read since the current header block began (bounds unfinished headers)
+        self._header_bytes = 0
+        #: True from the last header byte to the last body byte of a request
+        self._reading_body = False
+        #: body bytes this connection holds against the shared budget
+        self._body_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # ---- connection ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        guard = self.guard
+        if len(guard.open) >= self.limits.max_connections and not guard.evict_idle():
+            self._respond_and_close(503, "too many connections: retry later", retry_after=True)
+            return
+        guard.open[self] = True
+        # a connection that never sends a request is closed like a slow one
+        self._header_timer = self.loop.call_later(
+            self.limits.header_timeout_s, self._header_timeout
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        super().connection_lost(exc)
+
+    def _forget(self) -> None:
+        """Stop counting this connection: timers off, budget back, out of the cap."""
+        self._closed = True
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+        self._release_body()
+        self.guard.open.pop(self, None)
+
+    def drop(self, why: str) -> None:
+        """Close the connection without an answer: it has no request in progress, or an
+        answer has begun and cannot be replaced."""
+        logger.debug("closing a connection from %s: %s", self.client, why)
+        self._forget()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _respond_and_close(self, status: int, detail: str, *, retry_after: bool = False) -> None:
+        """Answer ``status`` unless a response has begun, then close the connection.
+
+        A request task waiting for its body sees a disconnect and ends; its own answer,
+        if it tries one, is dropped.
+        """
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:  # half an answer is out: only closing is left
+                self.drop(detail)
+                return
+            cycle.disconnected = True
+            cycle.message_event.set()
+        # debug: an attacker opening connections by the thousand must not flood the log
+        logger.debug("%d to %s: %s", status, self.client, detail)
+        self._forget()
+        if not self.transport.is_closing():
+            self.transport.write(_problem_response(status, detail, retry_after=retry_after))
+            self.transport.close()
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._reading_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._closed:
+            return
+        if self._reading_headers:
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._too_large()
+            elif self._header_timer is None and self._header_bytes:
+                self._header_timer = self.loop.call_later(
+                    self.limits.header_timeout_s, self._header_timeout
+                )
+        elif self._reading_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
+
+    def on_headers_complete(self) -> None:
+        if self._closed:
+            return
+        self._reading_headers = False
+        self._header_bytes = 0
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        # a whole header block read in one go passes the per-read count: measure it
+        size = len(self.url) + 16
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+        if size > self.limits.max_header_bytes:
+            self._too_large()
+            return
+        self._reading_body = True
+        self.guard.open[self] = False
+        super().on_headers_complete()
+
+    def _too_large(self) -> None:
+        self._respond_and_close(
+            431,
+            f"request header fields too large: the limit is {self.limits.max_header_bytes} bytes",
+        )
+
+    def on_body(self, body: bytes) -> None:
+        if self._closed:
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            guard = self.guard
+            if guard.inflight_body_bytes + len(body) > self.limits.max_inflight_body_bytes:
+                self._respond_and_close(
+                    503, "too many request bytes in flight: retry later", retry_after=True
+                )
+                return
+            guard.inflight_body_bytes += len(body)
+            self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._closed:
+            return
+        self._reading_body = False
+        self._reading_headers = True
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._release_body()
+        if not self._closed and not self._reading_body and not self.pipeline:
+            # no request in progress: evictable at the cap, after those idle for longer
+            self.guard.open[self] = True
+            self.guard.open.move_to_end(self)
+        super().on_response_complete()
+
+    def _release_body(self) -> None:
+        if self._body_bytes:
+            self.guard.inflight_body_bytes -= self._body_bytes
+            self._body_bytes = 0
+
+    # ---- deadlines -------------------------------------------------------------------
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # the next request's headers trickle in while this one is answered: close after
+            cycle.keep_alive = False
+            return
+        if self._header_bytes:
+            self._respond_and_close(
+                408,
+                f"request headers not received within {self.limits.header_timeout_s:g} s",
+            )
+        else:
+            self.drop("no request within the header timeout")
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        self._respond_and_close(
+            408, f"request body not received within {self.limits.body_timeout_s:g} s"
+        )
+
+
+def protocol_factory(limits: HttpLimits) -> functools.partial[GuardedHttpToolsProtocol]:
+    """What to pass as uvicorn's ``http=``: the guarded protocol with its shared counts.
+
+    uvicorn takes a class or anything that builds a protocol from ``config``,
+    ``server_state`` and ``app_state``; a partial also pickles into ``--workers`` processes.
+    """
+    return functools.partial(GuardedHttpToolsProtocol, guard=ConnectionGuard(fd_bounded(limits)))
