@@ -9,7 +9,8 @@ import uvicorn
 from litestar import Litestar
 
 from logpipe_cli.api import create_app
-from logpipe_cli.settings import Settings, load
+from logpipe_cli.config_file import load
+from logpipe_cli.settings import Settings
 
 #: seconds in-flight requests get to finish after SIGTERM before uvicorn stops anyway
 GRACEFUL_SHUTDOWN_S = 15
