@@ -123,7 +123,7 @@ def _rows(doc: StatsDoc, rates: dict[str, float], now: float) -> list[tuple[str,
     if b.oldest_day is not None:
         buffered += f"; oldest day {day_date(b.oldest_day).isoformat()}"
     elif b.keys is None:
-        buffered += " (logpipe stats --keys counts keys)"
+        buffered += " (keys not counted: add --keys)"
     rows = [
         ("buffered", Text(buffered)),
         (

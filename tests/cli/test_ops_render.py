@@ -93,7 +93,7 @@ def test_stats_panel_without_key_counts(console: Console) -> None:
     console.print(stats_cmd.stats_panel(doc, "http://h:1", error="cannot reach", now=NOW))
     out = " ".join(text(console).split())
     assert "cannot reach (showing the last answer)" in out
-    assert "1 event (logpipe stats --keys counts keys)" in out
+    assert "1 event (keys not counted: add --keys)" in out
     assert "last drain never" in out
     assert "this API" not in out
 
