@@ -41,6 +41,8 @@ class Spec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    #: the command-line option that sets it, where not ``--<key>`` (errors name it)
+    flag: str | None = None
 
 
 def setting(
@@ -50,9 +52,10 @@ def setting(
     minimum: float | None = None,
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
+    flag: str | None = None,
 ) -> Any:
     """A dataclass field carrying its :class:`Spec` as metadata."""
-    spec = Spec(comment, minimum, maximum, choices)
+    spec = Spec(comment, minimum, maximum, choices, flag)
     return field(default=default, metadata={"spec": spec})
 
 
@@ -109,8 +112,11 @@ class DrainerSettings:
         60.0,
         "How often `logpipe drain` moves events to files (fractions allowed).",
         minimum=0.001,
+        flag="--interval",
     )
-    log_pattern: str = setting("logs:user_*:*", "Redis keys the drainer looks for (SCAN pattern).")
+    log_pattern: str = setting(
+        "logs:user_*:*", "Redis keys the drainer looks for (SCAN pattern).", flag="--pattern"
+    )
     logs_dir: str = setting("logs", "Directory that holds user_<id>/<day>.jsonl files.")
     lease_seconds: float = setting(
         5.0, "A drainer that stops renewing its claim for this long is taken over.", minimum=0.1
@@ -177,7 +183,7 @@ class SettingInfo:
 
     @property
     def flag(self) -> str:
-        return "--" + self.key.replace("_", "-")
+        return self.spec.flag or "--" + self.key.replace("_", "-")
 
 
 def all_settings() -> Iterator[SettingInfo]:

@@ -11,10 +11,14 @@ from rich.table import Table
 
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from
+from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.config_file import write_sample
 
 app = typer.Typer(
-    help="Write or show the configuration.", no_args_is_help=True, rich_markup_mode=None
+    cls=FullHelpGroup,
+    help="Write or show the configuration.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

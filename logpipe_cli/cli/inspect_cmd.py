@@ -16,13 +16,17 @@ from logpipe_cli import inspection
 from logpipe_cli.buffer import KeyInfo
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
+from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
 from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_date
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import LineRecord
 
 app = typer.Typer(
-    help="Look at buffered keys and log files.", no_args_is_help=True, rich_markup_mode=None
+    cls=FullHelpGroup,
+    help="Look at buffered keys and log files.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 LimitOption = typer.Option(min=0, help="Show at most this many rows.")
@@ -31,7 +35,9 @@ LimitOption = typer.Option(min=0, help="Show at most this many rows.")
 @app.command("keys")
 def keys(
     ctx: typer.Context,
-    pattern: Annotated[str | None, typer.Option(help="SCAN pattern [drainer.log_pattern].")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="SCAN pattern [default: from drainer.log_pattern].")
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None,
     limit: Annotated[int | None, LimitOption] = None,
     sort: Annotated[
@@ -72,7 +78,7 @@ def file(
     limit: Annotated[int | None, typer.Option(min=0, help="The first N matching lines.")] = None,
     tail: Annotated[int | None, typer.Option(min=0, help="The last N matching lines.")] = None,
     logs_dir: Annotated[
-        str | None, typer.Option(help="Where --user/--day look [drainer.logs_dir].")
+        str | None, typer.Option(help="Where --user/--day look [default: from drainer.logs_dir].")
     ] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
@@ -127,7 +133,9 @@ def _time(text: str | None, flag: str) -> float | None:
 @app.command("files")
 def files(
     ctx: typer.Context,
-    logs_dir: Annotated[str | None, typer.Option(help="[drainer.logs_dir]")] = None,
+    logs_dir: Annotated[
+        str | None, typer.Option(help="Where the files are [default: from drainer.logs_dir].")
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user's files.")] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:

@@ -15,7 +15,7 @@ from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 
 def redis_check(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Redis URL [redis.url].")] = None,
+    url: Annotated[str | None, typer.Option(help="Redis URL [default: from redis.url].")] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when the setup can lose events.")
     ] = False,

@@ -27,9 +27,9 @@ def send(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option("--user", "-u", help="user_id of the event.")] = None,
     event: Annotated[str | None, typer.Option("--event", "-e", help="Event name.")] = None,
-    timestamp: Annotated[int | None, typer.Option(help="Unix seconds (default: now).")] = None,
+    timestamp: Annotated[int | None, typer.Option(help="Unix seconds [default: now].")] = None,
     url: Annotated[
-        str | None, typer.Option(help="API base URL (default: http://<server.host>:<server.port>).")
+        str | None, typer.Option(help="API base URL [default: http://<server.host>:<server.port>].")
     ] = None,
     retries: Annotated[
         int, typer.Option(min=0, help="Retries on 503 or a refused connection, with backoff.")
@@ -39,12 +39,13 @@ def send(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help=f"Requests in flight at once [{DEFAULT_CONCURRENCY}]."),
+        typer.Option(min=1, help=f"Requests in flight at once [default: {DEFAULT_CONCURRENCY}]."),
     ] = None,
     users: Annotated[
         int | None,
         typer.Option(
-            min=1, help=f"Load mode: spread events over users u0..u<K-1> [{DEFAULT_USERS}]."
+            min=1,
+            help=f"Load mode: spread events over users u0..u<K-1> [default: {DEFAULT_USERS}].",
         ),
     ] = None,
     batch: Annotated[

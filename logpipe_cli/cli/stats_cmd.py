@@ -31,7 +31,7 @@ def stats(
     ctx: typer.Context,
     url: Annotated[
         str | None,
-        typer.Option(help="API base URL [http://<server.host>:<server.port>]."),
+        typer.Option(help="API base URL [default: http://<server.host>:<server.port>]."),
     ] = None,
     count_keys: Annotated[
         bool,

@@ -435,3 +435,9 @@ def test_malformed_redis_url_is_a_config_error(url: str, problem: str) -> None:
 )
 def test_usable_redis_urls_load(url: str) -> None:
     assert load_settings({"redis": {"url": url}}).redis.url == url
+
+
+def test_a_flag_error_names_the_option_as_typed() -> None:
+    # drain's option is --interval, not --interval-seconds
+    with pytest.raises(ConfigError, match=r"^option --interval: drainer.interval_seconds"):
+        load_settings(None, {}, {"drainer.interval_seconds": 0.0})
