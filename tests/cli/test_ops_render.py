@@ -7,7 +7,10 @@ import io
 import msgspec
 from rich.console import Console
 
-from logpipe_cli.cli import fmt, render, send, stats_cmd
+from logpipe_cli.buffer import KeyInfo
+from logpipe_cli.cli import fmt, inspect_cmd, render, send, stats_cmd
+from logpipe_cli.inspection import KeyTotals
+from logpipe_cli.keys import parse_event_key
 from logpipe_cli.loadgen import LoadSummary
 from logpipe_cli.schemas import Buffered, StatsDoc, Totals
 
@@ -118,3 +121,24 @@ def test_human_duration() -> None:
         "2h 01m",
         "1d 1h",
     ]
+
+
+def test_keys_table_at_80_columns_keeps_numbers_whole() -> None:
+    # a non-terminal log is 80 columns: long keys fold inside their cell, numbers never
+    c = Console(file=io.StringIO(), width=80, color_system=None)
+    key = "logs:user_" + "x" * 90 + ":19723"
+    info = KeyInfo(
+        key=key,
+        kind="events",
+        event_key=parse_event_key(key.encode()),
+        events=1_234_567,
+        bytes=9_876_543_210,
+        ttl_s=-1,
+    )
+    inspect_cmd.keys_table([info], KeyTotals(keys=1, events=1_234_567, bytes=9_876_543_210), c)
+    out = c.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "1,234,567" in out
+    assert "9.2 GiB" in out
+    assert ":19723" in out  # folded, not cut: the key's end is still there
+    assert "total: 1 key " in out
