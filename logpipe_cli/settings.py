@@ -105,6 +105,14 @@ class RedisSettings:
         minimum=0,
     )
 
+    def __repr__(self) -> str:
+        # settings reach logs and tracebacks through repr(): never with the password
+        parts = []
+        for f in dataclasses.fields(self):
+            value = mask_url(self.url) if f.name == "url" else getattr(self, f.name)
+            parts.append(f"{f.name}={value!r}")
+        return f"RedisSettings({', '.join(parts)})"
+
 
 @dataclass(frozen=True)
 class DrainerSettings:

@@ -304,6 +304,13 @@ def test_mask_url_hides_the_password(url: str, masked: str) -> None:
     assert "hunter2" not in mask_url(url)
 
 
+def test_repr_masks_the_password() -> None:
+    s = load_settings({"redis": {"url": "redis://u:hunter2@h:1/0?password=hunter2"}})
+    assert "hunter2" not in repr(s)
+    assert "redis://u:***@h:1/0?password=***" in repr(s.redis)
+    assert s.redis.url == "redis://u:hunter2@h:1/0?password=hunter2"
+
+
 def test_as_dict_masks_unless_asked() -> None:
     s = load_settings({"redis": {"url": "redis://:hunter2@h:1"}})
     assert s.as_dict()["redis"]["url"] == "redis://:***@h:1"
