@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -43,6 +43,8 @@ class Spec:
     choices: tuple[str, ...] = ()
     #: the command-line option that sets it, where not ``--<key>`` (errors name it)
     flag: str | None = None
+    #: a further check: why a value is not usable, or None
+    problem: Callable[[Any], str | None] | None = None
 
 
 def setting(
@@ -53,10 +55,34 @@ def setting(
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
     flag: str | None = None,
+    problem: Callable[[Any], str | None] | None = None,
 ) -> Any:
     """A dataclass field carrying its :class:`Spec` as metadata."""
-    spec = Spec(comment, minimum, maximum, choices, flag)
+    spec = Spec(comment, minimum, maximum, choices, flag, problem)
     return field(default=default, metadata={"spec": spec})
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL redis-py can use, or None if it is.
+
+    Checked at load so that a typo is a one-line configuration error (exit 2), not a
+    traceback from deep inside the first connection.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the port is not a number in 1-65535"
+    if parts.scheme not in REDIS_SCHEMES:
+        known = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        return f"the scheme must be one of {known}"
+    if port == 0:
+        return "the port is not a number in 1-65535"
+    if parts.scheme != "unix":
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            return f"the database number {db!r} is not an integer"
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,7 +109,9 @@ class ServerSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     url: str = setting(
-        "redis://127.0.0.1:6379", "Redis that buffers events, e.g. redis://:password@host:6379/0."
+        "redis://127.0.0.1:6379",
+        "Redis that buffers events, e.g. redis://:password@host:6379/0.",
+        problem=redis_url_problem,
     )
     key_expiration_seconds: int = setting(
         0,
@@ -227,29 +255,6 @@ def _mask_param(param: str) -> str:
     return f"{name}=***" if eq and plain.lower() == "password" else param
 
 
-def redis_url_problem(url: str) -> str | None:
-    """Why ``url`` is not a Redis URL redis-py can use, or None if it is.
-
-    Checked at load so that a typo is a one-line configuration error (exit 2), not a
-    traceback from deep inside the first connection.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "the port is not a number in 1-65535"
-    if parts.scheme not in REDIS_SCHEMES:
-        known = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
-        return f"the scheme must be one of {known}"
-    if port == 0:
-        return "the port is not a number in 1-65535"
-    if parts.scheme != "unix":
-        db = parts.path.strip("/")
-        if db and not db.isdigit():
-            return f"the database number {db!r} is not an integer"
-    return None
-
-
 def _type_name(tp: type[Any]) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
@@ -299,15 +304,21 @@ def _check(info: SettingInfo, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {name} must be at least {spec.minimum:g}, got {value!r}")
     if spec.maximum is not None and value > spec.maximum:
         raise ConfigError(f"{where}: {name} must be at most {spec.maximum:g}, got {value!r}")
-    if name == "redis.url":
-        problem = redis_url_problem(value)
-        if problem is not None:
-            raise ConfigError(f"{where}: {name} {mask_url(value)!r} is not usable: {problem}")
+    problem = spec.problem(value) if spec.problem is not None else None
+    if problem is not None:
+        # a URL may hold a password: never echo it
+        raise ConfigError(f"{where}: {name} {mask_url(value)!r} is not usable: {problem}")
 
 
-def _did_you_mean(word: str, known: Iterator[str] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f"; did you mean {close[0]}?" if close else ""
+def _did_you_mean(word: str, known: Sequence[str], prefix: str = "") -> str:
+    """``; did you mean <nearest>?``, or nothing when no name is close.
+
+    ``prefix`` is left out of the comparison: every ``LOGPIPE_`` name shares it, which
+    would make any two of them look close.
+    """
+    stems = [k.removeprefix(prefix) for k in known]
+    close = difflib.get_close_matches(word.removeprefix(prefix), stems, n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
@@ -360,11 +371,7 @@ def load_settings(
     unknown = unknown_env_vars(env)
     if unknown:
         var = unknown[0]
-        # compare without the shared prefix, or every name looks close to every other
-        suffixes = [v.removeprefix(ENV_PREFIX) for v in _BY_ENV]
-        hint = _did_you_mean(var.removeprefix(ENV_PREFIX), suffixes).replace(
-            "mean ", "mean " + ENV_PREFIX
-        )
+        hint = _did_you_mean(var, list(_BY_ENV), prefix=ENV_PREFIX)
         raise ConfigError(f"environment variable {var} is not a logpipe setting{hint}")
     for var, info in _BY_ENV.items():
         raw = env.get(var)
