@@ -43,6 +43,7 @@ from logpipe_cli.ingest import Ingest
 from logpipe_cli.keys import USER_ID_RE
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.schemas import (
+    ApiCounts,
     BatchRefused,
     BatchStored,
     DrainSummary,
@@ -287,17 +288,16 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
 )
 async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request.app)
+    metrics = services.metrics
     try:
-        data = await collect(services.buffer, services.settings.drainer.log_pattern)
+        doc = await collect(
+            services.buffer,
+            services.settings.drainer.log_pattern,
+            ApiCounts(metrics.accepted, dict(metrics.refused), metrics.started_at),
+        )
     except LogpipeError as exc:
         return _error_response(exc)
-    metrics = services.metrics
-    data["api"] = {
-        "accepted": metrics.accepted,
-        "refused": dict(metrics.refused),
-        "started_at": metrics.started_at,
-    }
-    return Response(_encode(data), media_type=MediaType.JSON)
+    return Response(_encode(doc), media_type=MediaType.JSON)
 
 
 @get(

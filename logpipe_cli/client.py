@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 
 from logpipe_cli.errors import ClientError, ConfigError
+from logpipe_cli.schemas import StatsDoc
 from logpipe_cli.settings import ServerSettings
 
 MAX_BACKOFF_S = 5.0
@@ -129,13 +131,11 @@ async def post(
         await asyncio.sleep(_delay_s(attempt, backoff_s))
 
 
-def fetch_stats(
-    url: str, *, http: httpx.Client | None = None, timeout_s: float = 5.0
-) -> dict[str, Any]:
-    """``GET <url>/stats``: the pipeline's state as the API reports it.
+def fetch_stats(url: str, *, http: httpx.Client | None = None, timeout_s: float = 5.0) -> StatsDoc:
+    """``GET <url>/stats``, decoded into the :class:`StatsDoc` the API declares.
 
-    Raises :class:`ClientError` if the API cannot be reached or does not answer
-    with a JSON object.
+    Raises :class:`ClientError` if the API cannot be reached or does not answer with
+    a stats document.
     """
     target = url.rstrip("/") + "/stats"
     own = http is None
@@ -147,26 +147,25 @@ def fetch_stats(
     finally:
         if own:
             client.close()
-    body = _body(resp)
     if resp.status_code != 200:
+        body = _body(resp)
         detail = body.get("detail") if isinstance(body, dict) else str(body)[:200]
         raise ClientError(f"GET {target} answered {resp.status_code}: {detail}")
-    if not isinstance(body, dict):
-        raise ClientError(f"GET {target} did not answer with a JSON object")
-    return body
+    try:
+        return msgspec.json.decode(resp.content, type=StatsDoc)
+    except msgspec.DecodeError as exc:
+        raise ClientError(f"GET {target} did not answer with a stats document: {exc}") from None
 
 
-def rates(previous: dict[str, Any], current: dict[str, Any], seconds: float) -> dict[str, float]:
+def rates(previous: StatsDoc, current: StatsDoc, seconds: float) -> dict[str, float]:
     """Events per second accepted and drained between two ``/stats`` answers."""
-    out: dict[str, float] = {}
     if seconds <= 0:
-        return out
-    before, now = previous.get("totals") or {}, current.get("totals") or {}
-    for name, label in (("accepted", "accepted_per_s"), ("drained_events", "drained_per_s")):
-        a, b = before.get(name), now.get(name)
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            out[label] = max(0.0, (b - a) / seconds)
-    return out
+        return {}
+    before, now = previous.totals, current.totals
+    return {
+        "accepted_per_s": max(0.0, (now.accepted - before.accepted) / seconds),
+        "drained_per_s": max(0.0, (now.drained_events - before.drained_events) / seconds),
+    }
 
 
 # The client library for applications lives in its own modules; it is re-exported here so

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
+
+if TYPE_CHECKING:  # the annotation only: schemas stays below the drainer
+    from logpipe_cli.drainer import DrainReport
 
 
 class Problem(msgspec.Struct):
@@ -48,22 +53,30 @@ class Ready(msgspec.Struct):
     redis_rtt_ms: float
 
 
-class Buffered(msgspec.Struct):
-    keys: int
-    claims: int
+class Buffered(msgspec.Struct, omit_defaults=True):
+    """What Redis holds now.
+
+    ``events`` is a counter the write and drain scripts keep, so ``GET /stats`` costs the
+    same with 10 keys or 200,000. Counting keys and claims needs a ``SCAN`` of every key,
+    so ``/stats`` leaves ``keys``, ``claims`` and ``oldest_day`` out; ``logpipe stats
+    --keys`` fills them in with an explicit scan.
+    """
+
     events: int
-    oldest_day: int | None
+    keys: int | None = None
+    claims: int | None = None
+    oldest_day: int | None = None
 
 
 class Totals(msgspec.Struct):
     """All-time counters kept in Redis by every API process and drainer."""
 
-    accepted: int
-    refused_full: int
-    drained_events: int
-    drained_keys: int
-    drained_bytes: int
-    quarantined: int
+    accepted: int = 0
+    refused_full: int = 0
+    drained_events: int = 0
+    drained_keys: int = 0
+    drained_bytes: int = 0
+    quarantined: int = 0
 
 
 class LastDrain(msgspec.Struct):
@@ -84,16 +97,22 @@ class ApiCounts(msgspec.Struct):
 
 
 class StatsDoc(msgspec.Struct):
-    """``GET /stats``."""
+    """``GET /stats``: produced by ``stats.collect``, declared in OpenAPI, decoded by
+    ``client.fetch_stats`` and read by ``logpipe stats``: one type for all four."""
 
     buffered: Buffered
     totals: Totals
     last_drain: LastDrain | None
-    api: ApiCounts
+    #: this API process; absent only where a document is built outside the API
+    api: ApiCounts | None = None
 
 
 class DrainSummary(msgspec.Struct):
-    """``POST /drain``: what the pass did, as ``logpipe drain --once --json`` prints it."""
+    """``POST /drain``: what the pass did, as ``logpipe drain --once --json`` prints it.
+
+    The one shape of a drain report on the wire; :func:`drain_summary` builds it from the
+    drainer's working :class:`~logpipe_cli.drainer.DrainReport`.
+    """
 
     keys: int
     events: int
@@ -106,3 +125,20 @@ class DrainSummary(msgspec.Struct):
     wrong_type: list[str]
     errors: list[str]
     ok: bool
+
+
+def drain_summary(report: DrainReport) -> DrainSummary:
+    """The wire shape of a drain pass (what ``POST /drain`` and ``drain --json`` show)."""
+    return DrainSummary(
+        keys=report.keys,
+        events=report.events,
+        files=report.files,
+        bytes=report.bytes,
+        seconds=report.seconds,
+        quarantined=report.quarantined,
+        busy=list(report.busy),
+        unsafe=list(report.unsafe),
+        wrong_type=list(report.wrong_type),
+        errors=list(report.errors),
+        ok=report.ok,
+    )

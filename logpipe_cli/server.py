@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import uvicorn
 from litestar import Litestar
 
 from logpipe_cli.api import create_app
+from logpipe_cli.config_file import load
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
-from logpipe_cli.settings import Settings, load
+from logpipe_cli.settings import Settings
 
 #: seconds in-flight requests get to finish after SIGTERM before uvicorn stops anyway
 GRACEFUL_SHUTDOWN_S = 15
 
 
-#: HttpLimits field -> the [server] setting that will carry it (see http_limits)
+#: HttpLimits field -> the [server] setting that carries it
 LIMIT_SETTINGS = {
     "max_header_bytes": "max_header_bytes",
     "header_timeout_s": "header_timeout_seconds",
@@ -29,22 +29,10 @@ LIMIT_SETTINGS = {
 }
 
 
-def http_limits(settings: Settings, environ: Mapping[str, str]) -> HttpLimits:
-    """The HTTP-layer limits for ``serve``: from ``[server]`` settings once they exist.
-
-    Interim, until settings.py declares them: a ``[server]`` field of that name wins;
-    otherwise ``LOGPIPE_SERVER_<NAME>`` is read here (so tests can set short deadlines);
-    otherwise the :class:`HttpLimits` default. Once the settings exist the environment
-    branch is dead and goes.
-    """
-    values: dict[str, Any] = {}
-    for f in fields(HttpLimits):
-        name = LIMIT_SETTINGS[f.name]
-        if hasattr(settings.server, name):
-            values[f.name] = getattr(settings.server, name)
-        elif (raw := environ.get(f"LOGPIPE_SERVER_{name.upper()}")) is not None:
-            values[f.name] = float(raw) if name.endswith("_seconds") else int(raw)
-    return replace(HttpLimits(), **values)
+def http_limits(settings: Settings) -> HttpLimits:
+    """The HTTP-layer limits for ``serve``, from the ``[server]`` settings."""
+    srv = settings.server
+    return HttpLimits(**{f.name: getattr(srv, LIMIT_SETTINGS[f.name]) for f in fields(HttpLimits)})
 
 
 def app_factory() -> Litestar:
@@ -66,7 +54,7 @@ def serve(settings: Settings) -> None:
         "loop": "uvloop",
         # uvicorn's httptools protocol with header/body deadlines, a header size limit, a
         # connection cap and a budget of body bytes in flight (logpipe_cli/http_guard.py)
-        "http": protocol_factory(http_limits(settings, os.environ)),
+        "http": protocol_factory(http_limits(settings)),
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "server_header": False,
         "date_header": False,

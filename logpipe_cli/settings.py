@@ -4,59 +4,199 @@ Precedence, lowest first: built-in defaults < the TOML file < environment variab
 ``LOGPIPE_<SECTION>_<KEY>`` < command-line flags. :func:`load_settings` is pure: it
 takes the parsed file, the environment and the flags, and returns the settings with
 the source of every value, so it can be tested with a table.
+
+Each setting states all its facts once, in its field: the default, the bounds or
+choices, and the comment that the sample file (``logpipe config init``) shows. The
+environment variable's name is derived from the section and key. Reading the TOML file
+is :mod:`logpipe_cli.config_file`'s job; this module never imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
+import difflib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from logpipe_cli.errors import ConfigError
 
 Source = Literal["default", "file", "env", "flag"]
 ENV_PREFIX = "LOGPIPE_"
 CONFIG_ENV = "LOGPIPE_CONFIG"
+#: ``LOGPIPE_*`` variables that are not settings: never refused as unknown.
+#: LOGPIPE_TOKEN is reserved for the API token that ``--token`` will read (issue 9).
+RESERVED_ENV = frozenset({CONFIG_ENV, "LOGPIPE_TOKEN"})
 DEFAULT_CONFIG_NAME = "config.toml"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a setting accepts and how the sample file explains it."""
+
+    comment: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    #: the command-line option that sets it, where not ``--<key>`` (errors name it)
+    flag: str | None = None
+    #: a further check: why a value is not usable, or None
+    problem: Callable[[Any], str | None] | None = None
+
+
+def setting(
+    default: Any,
+    comment: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    flag: str | None = None,
+    problem: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A dataclass field carrying its :class:`Spec` as metadata."""
+    spec = Spec(comment, minimum, maximum, choices, flag, problem)
+    return field(default=default, metadata={"spec": spec})
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL redis-py can use, or None if it is.
+
+    Checked at load so that a typo is a one-line configuration error (exit 2), not a
+    traceback from deep inside the first connection.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the port is not a number in 1-65535"
+    if parts.scheme not in REDIS_SCHEMES:
+        known = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        return f"the scheme must be one of {known}"
+    if port == 0:
+        return "the port is not a number in 1-65535"
+    if parts.scheme != "unix":
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            return f"the database number {db!r} is not an integer"
+    return None
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 3000
-    max_body_bytes: int = 1024 * 1024
-    max_future_seconds: int = 86400
-    partition_by: str = "event"
-    max_batch_events: int = 10_000
-    workers: int = 1
+    host: str = setting("127.0.0.1", "Address the API listens on.")
+    port: int = setting(3000, "Port the API listens on.", minimum=0, maximum=65535)
+    max_body_bytes: int = setting(
+        1024 * 1024, "Largest request body accepted; larger ones get 413.", minimum=1
+    )
+    max_future_seconds: int = setting(
+        86400, "Refuse events timestamped further ahead of the server's clock.", minimum=0
+    )
+    partition_by: str = setting(
+        "event",
+        '"event": day from the event\'s timestamp; "ingest": day it was received.',
+        choices=("event", "ingest"),
+    )
+    max_batch_events: int = setting(
+        10_000, "Most events accepted in one POST /logs batch.", minimum=1
+    )
+    workers: int = setting(1, "uvicorn worker processes for `logpipe serve`.", minimum=1)
+    max_header_bytes: int = setting(
+        32768, "Largest request line + headers of one request; larger: 431, closed.", minimum=1024
+    )
+    header_timeout_seconds: float = setting(
+        10.0,
+        "A request's headers must arrive within this long (from connect or its first\n"
+        "byte); otherwise 408 and the connection is closed.",
+        minimum=0.1,
+    )
+    body_timeout_seconds: float = setting(
+        30.0,
+        "A request's body must arrive within this long after its headers; else 408.",
+        minimum=0.1,
+    )
+    max_connections: int = setting(
+        2048,
+        "Open connections per API process; past it the longest idle one is closed,\n"
+        "or a new one gets 503 if all are busy. Lowered to fit the fd limit.",
+        minimum=1,
+    )
+    max_inflight_body_bytes: int = setting(
+        64 * 1024 * 1024,
+        "Request body bytes received and not yet answered, per process; past it: 503.\n"
+        "Keep it at least max_body_bytes.",
+        minimum=1,
+    )
+    keepalive_seconds: float = setting(
+        5.0, "Idle time allowed between requests on one connection.", minimum=0.1
+    )
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = "redis://127.0.0.1:6379"
-    key_expiration_seconds: int = 0
-    max_buffered_events: int = 10_000_000
-    timeout_seconds: float = 5.0
-    write_retry_seconds: float = 2.0
+    url: str = setting(
+        "redis://127.0.0.1:6379",
+        "Redis that buffers events, e.g. redis://:password@host:6379/0.",
+        problem=redis_url_problem,
+    )
+    key_expiration_seconds: int = setting(
+        0,
+        "Memory guard: expire buffered keys after this many seconds. 0 = never.\n"
+        "An expiry DROPS events that were not drained in time; keep it well above\n"
+        "twice drainer.interval_seconds if you set it.",
+        minimum=0,
+    )
+    max_buffered_events: int = setting(
+        10_000_000,
+        "Backpressure: POST /log answers 503 once Redis holds this many events. 0 = no limit.",
+        minimum=0,
+    )
+    timeout_seconds: float = setting(5.0, "Connect and command timeout for Redis.", minimum=0.001)
+    write_retry_seconds: float = setting(
+        2.0,
+        "How long the API sends a write again while Redis does not answer, before\n"
+        "answering 503. The same write id is reused, so it is stored at most once.",
+        minimum=0,
+    )
+
+    def __repr__(self) -> str:
+        # settings reach logs and tracebacks through repr(): never with the password
+        parts = []
+        for f in dataclasses.fields(self):
+            value = mask_url(self.url) if f.name == "url" else getattr(self, f.name)
+            parts.append(f"{f.name}={value!r}")
+        return f"RedisSettings({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
 class DrainerSettings:
-    interval_seconds: float = 60.0
-    log_pattern: str = "logs:user_*:*"
-    logs_dir: str = "logs"
-    lease_seconds: float = 5.0
-    batch_events: int = 10_000
-    fsync: bool = True
+    interval_seconds: float = setting(
+        60.0,
+        "How often `logpipe drain` moves events to files (fractions allowed).",
+        minimum=0.001,
+        flag="--interval",
+    )
+    log_pattern: str = setting(
+        "logs:user_*:*", "Redis keys the drainer looks for (SCAN pattern).", flag="--pattern"
+    )
+    logs_dir: str = setting("logs", "Directory that holds user_<id>/<day>.jsonl files.")
+    lease_seconds: float = setting(
+        5.0, "A drainer that stops renewing its claim for this long is taken over.", minimum=0.1
+    )
+    batch_events: int = setting(10_000, "Most events read from one key per round trip.", minimum=1)
+    fsync: bool = setting(
+        True, "fsync each file before deleting its events from Redis (keep true)."
+    )
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: str = "info"
+    level: str = setting(
+        "info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error")
+    )
 
 
 @dataclass(frozen=True)
@@ -87,40 +227,61 @@ SECTIONS: dict[str, type[Any]] = {
     "logging": LoggingSettings,
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "server.partition_by": ("event", "ingest"),
-    "logging.level": ("debug", "info", "warning", "error"),
-}
-_MINIMUM: dict[str, float] = {
-    "server.port": 0,
-    "server.max_body_bytes": 1,
-    "server.max_future_seconds": 0,
-    "server.max_batch_events": 1,
-    "server.workers": 1,
-    "redis.key_expiration_seconds": 0,
-    "redis.max_buffered_events": 0,
-    "redis.timeout_seconds": 0.001,
-    "redis.write_retry_seconds": 0,
-    "drainer.interval_seconds": 0.001,
-    "drainer.lease_seconds": 0.1,
-    "drainer.batch_events": 1,
-}
-_MAXIMUM: dict[str, float] = {"server.port": 65535}
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One setting, as the loader, the sample file and the docs need it."""
+
+    section: str
+    key: str
+    type: type[Any]
+    default: Any
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env_var(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.key.upper()}"
+
+    @property
+    def flag(self) -> str:
+        return self.spec.flag or "--" + self.key.replace("_", "-")
+
+
+def all_settings() -> Iterator[SettingInfo]:
+    """Every setting, section by section, in the order the sample file shows them."""
+    for section, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield SettingInfo(section, f.name, hints[f.name], f.default, f.metadata["spec"])
+
+
+#: "section.key" -> its facts (an index over the dataclasses, not a second source of truth)
+SETTINGS: dict[str, SettingInfo] = {info.name: info for info in all_settings()}
+_BY_ENV: dict[str, SettingInfo] = {info.env_var: info for info in SETTINGS.values()}
 
 
 def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """Hide every password in a Redis URL: ``user:***@`` and ``?password=***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo = f"{parts.username or ''}:***"
-    # keep host[:port] as written: .hostname drops an IPv6 address's brackets
-    netloc = f"{userinfo}@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _secret = userinfo.partition(":")
+        # keep host[:port] as written: .hostname drops an IPv6 address's brackets
+        netloc = f"{user}:***@{hostport}" if colon else netloc
+    query = "&".join(_mask_param(p) for p in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def _field_types(section: str) -> dict[str, type[Any]]:
-    return {k: v for k, v in get_type_hints(SECTIONS[section]).items()}
+def _mask_param(param: str) -> str:
+    name, eq, _value = param.partition("=")
+    pairs = parse_qsl(name, keep_blank_values=True)
+    plain = pairs[0][0] if pairs else name
+    return f"{name}=***" if eq and plain.lower() == "password" else param
 
 
 def _type_name(tp: type[Any]) -> str:
@@ -163,14 +324,39 @@ def _parse_env(raw: str, tp: type[Any], var: str) -> Any:
     return raw
 
 
-def _check_range(name: str, value: Any, where: str) -> None:
-    if name in _CHOICES and value not in _CHOICES[name]:
-        choices = ", ".join(repr(c) for c in _CHOICES[name])
+def _check(info: SettingInfo, value: Any, where: str) -> None:
+    spec, name = info.spec, info.name
+    if spec.choices and value not in spec.choices:
+        choices = ", ".join(repr(c) for c in spec.choices)
         raise ConfigError(f"{where}: {name} must be one of {choices}, got {value!r}")
-    if name in _MINIMUM and value < _MINIMUM[name]:
-        raise ConfigError(f"{where}: {name} must be at least {_MINIMUM[name]:g}, got {value!r}")
-    if name in _MAXIMUM and value > _MAXIMUM[name]:
-        raise ConfigError(f"{where}: {name} must be at most {_MAXIMUM[name]:g}, got {value!r}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{where}: {name} must be at least {spec.minimum:g}, got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{where}: {name} must be at most {spec.maximum:g}, got {value!r}")
+    problem = spec.problem(value) if spec.problem is not None else None
+    if problem is not None:
+        # a URL may hold a password: never echo it
+        raise ConfigError(f"{where}: {name} {mask_url(value)!r} is not usable: {problem}")
+
+
+def _did_you_mean(word: str, known: Sequence[str], prefix: str = "") -> str:
+    """``; did you mean <nearest>?``, or nothing when no name is close.
+
+    ``prefix`` is left out of the comparison: every ``LOGPIPE_`` name shares it, which
+    would make any two of them look close.
+    """
+    stems = [k.removeprefix(prefix) for k in known]
+    close = difflib.get_close_matches(word.removeprefix(prefix), stems, n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """``LOGPIPE_*`` variables that name no setting (a typo would otherwise be ignored)."""
+    return sorted(
+        var
+        for var in environ
+        if var.startswith(ENV_PREFIX) and var not in _BY_ENV and var not in RESERVED_ENV
+    )
 
 
 def load_settings(
@@ -183,52 +369,53 @@ def load_settings(
     """Merge defaults, the parsed file, ``LOGPIPE_*`` variables and flags.
 
     ``overrides`` maps ``"section.key"`` to a flag's value; ``None`` means "not given".
-    Raises :class:`ConfigError` naming the source, the key and what was expected.
+    Raises :class:`ConfigError` naming the source, the key and what was expected; an
+    unknown section, key or ``LOGPIPE_*`` variable is refused with the nearest name.
     """
     file_label = str(path) if path is not None else "config file"
+    env = environ or {}
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    sources: dict[str, Source] = {}
-    for section in SECTIONS:
-        for name in _field_types(section):
-            sources[f"{section}.{name}"] = "default"
+    sources: dict[str, Source] = dict.fromkeys(SETTINGS, "default")
 
     for section, table in (file_data or {}).items():
         if section not in SECTIONS:
             known = ", ".join(f"[{s}]" for s in SECTIONS)
-            raise ConfigError(f"{file_label}: unknown section [{section}] (known: {known})")
+            hint = _did_you_mean(f"[{section}]", [f"[{s}]" for s in SECTIONS])
+            raise ConfigError(f"{file_label}: unknown section [{section}] (known: {known}){hint}")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{file_label}: [{section}] must be a table")
-        types = _field_types(section)
         for key, value in table.items():
-            if key not in types:
-                known = ", ".join(types)
+            info = SETTINGS.get(f"{section}.{key}")
+            if info is None:
+                keys = [i.key for i in SETTINGS.values() if i.section == section]
+                hint = _did_you_mean(key, keys)
                 raise ConfigError(
-                    f"{file_label}: unknown key {section}.{key} (known in [{section}]: {known})"
+                    f"{file_label}: unknown key {section}.{key} "
+                    f"(known in [{section}]: {', '.join(keys)}){hint}"
                 )
-            name = f"{section}.{key}"
-            values[section][key] = _coerce(value, types[key], file_label, name)
-            _check_range(name, values[section][key], file_label)
-            sources[name] = "file"
+            values[section][key] = _coerce(value, info.type, file_label, info.name)
+            _check(info, values[section][key], file_label)
+            sources[info.name] = "file"
 
-    for section in SECTIONS:
-        for key, tp in _field_types(section).items():
-            var = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
-            raw = (environ or {}).get(var)
-            if raw is None:
-                continue
-            name = f"{section}.{key}"
-            values[section][key] = _parse_env(raw, tp, var)
-            _check_range(name, values[section][key], f"environment variable {var}")
-            sources[name] = "env"
+    unknown = unknown_env_vars(env)
+    if unknown:
+        var = unknown[0]
+        hint = _did_you_mean(var, list(_BY_ENV), prefix=ENV_PREFIX)
+        raise ConfigError(f"environment variable {var} is not a logpipe setting{hint}")
+    for var, info in _BY_ENV.items():
+        raw = env.get(var)
+        if raw is None:
+            continue
+        values[info.section][info.key] = _parse_env(raw, info.type, var)
+        _check(info, values[info.section][info.key], f"environment variable {var}")
+        sources[info.name] = "env"
 
     for name, value in (overrides or {}).items():
         if value is None:
             continue
-        section, _, key = name.partition(".")
-        tp = _field_types(section)[key]
-        flag = "--" + key.replace("_", "-")
-        values[section][key] = _coerce(value, tp, f"option {flag}", name)
-        _check_range(name, values[section][key], f"option {flag}")
+        info = SETTINGS[name]
+        values[info.section][info.key] = _coerce(value, info.type, f"option {info.flag}", name)
+        _check(info, values[info.section][info.key], f"option {info.flag}")
         sources[name] = "flag"
 
     built = {s: SECTIONS[s](**values[s]) for s in SECTIONS}
@@ -248,17 +435,3 @@ def resolve_config_path(explicit: str | Path | None, environ: Mapping[str, str])
         return p
     default = Path(DEFAULT_CONFIG_NAME)
     return default if default.is_file() else None
-
-
-def load(
-    config: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Read settings as the CLI does: file (if any) + environment + flags."""
-    from logpipe_cli.config_file import read_config_file
-
-    env = os.environ if environ is None else environ
-    path = resolve_config_path(config, env)
-    data = read_config_file(path) if path is not None else {}
-    return load_settings(data, env, overrides, path=path)

@@ -1,19 +1,41 @@
-"""The pipeline's state in one dict: what ``GET /stats`` answers and ``logpipe stats`` shows."""
+"""The pipeline's state: what ``GET /stats`` answers and ``logpipe stats`` shows.
+
+:func:`collect` reads two hashes (the counters and the last drain) in one round trip,
+never a scan: with 200,000 keys, 50 concurrent scanning calls took 47 s and moved
+``/log`` p50 from 2 ms to 535 ms (issue 9, #14). Counting keys is :func:`count_keys`,
+an explicit ``SCAN`` that only ``logpipe stats --keys`` asks for.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
 from logpipe_cli import keys
 from logpipe_cli.buffer import Buffer
+from logpipe_cli.schemas import ApiCounts, Buffered, LastDrain, StatsDoc, Totals
+
+_TOTALS = tuple(Totals.__struct_fields__)
 
 
-async def collect(buffer: Buffer, pattern: str) -> dict[str, Any]:
-    """Buffered keys and events, all-time counters, and the last drain's outcome.
+async def collect(buffer: Buffer, pattern: str, api: ApiCounts | None = None) -> StatsDoc:
+    """Buffered events, all-time counters and the last drain's outcome: O(1) in keys.
 
-    Keys are counted with ``SCAN`` (cost grows with the number of keys, not events);
-    event counts come from the counters the write and drain scripts keep.
+    ``pattern`` is unused since ``/stats`` stopped scanning; it stays so callers keep
+    one signature with :func:`count_keys`. ``api`` is the calling API process's counts.
     """
+    del pattern
+    counters, last = await buffer.counters()
+    return StatsDoc(
+        buffered=Buffered(events=counters.get("buffered", 0)),
+        totals=Totals(**{name: counters.get(name, 0) for name in _TOTALS}),
+        last_drain=_last_drain(last),
+        api=api,
+    )
+
+
+async def count_keys(buffer: Buffer, pattern: str) -> Buffered:
+    """Event lists and claims by ``SCAN`` (cost grows with the number of keys), and the
+    oldest day among them; ``events`` from the counter, as :func:`collect` reads it."""
     event_keys = 0
     oldest: int | None = None
     async for raw in buffer.scan(pattern):
@@ -27,37 +49,26 @@ async def collect(buffer: Buffer, pattern: str) -> dict[str, Any]:
         ek = keys.parse_claim_key(raw)
         if ek is not None and (oldest is None or ek.day < oldest):
             oldest = ek.day
-    counters, last = await buffer.counters()
-    return {
-        "buffered": {
-            "keys": event_keys,
-            "claims": claims,
-            "events": counters.get("buffered", 0),
-            "oldest_day": oldest,
-        },
-        "totals": {
-            name: counters.get(name, 0)
-            for name in (
-                "accepted",
-                "refused_full",
-                "drained_events",
-                "drained_keys",
-                "drained_bytes",
-                "quarantined",
-            )
-        },
-        "last_drain": _last_drain(last),
-    }
+    counters, _ = await buffer.counters()
+    return Buffered(
+        events=counters.get("buffered", 0), keys=event_keys, claims=claims, oldest_day=oldest
+    )
 
 
-def _last_drain(raw: dict[str, str]) -> dict[str, Any] | None:
+def with_keys(doc: StatsDoc, counted: Buffered) -> StatsDoc:
+    """``doc`` with the key counts of an explicit scan (events stay the API's figure)."""
+    buffered = msgspec.structs.replace(counted, events=doc.buffered.events)
+    return msgspec.structs.replace(doc, buffered=buffered)
+
+
+def _last_drain(raw: dict[str, str]) -> LastDrain | None:
     if not raw:
         return None
-    return {
-        "at": float(raw.get("at", 0)),
-        "ok": raw.get("ok") == "1",
-        "events": int(raw.get("events", 0)),
-        "keys": int(raw.get("keys", 0)),
-        "seconds": float(raw.get("seconds", 0)),
-        "error": raw.get("error") or None,
-    }
+    return LastDrain(
+        at=float(raw.get("at", 0)),
+        ok=raw.get("ok") == "1",
+        events=int(raw.get("events", 0)),
+        keys=int(raw.get("keys", 0)),
+        seconds=float(raw.get("seconds", 0)),
+        error=raw.get("error") or None,
+    )

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from logpipe_cli import __version__
 from logpipe_cli.cli import config_cmd, drain, inspect_cmd, redis_check, run, send, serve, stats_cmd
 from logpipe_cli.cli.common import State
+from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.cli.render import print_error
 from logpipe_cli.errors import LogpipeError
 
 
-class LogpipeGroup(TyperGroup):
+class LogpipeGroup(FullHelpGroup):
     """Turns library errors into ``error: <detail>`` on stderr and the error's exit code."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
@@ -58,7 +58,7 @@ def root(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", help="Config file (default: $LOGPIPE_CONFIG, ./config.toml)."
+            "--config", "-c", help="Config file [default: $LOGPIPE_CONFIG, else ./config.toml]."
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import typer
 
 from logpipe_cli.buffer import Buffer, connect
-from logpipe_cli.settings import Settings, load
+from logpipe_cli.config_file import load
+from logpipe_cli.settings import Settings
 
 T = TypeVar("T")
 

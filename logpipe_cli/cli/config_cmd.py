@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from logpipe_cli.cli import render
+from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from
+from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.config_file import write_sample
 
 app = typer.Typer(
-    help="Write or show the configuration.", no_args_is_help=True, rich_markup_mode=None
+    cls=FullHelpGroup,
+    help="Write or show the configuration.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -23,7 +29,7 @@ def init(
 ) -> None:
     """Write a commented sample config (every key at its default)."""
     write_sample(path, force=force)
-    render.console().print(f"wrote {path}")
+    render.print_line(f"wrote {path}")
 
 
 @app.command("show")
@@ -40,4 +46,23 @@ def show(ctx: typer.Context, as_json: Annotated[bool, JsonOption] = False) -> No
             }
         )
         return
-    render.config_table(data, dict(settings.sources), settings.path)
+    config_table(data, dict(settings.sources), settings.path)
+
+
+def config_table(
+    data: dict[str, dict[str, Any]],
+    sources: dict[str, str],
+    path: Path | None,
+    c: Console | None = None,
+) -> None:
+    """Every setting with its value written as in the config file, and its source."""
+    c = c or render.console()
+    table = Table(title=fmt.inert(f"configuration (file: {path or 'none'})"))
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", no_wrap=True)
+    for section, values in data.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            table.add_row(name, fmt.inert(fmt.toml_value(value)), sources.get(name, "default"))
+    c.print(table)

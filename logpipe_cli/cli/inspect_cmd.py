@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
 
 from logpipe_cli import inspection
-from logpipe_cli.cli import render
+from logpipe_cli.buffer import KeyInfo
+from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
+from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
+from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_date
 from logpipe_cli.settings import Settings
+from logpipe_cli.sink import LineRecord
 
 app = typer.Typer(
-    help="Look at buffered keys and log files.", no_args_is_help=True, rich_markup_mode=None
+    cls=FullHelpGroup,
+    help="Look at buffered keys and log files.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 LimitOption = typer.Option(min=0, help="Show at most this many rows.")
@@ -23,7 +35,9 @@ LimitOption = typer.Option(min=0, help="Show at most this many rows.")
 @app.command("keys")
 def keys(
     ctx: typer.Context,
-    pattern: Annotated[str | None, typer.Option(help="SCAN pattern [drainer.log_pattern].")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="SCAN pattern [default: from drainer.log_pattern].")
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None,
     limit: Annotated[int | None, LimitOption] = None,
     sort: Annotated[
@@ -41,7 +55,7 @@ def keys(
     if as_json:
         render.print_json([inspection.key_as_dict(k) for k in shown])
         return
-    render.keys_table(shown, inspection.key_totals(chosen))
+    keys_table(shown, inspection.key_totals(chosen))
 
 
 @app.command("file")
@@ -64,7 +78,7 @@ def file(
     limit: Annotated[int | None, typer.Option(min=0, help="The first N matching lines.")] = None,
     tail: Annotated[int | None, typer.Option(min=0, help="The last N matching lines.")] = None,
     logs_dir: Annotated[
-        str | None, typer.Option(help="Where --user/--day look [drainer.logs_dir].")
+        str | None, typer.Option(help="Where --user/--day look [default: from drainer.logs_dir].")
     ] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
@@ -77,9 +91,12 @@ def file(
     if as_json:
         render.print_json([inspection.record_as_dict(r) for r in view.records])
     else:
-        render.file_table(view)
+        file_table(view)
     if view.bad_lines:
-        render.print_warning(f"{view.bad_lines} line(s) of {target} are not JSON objects")
+        render.print_warning(
+            f"{fmt.count(view.bad_lines, 'line')} of {target} "
+            f"{'is not a JSON object' if view.bad_lines == 1 else 'are not JSON objects'}"
+        )
 
 
 def _target_file(
@@ -116,7 +133,9 @@ def _time(text: str | None, flag: str) -> float | None:
 @app.command("files")
 def files(
     ctx: typer.Context,
-    logs_dir: Annotated[str | None, typer.Option(help="[drainer.logs_dir]")] = None,
+    logs_dir: Annotated[
+        str | None, typer.Option(help="Where the files are [default: from drainer.logs_dir].")
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Only this user's files.")] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
@@ -126,4 +145,117 @@ def files(
     if as_json:
         render.print_json([f.as_dict() for f in found])
         return
-    render.files_table(found)
+    files_table(found)
+
+
+# ---- tables --------------------------------------------------------------------------
+# Keys, user ids, events and paths come from outside: every one goes through fmt.inert.
+
+
+def keys_table(shown: Sequence[KeyInfo], totals: KeyTotals, c: Console | None = None) -> None:
+    """The keys in ``shown``; the totals row counts every key that matched."""
+    c = c or render.console()
+    caption = None
+    if len(shown) < totals.keys:
+        caption = (
+            f"showing {fmt.number(len(shown))} of {fmt.count(totals.keys, 'key')}; "
+            "the totals count them all"
+        )
+    table = Table(title="buffered keys", caption=caption)
+    table.add_column("key", overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    table.add_column("day (UTC)", no_wrap=True)
+    for col in ("events", "memory", "ttl"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for k in shown:
+        table.add_row(
+            fmt.inert(k.key),
+            k.kind,
+            fmt.inert(k.event_key.user_id) if k.event_key else Text("?", style="red"),
+            day_date(k.event_key.day).isoformat() if k.event_key else "?",
+            fmt.number(k.events),
+            fmt.size(k.bytes),
+            "-" if k.ttl_s < 0 else fmt.duration(k.ttl_s),
+        )
+    table.add_section()
+    table.add_row(
+        f"total: {fmt.count(totals.keys, 'key')}",
+        "",
+        "",
+        "",
+        fmt.number(totals.events),
+        fmt.size(totals.bytes),
+        "",
+    )
+    c.print(table)
+
+
+def _event_row(r: LineRecord) -> tuple[RenderableType, ...]:
+    if r.event is None:
+        return (
+            fmt.number(r.lineno),
+            Text("not a JSON object", style="red"),
+            "",
+            "",
+            fmt.inert(r.raw[:60].decode("utf-8", "replace")),
+        )
+    e = r.event
+    others = {k: v for k, v in e.items() if k not in ("user_id", "event", "timestamp")}
+    return (
+        fmt.number(r.lineno),
+        fmt.event_time(e.get("timestamp")).removesuffix(" UTC"),
+        fmt.inert(e.get("user_id", "")),
+        fmt.inert(e.get("event", "")),
+        # ensure_ascii=False keeps non-Latin text readable; fmt.inert escapes controls
+        fmt.inert(json.dumps(others, ensure_ascii=False) if others else ""),
+    )
+
+
+def file_table(view: FileView, c: Console | None = None) -> None:
+    """The lines of ``view``, with what the whole file holds as the caption."""
+    c = c or render.console()
+    caption = (
+        f"{fmt.number(len(view.records))} shown of {fmt.number(view.matched)} matching; "
+        f"{fmt.count(view.lines, 'line')} in the file, {fmt.number(view.bad_lines)} "
+        "not JSON objects"
+    )
+    table = Table(title=fmt.inert(view.path), caption=caption)
+    table.add_column("line", justify="right", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    table.add_column("event", overflow="fold")
+    table.add_column("other fields", overflow="fold")
+    for r in view.records:
+        table.add_row(*_event_row(r))
+    c.print(table)
+
+
+def files_table(found: Sequence[FileSummary], c: Console | None = None) -> None:
+    c = c or render.console()
+    table = Table(title="log files")
+    table.add_column("path", overflow="fold")
+    table.add_column("user", overflow="fold")
+    table.add_column("day (UTC)", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("modified (UTC)", no_wrap=True)
+    for f in found:
+        table.add_row(
+            fmt.inert(f.info.path),
+            fmt.inert(f.info.user_id),
+            day_date(f.info.day).isoformat(),
+            fmt.number(f.events),
+            fmt.size(f.info.size),
+            fmt.moment(f.info.mtime).removesuffix(" UTC"),
+        )
+    table.add_section()
+    table.add_row(
+        f"total: {fmt.count(len(found), 'file')}",
+        "",
+        "",
+        fmt.number(sum(f.events for f in found)),
+        fmt.size(sum(f.info.size for f in found)),
+        "",
+    )
+    c.print(table)

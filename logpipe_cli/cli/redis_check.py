@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from logpipe_cli import health
-from logpipe_cli.cli import render
+from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 
 
 def redis_check(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Redis URL [redis.url].")] = None,
+    url: Annotated[str | None, typer.Option(help="Redis URL [default: from redis.url].")] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when the setup can lose events.")
     ] = False,
@@ -25,6 +27,29 @@ def redis_check(
     if as_json:
         render.print_json(report.as_dict())
     else:
-        render.health_table(report)
+        health_table(report)
     if strict and report.warnings:
         raise typer.Exit(1)
+
+
+def health_table(report: health.HealthReport, c: Console | None = None) -> None:
+    c = c or render.console()
+    table = Table(title=fmt.inert(f"redis {report.url}"), show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("reachable", "yes")
+    table.add_row("version", fmt.inert(report.version))
+    table.add_row("round trip", f"{report.rtt_ms:,.3f} ms")
+    table.add_row("memory used", fmt.size(report.used_memory))
+    table.add_row("maxmemory", fmt.size(report.maxmemory) if report.maxmemory else "no limit")
+    table.add_row("maxmemory-policy", fmt.inert(report.maxmemory_policy))
+    table.add_row(
+        "persistence",
+        ", ".join(p for p, on in (("AOF", report.aof_enabled), ("RDB", report.rdb_saves)) if on)
+        or "off",
+    )
+    table.add_row("buffered keys", fmt.number(report.buffered_keys))
+    table.add_row("buffered events", fmt.number(report.buffered_events))
+    c.print(table)
+    for w in report.warnings:
+        render.print_warning(w)

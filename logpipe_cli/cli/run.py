@@ -12,7 +12,5 @@ from logpipe_cli.cli.common import settings_from
 def run(ctx: typer.Context) -> None:
     """Run the whole pipeline here: starts redis-server if none answers; Ctrl-C stops all."""
     settings = settings_from(ctx)
-    code = supervisor.run(
-        settings, notify=lambda msg: render.console().print(f"[logpipe] {msg}", markup=False)
-    )
+    code = supervisor.run(settings, notify=lambda msg: render.print_line(f"[logpipe] {msg}"))
     raise typer.Exit(code)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from logpipe_cli import loadgen
-from logpipe_cli.cli import render
+from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from
 from logpipe_cli.client import api_url, send_event
 from logpipe_cli.errors import ConfigError
@@ -23,9 +27,9 @@ def send(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option("--user", "-u", help="user_id of the event.")] = None,
     event: Annotated[str | None, typer.Option("--event", "-e", help="Event name.")] = None,
-    timestamp: Annotated[int | None, typer.Option(help="Unix seconds (default: now).")] = None,
+    timestamp: Annotated[int | None, typer.Option(help="Unix seconds [default: now].")] = None,
     url: Annotated[
-        str | None, typer.Option(help="API base URL (default: http://<server.host>:<server.port>).")
+        str | None, typer.Option(help="API base URL [default: http://<server.host>:<server.port>].")
     ] = None,
     retries: Annotated[
         int, typer.Option(min=0, help="Retries on 503 or a refused connection, with backoff.")
@@ -35,12 +39,13 @@ def send(
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(min=1, help=f"Requests in flight at once [{DEFAULT_CONCURRENCY}]."),
+        typer.Option(min=1, help=f"Requests in flight at once [default: {DEFAULT_CONCURRENCY}]."),
     ] = None,
     users: Annotated[
         int | None,
         typer.Option(
-            min=1, help=f"Load mode: spread events over users u0..u<K-1> [{DEFAULT_USERS}]."
+            min=1,
+            help=f"Load mode: spread events over users u0..u<K-1> [default: {DEFAULT_USERS}].",
         ),
     ] = None,
     batch: Annotated[
@@ -92,10 +97,11 @@ def _send_one(
             {"status": result.status, "body": result.body, "attempts": result.attempts}
         )
     elif result.status == 200:
-        render.console().print(f"stored ({result.status}): {result.body}", markup=False)
+        # the body as JSON, as the API sent it, never a Python repr
+        render.print_line(f"stored ({result.status}): {_json(result.body)}")
     if result.status != 200:
         detail = result.body.get("detail") if isinstance(result.body, dict) else result.body
-        render.print_error(f"refused with {result.status}: {detail}")
+        render.print_error(f"refused with {result.status}: {_json(detail)}")
         raise typer.Exit(1)
 
 
@@ -135,12 +141,44 @@ def _report(summary: loadgen.LoadSummary, target: str, as_json: bool) -> None:
     if as_json:
         render.print_json({"target": target, **summary.as_dict()})
     else:
-        render.load_summary(summary, target)
+        load_summary(summary, target)
     problems = []
     if summary.refused:
-        problems.append(f"{summary.refused} refused (first: {summary.first_refusal})")
+        problems.append(f"{fmt.number(summary.refused)} refused (first: {summary.first_refusal})")
     if summary.failed:
-        problems.append(f"{summary.failed} got no answer (first: {summary.first_failure})")
+        problems.append(
+            f"{fmt.number(summary.failed)} got no answer (first: {summary.first_failure})"
+        )
     if problems:
-        render.print_error(f"of {summary.sent} events, " + "; ".join(problems))
+        render.print_error(f"of {fmt.count(summary.sent, 'event')}, " + "; ".join(problems))
         raise typer.Exit(1)
+
+
+def _json(value: object) -> str:
+    """A string as it is; anything else as compact JSON (``true``, ``{"a": 1}``)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f} ms"
+
+
+def load_summary(summary: loadgen.LoadSummary, target: str, c: Console | None = None) -> None:
+    c = c or render.console()
+    table = Table(title=fmt.inert(f"send -> {target}"), show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+
+    def problem(n: int) -> Text:
+        return Text(fmt.number(n), style="bold red" if n else "")
+
+    table.add_row("events sent", fmt.number(summary.sent))
+    table.add_row("accepted", fmt.number(summary.accepted))
+    table.add_row("refused", problem(summary.refused))
+    table.add_row("failed (no answer)", problem(summary.failed))
+    table.add_row("requests", fmt.number(summary.requests))
+    table.add_row("seconds", f"{summary.seconds:,.3f}")
+    table.add_row("events/s (accepted)", fmt.number(summary.events_per_s))
+    table.add_row("latency p50", _ms(summary.latency_ms(0.50)))
+    table.add_row("latency p99", _ms(summary.latency_ms(0.99)))
+    c.print(table)

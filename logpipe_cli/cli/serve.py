@@ -12,10 +12,14 @@ from logpipe_cli.cli.common import settings_from
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Listen address [server.host].")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [server.port].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address [default: from server.host].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port [default: from server.port].")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="uvicorn worker processes [server.workers].")
+        int | None, typer.Option(help="uvicorn worker processes [default: from server.workers].")
     ] = None,
 ) -> None:
     """Serve the HTTP API (POST /log, POST /logs, GET /healthz, /readyz) until Ctrl-C."""

@@ -82,6 +82,11 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)  # no ./config.toml can be picked up
+    # an unknown LOGPIPE_* variable is refused, so one set for the test run itself (such
+    # as a fault-suite seed) must not reach the CLI under test
+    for name in list(os.environ):
+        if name.startswith("LOGPIPE_"):
+            monkeypatch.delenv(name)
     return {
         "LOGPIPE_CONFIG": None,
         "LOGPIPE_REDIS_URL": settings.redis.url,

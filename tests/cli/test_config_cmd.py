@@ -87,6 +87,37 @@ def test_bad_environment_variable_exits_2(invoke: Invoke) -> None:
     assert_clean_error(result, 2, "LOGPIPE_SERVER_PORT", "an integer")
 
 
+def test_unknown_environment_variable_exits_2_with_a_hint(invoke: Invoke) -> None:
+    result = invoke("config", "show", env={"LOGPIPE_REDIS_ULR": "redis://elsewhere:1"})
+    assert_clean_error(result, 2, "LOGPIPE_REDIS_ULR", "did you mean LOGPIPE_REDIS_URL?")
+
+
+def test_malformed_redis_url_exits_2_in_one_line(invoke: Invoke) -> None:
+    result = invoke("config", "show", env={"LOGPIPE_REDIS_URL": "redis://:hunter2@h:abc"})
+    assert_clean_error(result, 2, "redis.url", "port")
+    assert "hunter2" not in result.stderr
+
+
+QUERY_PASSWORD = {"LOGPIPE_REDIS_URL": "redis://db.example:6380/2?password=hunter2"}
+
+
+def test_show_json_masks_a_password_in_the_query(invoke: Invoke) -> None:
+    result = invoke("config", "show", "--json", env=QUERY_PASSWORD)
+    assert result.exit_code == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    url = json.loads(result.stdout)["settings"]["redis"]["url"]
+    assert url == "redis://db.example:6380/2?password=***"
+
+
+def test_show_table_masks_a_password_in_the_query(invoke: Invoke) -> None:
+    result = invoke("config", "show", env=QUERY_PASSWORD)
+    assert result.exit_code == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    # at 80 columns the table folds the URL inside its cell: join the value column
+    cells = [line.split("│") for line in result.stdout.splitlines() if line.count("│") == 4]
+    assert '"redis://db.example:6380/2?password=***"' in "".join(c[2].strip() for c in cells)
+
+
 def test_show_json_sources_and_masking(invoke: Invoke, workdir: Path) -> None:
     (workdir / "config.toml").write_text(
         '[redis]\nurl = "redis://:hunter2@db.example:6380/2"\n[server]\nport = 4000\n',

@@ -163,7 +163,7 @@ def test_file_table_has_readable_times_and_counts_bad_lines(
     assert '"button": "ok"' in out
     assert out.count("not a JSON object") == 3
     assert "8 lines in the file, 3 not JSON objects" in " ".join(out.split())
-    assert result.stderr.strip() == f"warning: 3 line(s) of {log_file} are not JSON objects"
+    assert result.stderr.strip() == f"warning: 3 lines of {log_file} are not JSON objects"
 
 
 def test_file_json_gives_iso_times_and_raw_bad_lines(logpipe: RunCli, log_file: Path) -> None:
@@ -301,5 +301,5 @@ def test_files_counts_events_and_filters_by_user(logpipe: RunCli, settings: Sett
     assert alice[0]["date"] == "2024-01-01"
     table = logpipe("inspect", "files", "--user", "bob")
     assert table.exit_code == 0, table.stderr
-    assert "total: 1 files" in table.stdout
+    assert "total: 1 file " in table.stdout
     assert "alice" not in table.stdout

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 
+import msgspec
 from rich.console import Console
 
-from logpipe_cli.cli import render
+from logpipe_cli.buffer import KeyInfo
+from logpipe_cli.cli import fmt, inspect_cmd, render, send, stats_cmd
+from logpipe_cli.inspection import KeyTotals
+from logpipe_cli.keys import parse_event_key
 from logpipe_cli.loadgen import LoadSummary
+from logpipe_cli.schemas import Buffered, StatsDoc, Totals
 
 NOW = 1_700_000_000.0
 
@@ -73,7 +78,8 @@ def test_stats_panel_with_a_failed_drain_and_refusals(console: Console) -> None:
             "started_at": NOW - 7200,
         },
     }
-    console.print(render.stats_panel(data, "http://h:1", {"accepted_per_s": 12.5}, now=NOW))
+    doc = msgspec.convert(data, StatsDoc)
+    console.print(stats_cmd.stats_panel(doc, "http://h:1", {"accepted_per_s": 12.5}, now=NOW))
     out = " ".join(text(console).split())
     assert "1,234 events in 2 keys, 1 being drained; oldest day 2024-01-01" in out
     assert "5,000 events in all; 3 refused (buffer full)" in out
@@ -84,17 +90,21 @@ def test_stats_panel_with_a_failed_drain_and_refusals(console: Console) -> None:
     assert "12.5 accepted/s" in out
 
 
-def test_stats_panel_tolerates_a_partial_answer(console: Console) -> None:
-    console.print(render.stats_panel({"buffered": {}}, "http://h:1", error="cannot reach", now=NOW))
+def test_stats_panel_without_key_counts(console: Console) -> None:
+    # what GET /stats answers since it stopped scanning: events counted, keys not
+    doc = StatsDoc(buffered=Buffered(events=1), totals=Totals(), last_drain=None)
+    console.print(stats_cmd.stats_panel(doc, "http://h:1", error="cannot reach", now=NOW))
     out = " ".join(text(console).split())
     assert "cannot reach (showing the last answer)" in out
+    assert "1 event (keys not counted: add --keys)" in out
     assert "last drain never" in out
+    assert "this API" not in out
 
 
 def test_load_summary(console: Console) -> None:
     summary = LoadSummary(sent=10, accepted=8, refused=1, failed=1, requests=10, seconds=2.0)
     summary.latencies_s = [0.001 * i for i in range(1, 101)]
-    render.load_summary(summary, "http://h:1/log", console)
+    send.load_summary(summary, "http://h:1/log", console)
     out = text(console)
     for row in ("events sent", "accepted", "refused", "failed (no answer)", "latency p99"):
         assert row in out
@@ -105,9 +115,30 @@ def test_load_summary(console: Console) -> None:
 
 
 def test_human_duration() -> None:
-    assert [render.human_duration(s) for s in (5, 65, 7260, 90000)] == [
+    assert [fmt.duration(s) for s in (5, 65, 7260, 90000)] == [
         "5s",
         "1m 05s",
         "2h 01m",
         "1d 1h",
     ]
+
+
+def test_keys_table_at_80_columns_keeps_numbers_whole() -> None:
+    # a non-terminal log is 80 columns: long keys fold inside their cell, numbers never
+    c = Console(file=io.StringIO(), width=80, color_system=None)
+    key = "logs:user_" + "x" * 90 + ":19723"
+    info = KeyInfo(
+        key=key,
+        kind="events",
+        event_key=parse_event_key(key.encode()),
+        events=1_234_567,
+        bytes=9_876_543_210,
+        ttl_s=-1,
+    )
+    inspect_cmd.keys_table([info], KeyTotals(keys=1, events=1_234_567, bytes=9_876_543_210), c)
+    out = c.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "1,234,567" in out
+    assert "9.2 GiB" in out
+    assert ":19723" in out  # folded, not cut: the key's end is still there
+    assert "total: 1 key " in out

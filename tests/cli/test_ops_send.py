@@ -46,6 +46,8 @@ def test_one_event_is_stored(api: ApiServer, logpipe: RunCli, settings: Settings
     )
     assert result.exit_code == 0, result.stderr
     assert "stored (200)" in result.stdout
+    # the answer as JSON, as the API sent it, never a Python repr
+    assert '{"stored": true, "key": "logs:user_42:19723"}' in result.stdout
     assert stored(settings.redis.url) == {
         "logs:user_42:19723": [{"user_id": "42", "event": "login", "timestamp": TS}]
     }

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from logpipe_cli.cli import render
+from logpipe_cli.cli import redis_check, render
 from logpipe_cli.drainer import DrainReport
 from logpipe_cli.health import HealthReport
 
@@ -21,7 +21,7 @@ def test_drain_report_table(console: Console, capsys: pytest.CaptureFixture[str]
     render.drain_report(report, console)
     out = text(console)
     assert "drain" in out
-    row = next(x for x in out.splitlines() if "1200" in x)
+    row = next(x for x in out.splitlines() if "1,200" in x)
     assert "5.0 MiB" in row
     assert "2.000" in row
     assert "600" in row  # events per second
@@ -63,7 +63,7 @@ def health(**changes: Any) -> HealthReport:
 
 
 def test_health_table(console: Console, capsys: pytest.CaptureFixture[str]) -> None:
-    render.health_table(health(warnings=["persistence is off"]), console)
+    redis_check.health_table(health(warnings=["persistence is off"]), console)
     out = text(console)
     assert "redis redis://:***@h:1" in out
     rows = {
@@ -77,10 +77,3 @@ def test_health_table(console: Console, capsys: pytest.CaptureFixture[str]) -> N
     assert rows["persistence"] == "AOF"
     assert rows["buffered events"] == "12"
     assert capsys.readouterr().err == "warning: persistence is off\n"
-
-
-@pytest.mark.parametrize(
-    ("n", "label"), [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (3 * 1024**3, "3.0 GiB")]
-)
-def test_human_bytes(n: int, label: str) -> None:
-    assert render.human_bytes(n) == label

@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
-from logpipe_cli.config_file import read_config_file, render_sample, write_sample
+from logpipe_cli.config_file import load, read_config_file, render_sample, write_sample
 from logpipe_cli.errors import ConfigError
-from logpipe_cli.settings import Settings, load, load_settings, mask_url, resolve_config_path
+from logpipe_cli.settings import (
+    SETTINGS,
+    Settings,
+    all_settings,
+    load_settings,
+    mask_url,
+    resolve_config_path,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,8 +153,41 @@ def test_env_out_of_range() -> None:
 
 
 def test_unrelated_env_is_ignored() -> None:
-    s = load_settings(None, {"LOGPIPE_NOPE_X": "1", "PATH": "/bin", "LOGPIPE_CONFIG": "x.toml"})
+    s = load_settings(None, {"PATH": "/bin", "LOGPIPE_CONFIG": "x.toml", "LOGPIPE_TOKEN": "t"})
     assert s == Settings()
+
+
+@pytest.mark.parametrize(
+    ("var", "hint"),
+    [
+        ("LOGPIPE_REDIS_ULR", "; did you mean LOGPIPE_REDIS_URL?"),
+        ("LOGPIPE_SERVER_PROT", "; did you mean LOGPIPE_SERVER_PORT?"),
+        ("LOGPIPE_NOPE_X", ""),
+    ],
+)
+def test_unknown_logpipe_env_is_refused_with_a_hint(var: str, hint: str) -> None:
+    # a typo would otherwise be silently ignored and the default used
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {var: "redis://elsewhere:1"})
+    assert info.value.detail == f"environment variable {var} is not a logpipe setting{hint}"
+    assert info.value.exit_code == 2
+
+
+def test_unknown_file_key_suggests_the_nearest() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean port\?$"):
+        load_settings({"server": {"prot": 1}})
+
+
+def test_every_setting_states_its_facts_once() -> None:
+    infos = list(all_settings())
+    assert [i.name for i in infos] == list(SETTINGS)
+    for info in infos:
+        assert info.spec.comment, info.name
+        assert info.env_var == "LOGPIPE_" + info.name.replace(".", "_").upper()
+        if info.spec.choices:
+            assert info.default in info.spec.choices
+        if info.spec.minimum is not None:
+            assert info.default >= info.spec.minimum
 
 
 # ---- file values --------------------------------------------------------------------
@@ -250,11 +290,25 @@ def test_settings_are_frozen() -> None:
         ("rediss://alice:hunter2@host:6380", "rediss://alice:***@host:6380"),
         ("redis://alice@host:6379", "redis://alice@host:6379"),
         ("redis://:hunter2@[::1]:6379", "redis://:***@[::1]:6379"),
+        ("redis://host:6379/0?password=hunter2", "redis://host:6379/0?password=***"),
+        (
+            "redis://host/0?socket_timeout=1&PassWord=hunter2&db=2",
+            "redis://host/0?socket_timeout=1&PassWord=***&db=2",
+        ),
+        ("redis://host/0?pass%77ord=hunter2", "redis://host/0?pass%77ord=***"),
+        ("redis://a:b:hunter2@host", "redis://a:***@host"),
     ],
 )
 def test_mask_url_hides_the_password(url: str, masked: str) -> None:
     assert mask_url(url) == masked
     assert "hunter2" not in mask_url(url)
+
+
+def test_repr_masks_the_password() -> None:
+    s = load_settings({"redis": {"url": "redis://u:hunter2@h:1/0?password=hunter2"}})
+    assert "hunter2" not in repr(s)
+    assert "redis://u:***@h:1/0?password=***" in repr(s.redis)
+    assert s.redis.url == "redis://u:hunter2@h:1/0?password=hunter2"
 
 
 def test_as_dict_masks_unless_asked() -> None:
@@ -346,3 +400,51 @@ def test_load_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
     cfg.write_text("[drainer]\nlogsdir = 'x'\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{cfg}: unknown key drainer.logsdir"):
         load(cfg, None, {})
+
+
+# ---- redis.url is checked at load ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://host:abc", "port is not a number"),
+        ("redis://host:99999", "port is not a number"),
+        ("redis://host:0", "port is not a number"),
+        ("http://host:6379", "scheme must be one of redis://, rediss://, unix://"),
+        ("host:6379", "scheme must be one of"),
+        ("redis://host:6379/zero", "database number 'zero'"),
+        ("redis://:hunter2@host:abc", "port is not a number"),
+    ],
+)
+def test_malformed_redis_url_is_a_config_error(url: str, problem: str) -> None:
+    for data, env, where in (
+        ({"redis": {"url": url}}, {}, "config file"),
+        (None, {"LOGPIPE_REDIS_URL": url}, "environment variable LOGPIPE_REDIS_URL"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_settings(data, env)
+        assert info.value.exit_code == 2
+        assert info.value.detail.startswith(f"{where}: redis.url ")
+        assert problem in info.value.detail
+        assert "hunter2" not in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "rediss://alice:pw@host:6380/3",
+        "redis://[::1]:6379/0",
+        "unix:///tmp/redis.sock?db=1",
+        "redis://host",
+    ],
+)
+def test_usable_redis_urls_load(url: str) -> None:
+    assert load_settings({"redis": {"url": url}}).redis.url == url
+
+
+def test_a_flag_error_names_the_option_as_typed() -> None:
+    # drain's option is --interval, not --interval-seconds
+    with pytest.raises(ConfigError, match=r"^option --interval: drainer.interval_seconds"):
+        load_settings(None, {}, {"drainer.interval_seconds": 0.0})
