@@ -93,7 +93,8 @@ def event_json_schema() -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": RULES.user_id_max_chars,
-                "pattern": RULES.user_id_pattern,
+                # JSON Schema patterns search; the rule is a full match
+                "pattern": f"^(?:{RULES.user_id_pattern})$",
                 "description": "ASCII letters, digits and . _ - @ +, not starting with '.'",
             },
             "event": {"type": "string", "minLength": 1, "maxLength": RULES.event_max_chars},
@@ -101,7 +102,8 @@ def event_json_schema() -> dict[str, Any]:
                 "type": "integer",
                 "minimum": RULES.timestamp_min,
                 "description": (
-                    "Unix seconds; at most server.max_future_seconds ahead of the server"
+                    "Unix seconds, written as an integer (not 1.0: JSON Schema calls that "
+                    "an integer too); at most server.max_future_seconds ahead of the server"
                 ),
             },
         },
