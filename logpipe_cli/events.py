@@ -260,9 +260,7 @@ def _check_size(obj: dict[str, Any], line: bytes) -> None:
         )
 
 
-def validate_event(
-    obj: Any, *, now: float, max_future_s: int, raw: bytes | None = None
-) -> Event:
+def validate_event(obj: Any, *, now: float, max_future_s: int, raw: bytes | None = None) -> Event:
     """Check one decoded event; raise :class:`InvalidEventError` naming the field.
 
     Fields beyond ``user_id``, ``event`` and ``timestamp`` are kept as they came,
