@@ -174,12 +174,12 @@ class LockedFile:
             raise UnsafeKeyError(f"{path} is not <logs_dir>/<directory>/<file> in {root}")
         try:
             root_fd = _open_root(root, dir_mode)
+            try:
+                fd = _open_file(path, root_fd, file_mode, dir_mode)
+            finally:
+                os.close(root_fd)
         except OSError as exc:
             raise _fail("open", path, exc) from None
-        try:
-            fd = _open_file(path, root_fd, file_mode, dir_mode)
-        finally:
-            os.close(root_fd)
         try:
             _lock(fd, path, lock_timeout_s)
             size = os.fstat(fd).st_size
@@ -251,9 +251,13 @@ def _open_file(path: Path, root_fd: int, file_mode: int, dir_mode: int) -> int:
             fd = os.open(path.name, _FILE_FLAGS | os.O_CREAT, file_mode, dir_fd=dir_fd)
             # A new name is durable only once its directory is fsynced; done once per
             # new file (and per new directory), never per append.
-            os.fsync(dir_fd)
-            if made_dir:
-                os.fsync(root_fd)
+            try:
+                os.fsync(dir_fd)
+                if made_dir:
+                    os.fsync(root_fd)
+            except OSError:
+                os.close(fd)
+                raise
         except OSError as exc:
             raise _refuse_special(path.name, dir_fd, path, exc) from None
     except OSError as exc:

@@ -460,3 +460,16 @@ def test_two_spellings_on_a_case_sensitive_fs_are_two_directories(tmp_path: Path
         f.close()
     assert (logs / "user_Bob" / "5.jsonl").read_bytes() == b"Bob\n"
     assert (logs / "user_bob" / "5.jsonl").read_bytes() == b"bob\n"
+
+
+def test_a_directory_that_cannot_be_made_is_a_sink_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "logs").mkdir()
+
+    def no_space(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "mkdir", no_space)
+    with pytest.raises(SinkError, match=r"cannot open .*No space left on device"):
+        LockedFile.open(tmp_path / "logs" / "user_x" / "5.jsonl")
