@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -11,7 +13,44 @@ from logpipe_cli.errors import InvalidEventError
 from logpipe_cli.keys import USER_ID_RE
 
 SECONDS_PER_DAY = 86400
-MAX_EVENT_CHARS = 256
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """Every rule an event must meet, stated once.
+
+    The fast check and the detailed checks below read these values, and
+    :func:`event_json_schema` derives the OpenAPI schema from them; a test holds the
+    three to the same answers on a table of edge cases.
+    """
+
+    #: ``user_id``: 1-128 of ASCII letters, digits and . _ - @ +, not starting with "."
+    #: (the same pattern keeps a key's directory inside ``logs_dir``; see keys.py)
+    user_id_pattern: str = USER_ID_RE.pattern
+    user_id_max_chars: int = 128
+    event_max_chars: int = 256
+    #: ``timestamp``: Unix seconds, at least this, at most ``server.max_future_seconds``
+    #: ahead of the server's clock
+    timestamp_min: int = 0
+    #: containers nested in one event, the event object itself being level 1. 64 is far
+    #: beyond any real event and far below where a recursive decoder or encoder runs out
+    #: of stack (~1000 levels, less in a thread that is already deep).
+    max_depth: int = 64
+    #: fields beyond user_id, event and timestamp
+    max_extra_fields: int = 64
+    max_field_name_chars: int = 128
+    #: one event as stored (one compact JSON line), extra fields included; keeps one
+    #: event from filling Redis and the files (a body may carry up to max_body_bytes).
+    max_event_bytes: int = 64 * 1024
+
+
+RULES = EventRules()
+MAX_EVENT_CHARS = RULES.event_max_chars
+MAX_DEPTH = RULES.max_depth
+MAX_EXTRA_FIELDS = RULES.max_extra_fields
+MAX_FIELD_NAME_CHARS = RULES.max_field_name_chars
+MAX_EVENT_BYTES = RULES.max_event_bytes
+_REQUIRED = ("user_id", "event", "timestamp")
 #: a timestamp this large is milliseconds (or micro-) since the epoch, not seconds:
 #: 1e11 s is the year 5138, 1e11 ms is 1973.
 MILLISECONDS_THRESHOLD = 100_000_000_000
@@ -39,12 +78,101 @@ def day_of(timestamp: float) -> int:
     return int(timestamp) // SECONDS_PER_DAY
 
 
+def event_json_schema() -> dict[str, Any]:
+    """The JSON Schema (OpenAPI 3.1) of one event, derived from :data:`RULES`.
+
+    What JSON Schema cannot say (the nesting depth, the size of the stored line, the
+    upper bound of ``timestamp``, which moves with the server's clock) is in the
+    descriptions.
+    """
+    return {
+        "type": "object",
+        "required": list(_REQUIRED),
+        "properties": {
+            "user_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": RULES.user_id_max_chars,
+                # JSON Schema patterns search; the rule is a full match
+                "pattern": f"^(?:{RULES.user_id_pattern})$",
+                "description": "ASCII letters, digits and . _ - @ +, not starting with '.'",
+            },
+            "event": {"type": "string", "minLength": 1, "maxLength": RULES.event_max_chars},
+            "timestamp": {
+                "type": "integer",
+                "minimum": RULES.timestamp_min,
+                "description": (
+                    "Unix seconds, written as an integer (not 1.0: JSON Schema calls that "
+                    "an integer too); at most server.max_future_seconds ahead of the server"
+                ),
+            },
+        },
+        "additionalProperties": True,
+        "maxProperties": len(_REQUIRED) + RULES.max_extra_fields,
+        "propertyNames": {"maxLength": RULES.max_field_name_chars},
+        "description": (
+            "An event; fields beyond these three are stored as sent: at most "
+            f"{RULES.max_extra_fields} of them, names of at most {RULES.max_field_name_chars} "
+            f"characters, nested at most {RULES.max_depth} levels (the event being level 1), "
+            f"and at most {RULES.max_event_bytes} bytes for the whole event as compact JSON."
+        ),
+        "examples": [{"user_id": "123", "event": "clicked_button", "timestamp": 1712345678}],
+    }
+
+
+#: strings (skipped whole) and the punctuation that shapes a JSON document
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:]')
+
+
+def _deep_field(doc: bytes, limit: int) -> str | None:
+    """The top-level field under which ``doc`` nests deeper than ``limit``, if it does.
+
+    For documents too deep to decode: a scan that stops where the limit is crossed,
+    so its cost is bounded by the bytes before that point, never a recursion.
+    """
+    depth = 0
+    field: str | None = None
+    last = b""
+    for m in _TOKEN.finditer(doc):
+        tok = m.group()
+        c = tok[0]
+        if c == 0x22:  # '"'
+            last = tok
+        elif c == 0x3A:  # ':'
+            if depth == 1:
+                try:
+                    field = str(_decoder.decode(last))
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    field = last[1:-1].decode("utf-8", "replace")
+        elif c in b"[{":
+            depth += 1
+            if depth > limit:
+                return field if field is None else field[:MAX_FIELD_NAME_CHARS]
+        else:
+            depth -= 1
+    return None
+
+
+def _too_deep(doc: bytes) -> InvalidEventError:
+    field = _deep_field(doc, MAX_DEPTH)
+    where = "body" if field is None else field
+    return InvalidEventError(f"{where}: nests deeper than {MAX_DEPTH} levels", field)
+
+
 def decode_json(body: bytes) -> Any:
-    """Decode a JSON document; a malformed one is an :class:`InvalidEventError`."""
+    """Decode a JSON document; a malformed one is an :class:`InvalidEventError`.
+
+    A document too deep for the decoder is refused the same way, naming the top-level
+    field it is too deep under. Shallower ones decode; their depth is the caller's
+    (:func:`validate_event`'s) to judge, so a batch array may wrap events that use
+    every level they are allowed.
+    """
     try:
         return _decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through
         raise InvalidEventError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep(body) from None
 
 
 def _type_name(value: Any) -> str:
@@ -60,10 +188,83 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` (itself level 1) nests containers deeper than ``limit`` levels.
+
+    Iterative: a value too deep for a recursive walk is exactly what it must judge.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in v.values() if isinstance(v, dict) else v:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+_CONTAINERS = (dict, list)
+_MAX_FIELDS = len(_REQUIRED) + MAX_EXTRA_FIELDS
+
+
+def _extras_ok(obj: dict[str, Any], line: bytes) -> bool:
+    """The fast check's view of the extra fields (whose errors :func:`_check_extras` names).
+
+    ``line``: ``obj`` encoded. When it holds no more brackets than levels allowed
+    (nearly always), the depth is known without a walk: counting costs a fifth of
+    walking a small nested field.
+    """
+    if len(obj) > _MAX_FIELDS or max(map(len, obj)) > MAX_FIELD_NAME_CHARS:
+        return False
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return True
+    for value in obj.values():
+        if type(value) in _CONTAINERS and _nests_deeper(value, MAX_DEPTH - 1):
+            return False
+    return True
+
+
+def _check_extras(obj: dict[str, Any]) -> None:
+    """Refuse extra fields beyond the limits of :data:`RULES`, naming the field."""
+    extras = [name for name in obj if name not in _REQUIRED]
+    if len(extras) > MAX_EXTRA_FIELDS:
+        field = extras[MAX_EXTRA_FIELDS]
+        raise InvalidEventError(
+            f"{field}: the event has {len(extras)} extra fields; "
+            f"at most {MAX_EXTRA_FIELDS} are allowed",
+            field,
+        )
+    for name in obj:
+        if not isinstance(name, str):
+            raise InvalidEventError(f"field names must be strings, got {_type_name(name)}")
+        if len(name) > MAX_FIELD_NAME_CHARS:
+            field = name[:MAX_FIELD_NAME_CHARS]
+            raise InvalidEventError(
+                f"{field}...: field name has {len(name)} characters; "
+                f"at most {MAX_FIELD_NAME_CHARS} are allowed",
+                field,
+            )
+    for name, value in obj.items():
+        if isinstance(value, _CONTAINERS) and _nests_deeper(value, MAX_DEPTH - 1):
+            raise InvalidEventError(f"{name}: nests deeper than {MAX_DEPTH} levels", name)
+
+
+def _check_size(obj: dict[str, Any], line: bytes) -> None:
+    if len(line) > MAX_EVENT_BYTES:
+        field = max(obj, key=lambda name: len(_encode(obj[name])))
+        raise InvalidEventError(
+            f"{field}: the event is {len(line)} bytes as JSON; at most {MAX_EVENT_BYTES} "
+            f"are allowed (this field is the largest)",
+            field,
+        )
+
+
 def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
     """Check one decoded event; raise :class:`InvalidEventError` naming the field.
 
-    Fields beyond ``user_id``, ``event`` and ``timestamp`` are kept as they came.
+    Fields beyond ``user_id``, ``event`` and ``timestamp`` are kept as they came,
+    within the limits of :data:`RULES`.
     """
     # The common case in one test: exact types, every bound. Anything else, every
     # error included, goes on to the checks below, which name what is wrong.
@@ -77,10 +278,19 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
             and 0 <= ts <= now + max_future_s
             and _user_id_ok(user_id)
         ):
-            return Event(user_id, ts, _encode(obj))
+            try:
+                line = _encode(obj)
+            except RecursionError:  # too deep to encode: the checks below name the field
+                line = b""
+            if 0 < len(line) <= MAX_EVENT_BYTES and (len(obj) == 3 or _extras_ok(obj, line)):
+                return Event(user_id, ts, line)
+    return _validate_in_detail(obj, now=now, max_future_s=max_future_s)
+
+
+def _validate_in_detail(obj: Any, *, now: float, max_future_s: int) -> Event:
+    """Every rule of :data:`RULES`, in order, the first one broken named in the error."""
     if not isinstance(obj, dict):
         raise InvalidEventError(f"event must be a JSON object, got {_type_name(obj)}")
-
     user_id = obj.get("user_id")
     if user_id is None:
         raise InvalidEventError("user_id: field is required", "user_id")
@@ -124,7 +334,10 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
             f"(at most {max_future_s} s allowed)",
             "timestamp",
         )
-    return Event(user_id, ts, _encoder.encode(obj))
+    _check_extras(obj)
+    line = _encode(obj)
+    _check_size(obj, line)
+    return Event(user_id, ts, line)
 
 
 def validate_batch(
@@ -146,7 +359,7 @@ def validate_batch(
         if raw:
             try:
                 obj = decode(doc)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 obj = None  # decode_json below says why
         if type(obj) is dict:
             user_id, event, ts = obj.get("user_id"), obj.get("event"), obj.get("timestamp")
@@ -158,8 +371,13 @@ def validate_batch(
                 and 0 <= ts <= limit
                 and _user_id_ok(user_id)
             ):
-                events.append(Event(user_id, ts, _encode(obj)))
-                continue
+                try:
+                    line = _encode(obj)
+                except RecursionError:
+                    line = b""
+                if 0 < len(line) <= MAX_EVENT_BYTES and (len(obj) == 3 or _extras_ok(obj, line)):
+                    events.append(Event(user_id, ts, line))
+                    continue
         try:
             events.append(
                 validate_event(decode_json(doc) if raw else doc, now=now, max_future_s=max_future_s)
@@ -180,7 +398,8 @@ def is_valid_line(value: bytes) -> bool:
         return False
     try:
         return isinstance(_decoder.decode(value), dict)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # too deep to decode here is too deep for every reader of the file: quarantined
         return False
 
 
@@ -198,8 +417,8 @@ def split_valid(values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         try:
             raws = _raw_list.decode(b"[" + b",".join(values) + b"]")
             joined.decode("utf-8")  # msgspec.Raw does not check UTF-8
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            pass
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass  # judged value by value below
         else:
             # each item must be exactly its own value: b'{"a":[1' and b'2]}' parse only
             # together. The items are disjoint slices of the array, in order, each one

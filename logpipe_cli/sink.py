@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,18 @@ from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
 from logpipe_cli.keys import USER_ID_RE, EventKey
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+#: Every name under ``logs_dir`` is opened relative to its parent's descriptor and
+#: never through a symlink: a link planted in ``logs_dir`` (``user_x -> /etc``) must
+#: not make the drainer create, append to or truncate anything outside. O_NONBLOCK
+#: keeps a planted FIFO from blocking the open (it fails with ENXIO, or opens and is
+#: refused by the fstat below); it changes nothing for a regular file.
+_FILE_FLAGS = _OPEN_FLAGS | os.O_NOFOLLOW | os.O_NONBLOCK
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: Log files hold what clients sent: readable by the owner's group, not by everyone
+#: (the process umask still applies on top).
+FILE_MODE = 0o640
+DIR_MODE = 0o750
 
 
 def path_for(logs_dir: Path, ek: EventKey) -> Path:
@@ -36,6 +49,83 @@ def _fail(action: str, path: Path, exc: OSError) -> SinkError:
     return SinkError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file or directory"
+
+
+def _unsafe(path: Path, what: str) -> UnsafeKeyError:
+    return UnsafeKeyError(f"{path} is {what}: refused, nothing written")
+
+
+def _refuse_special(name: str, dir_fd: int, path: Path, exc: OSError) -> Exception:
+    """Why opening ``name`` failed: an :class:`UnsafeKeyError` for a link or a special
+    file in the way, otherwise the :class:`SinkError` for ``exc``."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return _fail("open", path, exc)
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return _fail("open", path, exc)  # e.g. a plain file where a directory belongs
+    return _unsafe(path, _kind(st.st_mode))
+
+
+def _open_dir(name: str, parent_fd: int, path: Path, dir_mode: int) -> tuple[int, bool]:
+    """Open (making it if missing) the directory ``name`` under ``parent_fd``: its fd and
+    whether it was made."""
+    made = False
+    for _ in range(2):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), made
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, dir_mode, dir_fd=parent_fd)
+                made = True
+            except FileExistsError:
+                pass  # made by another drainer meanwhile
+        except OSError as exc:
+            raise _refuse_special(name, parent_fd, path, exc) from None
+    return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), made
+
+
+def _check_one_spelling(name: str, root_fd: int, dir_fd: int, path: Path) -> None:
+    """Refuse a user directory that another spelling of the same name already owns.
+
+    On a case-insensitive filesystem (macOS, Windows, ext4 casefold) the keys for
+    ``Bob`` and ``bob`` are two keys, each with its own recorded offset, but one file:
+    the crash repair of one would cut the other's acknowledged lines. Locks alone cannot
+    prevent it (the two keys drain one after the other, legitimately), and a folded
+    directory layout would rename every existing directory on the case-sensitive
+    filesystems logpipe mostly runs on. So the spelling stored on disk (the first one
+    drained) keeps the directory and any other spelling is refused as an unsafe key: its
+    events wait in Redis, reported on each pass, instead of destroying data.
+
+    Cost on a case-sensitive filesystem: one failed ``stat`` per open.
+    """
+    other = name.swapcase()
+    if other == name:
+        return
+    try:
+        st = os.stat(other, dir_fd=root_fd, follow_symlinks=False)
+    except OSError:
+        return  # no such name: the filesystem tells cases apart here
+    mine = os.fstat(dir_fd)
+    if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+        return  # both spellings exist as two directories: case-sensitive
+    if name not in os.listdir(root_fd):
+        raise _unsafe(
+            path.parent,
+            "another spelling of an existing directory on a case-insensitive filesystem",
+        )
+
+
 @dataclass
 class LockedFile:
     """An append-only file held under an exclusive ``flock`` until :meth:`close`.
@@ -43,6 +133,12 @@ class LockedFile:
     The lock keeps a drainer that lost its lease (a long pause) from writing while
     the drainer that took over repairs the same file: on one host, at most one of
     them holds the file at a time. A killed process drops its lock with its fd.
+
+    The lock belongs to the file itself (its inode), not to the path: two keys whose
+    paths reach one file (a case-insensitive filesystem, a hard link) wait for each
+    other. Both are refused at open anyway (see :func:`_check_one_spelling`, and the
+    link count check), since serializing them would not keep one's repair from cutting
+    the other's lines.
     """
 
     path: Path
@@ -50,41 +146,50 @@ class LockedFile:
     size: int
 
     @classmethod
-    def open(cls, path: Path, lock_timeout_s: float = 10.0) -> LockedFile:
-        """Open (creating it durably if new) and lock ``path``.
+    def open(
+        cls,
+        path: Path,
+        lock_timeout_s: float = 10.0,
+        *,
+        logs_dir: Path | None = None,
+        file_mode: int = FILE_MODE,
+        dir_mode: int = DIR_MODE,
+    ) -> LockedFile:
+        """Open (creating it durably if new) and lock ``path``, ``<logs_dir>/<dir>/<file>``.
+
+        ``logs_dir`` defaults to ``path``'s grandparent (as :func:`path_for` builds it).
+        Below ``logs_dir`` nothing is followed: a symlink, FIFO, socket or device where
+        the directory or the file belongs, or a file with more than one name (a hard
+        link: another key's file or one outside), is refused with
+        :class:`UnsafeKeyError` and nothing is created or written. New files get
+        ``file_mode``, new directories ``dir_mode`` (``logs_dir`` too if missing),
+        both less the umask.
 
         Waits at most ``lock_timeout_s`` for the lock, then raises
         :class:`FileBusyError`: a holder that never lets go (a stopped process) must not
         stall a drainer, and the threads it drains with, for good.
         """
+        root = path.parent.parent if logs_dir is None else logs_dir
+        if path.parent.parent != root:
+            raise UnsafeKeyError(f"{path} is not <logs_dir>/<directory>/<file> in {root}")
         try:
+            root_fd = _open_root(root, dir_mode)
             try:
-                fd = os.open(path, _OPEN_FLAGS)
-            except FileNotFoundError:
-                fd = cls._create(path)
-            try:
-                _lock(fd, path, lock_timeout_s)
-                size = os.fstat(fd).st_size
-            except (OSError, FileBusyError):
-                os.close(fd)
-                raise
+                fd = _open_file(path, root_fd, file_mode, dir_mode)
+            finally:
+                os.close(root_fd)
         except OSError as exc:
             raise _fail("open", path, exc) from None
+        try:
+            _lock(fd, path, lock_timeout_s)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            os.close(fd)
+            raise _fail("open", path, exc) from None
+        except FileBusyError:
+            os.close(fd)
+            raise
         return cls(path, fd, size)
-
-    @staticmethod
-    def _create(path: Path) -> int:
-        parent = path.parent
-        made_dir = not parent.is_dir()
-        if made_dir:
-            parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, _OPEN_FLAGS | os.O_CREAT, 0o644)
-        # A new name is durable only once its directory is fsynced; done once per new
-        # file (and per new directory), never per append.
-        _fsync_dir(parent)
-        if made_dir:
-            _fsync_dir(parent.parent)
-        return fd
 
     def truncate(self, size: int) -> None:
         """Cut the file back to ``size`` bytes: undo an append that was not acknowledged."""
@@ -124,6 +229,57 @@ class LockedFile:
             os.close(fd)
 
 
+def _open_root(root: Path, dir_mode: int) -> int:
+    """``logs_dir`` itself, made if missing. It is the operator's choice, so it may be a
+    symlink; only what lies below it is held to the no-follow rule."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        return os.open(root, flags)
+    except FileNotFoundError:
+        os.makedirs(root, dir_mode, exist_ok=True)
+        return os.open(root, flags)
+
+
+def _open_file(path: Path, root_fd: int, file_mode: int, dir_mode: int) -> int:
+    """Open ``<dir>/<file>`` below ``root_fd``, making both durably if missing."""
+    dir_fd, made_dir = _open_dir(path.parent.name, root_fd, path, dir_mode)
+    try:
+        _check_one_spelling(path.parent.name, root_fd, dir_fd, path)
+        try:
+            fd = os.open(path.name, _FILE_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            fd = os.open(path.name, _FILE_FLAGS | os.O_CREAT, file_mode, dir_fd=dir_fd)
+            # A new name is durable only once its directory is fsynced; done once per
+            # new file (and per new directory), never per append.
+            try:
+                os.fsync(dir_fd)
+                if made_dir:
+                    os.fsync(root_fd)
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise _refuse_special(path.name, dir_fd, path, exc) from None
+    except OSError as exc:
+        raise _fail("open", path, exc) from None
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _unsafe(path, _kind(st.st_mode))
+        if st.st_nlink > 1:
+            raise _unsafe(path, f"a file with {st.st_nlink} names (hard links)")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except OSError as exc:
+        os.close(fd)
+        raise _fail("open", path, exc) from None
+    except UnsafeKeyError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _lock(fd: int, path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     delay = 0.005
@@ -136,14 +292,6 @@ def _lock(fd: int, path: Path, timeout_s: float) -> None:
                 raise FileBusyError(f"{path} is locked by another process") from None
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encode_lines(values: list[bytes]) -> bytes:
@@ -196,6 +344,6 @@ def read_lines(path: Path) -> Iterator[LineRecord]:
             raw = raw.rstrip(b"\n")
             try:
                 obj = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
-                obj = None
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                obj = None  # a line too deep to decode is a bad line, not a crash
             yield LineRecord(lineno, raw, obj if isinstance(obj, dict) else None)

@@ -9,12 +9,18 @@ import pytest
 
 from logpipe_cli.errors import InvalidEventError
 from logpipe_cli.events import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    MAX_EXTRA_FIELDS,
+    MAX_FIELD_NAME_CHARS,
     MILLISECONDS_THRESHOLD,
+    RULES,
     day_of,
     decode_json,
     is_valid_line,
     parse_event,
     split_valid,
+    validate_batch,
     validate_event,
 )
 
@@ -297,3 +303,112 @@ def test_split_valid_values_that_only_parse_together() -> None:
 def test_split_valid_keeps_order_of_good_and_bad() -> None:
     values = [b"x1", b'{"n":1}', b"x2", b'{"n":2}', b"x3"]
     assert split_valid(values) == ([b'{"n":1}', b'{"n":2}'], [b"x1", b"x2", b"x3"])
+
+
+# ---- hostile shapes: depth, extra fields, size ---------------------------------------
+
+
+def deep_doc(depth: int, name: str = "x") -> bytes:
+    head = b'{"user_id":"u","event":"e","timestamp":1,' + json.dumps(name).encode() + b":"
+    return head + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, 970, 100_000])
+def test_a_field_nested_too_deep_is_refused_naming_it(depth: int) -> None:
+    with pytest.raises(InvalidEventError) as err:
+        parse_event(deep_doc(depth), now=NOW, max_future_s=MAX_FUTURE)
+    assert err.value.field == "x"
+    assert err.value.detail == f"x: nests deeper than {MAX_DEPTH} levels"
+
+
+def test_the_field_name_of_an_undecodable_depth_is_unescaped() -> None:
+    with pytest.raises(InvalidEventError) as err:
+        parse_event(deep_doc(100_000, 'a"b\\c'), now=NOW, max_future_s=MAX_FUTURE)
+    assert err.value.field == 'a"b\\c'
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    doc = {"user_id": "u", "event": "e", "timestamp": 1, "s": "[{" * 1000, "d": [[1]]}
+    event = parse_event(json.dumps(doc).encode(), now=NOW, max_future_s=MAX_FUTURE)
+    assert json.loads(event.line) == doc
+
+
+def test_a_document_too_deep_to_decode_is_invalid_json_not_a_crash() -> None:
+    with pytest.raises(InvalidEventError, match="body: nests deeper than 64 levels"):
+        decode_json(b"[" * 50_000)  # not even well formed
+    with pytest.raises(InvalidEventError, match="nests deeper") as err:
+        decode_json(b'{"a":{"b":' + b"[" * 100_000 + b"]" * 100_000 + b"}}")
+    assert err.value.field == "a"
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_validate_batch_lists_a_deep_event_and_keeps_the_rest(raw: bool) -> None:
+    docs: list[Any] = [json.dumps(good()).encode(), deep_doc(500), json.dumps(good()).encode()]
+    if not raw:
+        docs = [json.loads(d) for d in docs]
+    events, errors = validate_batch(docs, now=NOW, max_future_s=MAX_FUTURE, raw=raw)
+    assert len(events) == 2
+    assert errors == [(1, f"x: nests deeper than {MAX_DEPTH} levels")]
+
+
+def test_validate_batch_refuses_an_ndjson_line_too_deep_to_decode() -> None:
+    events, errors = validate_batch([deep_doc(100_000)], now=NOW, max_future_s=MAX_FUTURE, raw=True)
+    assert events == []
+    assert errors == [(0, f"x: nests deeper than {MAX_DEPTH} levels")]
+
+
+def test_extra_fields_up_to_the_limit_are_kept() -> None:
+    extras = {f"k{i}": i for i in range(MAX_EXTRA_FIELDS)}
+    event = validate_event(good(**extras), now=NOW, max_future_s=MAX_FUTURE)
+    assert json.loads(event.line) == good(**extras)
+
+
+def test_one_extra_field_too_many_is_refused_naming_the_first_beyond() -> None:
+    extras = {f"k{i}": i for i in range(MAX_EXTRA_FIELDS + 5)}
+    with pytest.raises(InvalidEventError) as err:
+        validate_event(good(**extras), now=NOW, max_future_s=MAX_FUTURE)
+    assert err.value.field == f"k{MAX_EXTRA_FIELDS}"
+    assert f"has {MAX_EXTRA_FIELDS + 5} extra fields" in err.value.detail
+
+
+def test_a_long_field_name_is_refused_and_named_up_to_the_limit() -> None:
+    name = "n" * 10_000
+    with pytest.raises(InvalidEventError) as err:
+        validate_event(good(**{name: 1}), now=NOW, max_future_s=MAX_FUTURE)
+    assert err.value.field == "n" * MAX_FIELD_NAME_CHARS
+    assert "field name has 10000 characters" in err.value.detail
+
+
+def test_an_event_larger_than_the_cap_is_refused_naming_its_largest_field() -> None:
+    doc = good(small="x" * 100, large="y" * MAX_EVENT_BYTES)
+    with pytest.raises(InvalidEventError) as err:
+        validate_event(doc, now=NOW, max_future_s=MAX_FUTURE)
+    assert err.value.field == "large"
+    assert f"at most {MAX_EVENT_BYTES} are allowed" in err.value.detail
+
+
+def test_the_rules_are_one_frozen_declaration() -> None:
+    assert (RULES.max_depth, RULES.max_extra_fields, RULES.max_event_bytes) == (
+        MAX_DEPTH,
+        MAX_EXTRA_FIELDS,
+        MAX_EVENT_BYTES,
+    )
+    with pytest.raises(AttributeError):
+        RULES.max_depth = 1000  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("depth", [970, 100_000])
+def test_split_valid_never_raises_on_a_deep_value(depth: int) -> None:
+    deep = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+    good_values = [b'{"a":1}', b'{"b":2}']
+    got_good, got_bad = split_valid([good_values[0], deep, good_values[1]])
+    # too deep for the decoder (which depends on how deep the calling thread's stack
+    # already is): quarantined; a depth it manages is a JSON object like any other
+    assert [v for v in got_good if v != deep] == good_values
+    assert sorted(got_good + got_bad) == sorted([*good_values, deep])
+    if depth == 100_000:
+        assert got_bad == [deep]
+
+
+def test_a_value_too_deep_to_decode_is_not_a_valid_line() -> None:
+    assert not is_valid_line(b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}")

@@ -9,12 +9,20 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from logpipe_cli.errors import SinkError, UnsafeKeyError
 from logpipe_cli.keys import EventKey
-from logpipe_cli.sink import LockedFile, encode_lines, list_files, path_for, read_lines
+from logpipe_cli.sink import (
+    LockedFile,
+    _check_one_spelling,
+    encode_lines,
+    list_files,
+    path_for,
+    read_lines,
+)
 
 EVIL_USER_IDS = [
     "..",
@@ -253,3 +261,215 @@ def test_list_files_finds_only_the_layout(tmp_path: Path) -> None:
     (tmp_path / "user_stray.jsonl").write_bytes(b"")
     found = list_files(tmp_path)
     assert [(f.user_id, f.day, f.size) for f in found] == [("a", 1, 3), ("a", 2, 0)]
+
+
+def test_read_lines_reports_a_line_too_deep_to_decode(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    deep = b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path.write_bytes(b'{"a":1}\n' + deep + b'\n{"b":2}\n')
+    records = list(read_lines(path))
+    assert [r.event for r in records] == [{"a": 1}, None, {"b": 2}]
+    assert records[1].raw == deep
+
+
+# ---- nothing below logs_dir is followed (defect 4) -------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside logs_dir, holding a file an attacker wants appended to."""
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    (out / "f").write_bytes(b"precious\n")
+    return out
+
+
+def unchanged(outside: Path) -> bool:
+    return (
+        sorted(p.name for p in outside.iterdir()) == ["f"]
+        and (outside / "f").read_bytes() == b"precious\n"
+    )
+
+
+def test_a_linked_user_directory_is_refused(tmp_path: Path, outside: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "user_x").symlink_to(outside)
+    with pytest.raises(UnsafeKeyError, match="symbolic link"):
+        LockedFile.open(logs / "user_x" / "5.jsonl")
+    assert unchanged(outside)
+
+
+def test_a_dangling_directory_link_is_refused_and_not_created(
+    tmp_path: Path, outside: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "user_x").symlink_to(outside / "new")
+    with pytest.raises(UnsafeKeyError, match="symbolic link"):
+        LockedFile.open(logs / "user_x" / "5.jsonl")
+    assert unchanged(outside)
+
+
+@pytest.mark.parametrize("target", ["f", "missing"])
+def test_a_linked_day_file_is_refused(tmp_path: Path, outside: Path, target: str) -> None:
+    user = tmp_path / "logs" / "user_x"
+    user.mkdir(parents=True)
+    (user / "5.jsonl").symlink_to(outside / target)
+    with pytest.raises(UnsafeKeyError, match="symbolic link"):
+        LockedFile.open(user / "5.jsonl")
+    assert unchanged(outside)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    user = tmp_path / "logs" / "user_x"
+    user.mkdir(parents=True)
+    os.mkfifo(user / "5.jsonl")
+    with pytest.raises(UnsafeKeyError, match="FIFO"):
+        LockedFile.open(user / "5.jsonl")
+
+
+def test_a_fifo_with_a_reader_is_refused(tmp_path: Path) -> None:
+    user = tmp_path / "logs" / "user_x"
+    user.mkdir(parents=True)
+    os.mkfifo(user / "5.jsonl")
+    reader = os.open(user / "5.jsonl", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(UnsafeKeyError, match="FIFO"):
+            LockedFile.open(user / "5.jsonl")
+    finally:
+        os.close(reader)
+
+
+def test_a_fifo_where_the_directory_belongs_is_refused(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "user_x")
+    with pytest.raises(UnsafeKeyError, match="FIFO"):
+        LockedFile.open(logs / "user_x" / "5.jsonl")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    user = tmp_path / "logs" / "user_x"
+    user.mkdir(parents=True)
+    null = os.stat("/dev/null")
+    try:
+        os.mknod(user / "5.jsonl", 0o600 | (null.st_mode & 0o170000), null.st_rdev)
+    except PermissionError:
+        pytest.skip("this container does not allow mknod")
+    with pytest.raises(UnsafeKeyError, match="device"):
+        LockedFile.open(user / "5.jsonl")
+
+
+def test_logs_dir_itself_may_be_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "logs").symlink_to(real)
+    f = LockedFile.open(tmp_path / "logs" / "user_x" / "5.jsonl")
+    f.append(b"{}\n")
+    f.close()
+    assert (real / "user_x" / "5.jsonl").read_bytes() == b"{}\n"
+
+
+def test_a_path_outside_the_given_logs_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeKeyError):
+        LockedFile.open(tmp_path / "a" / "b" / "c.jsonl", logs_dir=tmp_path)
+
+
+# ---- modes (defect 13) ----------------------------------------------------------------
+
+
+def test_new_files_and_directories_are_not_world_readable(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "logs" / "user_x" / "5.jsonl"
+        LockedFile.open(path).close()
+        custom = tmp_path / "logs" / "user_y" / "5.jsonl"
+        LockedFile.open(custom, file_mode=0o600, dir_mode=0o700).close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.parent.stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o750
+    assert custom.stat().st_mode & 0o777 == 0o600
+    assert custom.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_umask_still_applies(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        path = tmp_path / "logs" / "user_x" / "5.jsonl"
+        LockedFile.open(path).close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+# ---- two keys, one file (defect 6) ----------------------------------------------------
+
+
+def test_a_day_file_with_a_second_name_is_refused_under_both(tmp_path: Path) -> None:
+    """A hard link stands in for two keys reaching one file (as ``Bob`` and ``bob`` do
+    on a case-insensitive filesystem): neither key may write or repair it."""
+    a = tmp_path / "logs" / "user_a" / "5.jsonl"
+    f = LockedFile.open(a)
+    f.append(b'{"acked":1}\n')
+    f.close()
+    b = tmp_path / "logs" / "user_b" / "5.jsonl"
+    b.parent.mkdir()
+    os.link(a, b)
+    for path in (a, b):
+        with pytest.raises(UnsafeKeyError, match="2 names"):
+            LockedFile.open(path)
+    assert a.read_bytes() == b'{"acked":1}\n'
+
+
+def test_another_spelling_of_a_directory_on_a_case_insensitive_fs_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated: a lookup of any spelling of ``user_bob`` reaches ``user_Bob``, as it
+    does on macOS; the spelling on disk keeps the directory, another one is refused."""
+    logs = tmp_path / "logs"
+    LockedFile.open(logs / "user_Bob" / "5.jsonl").close()
+    real_stat = os.stat
+
+    def folding_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if isinstance(path, str) and path.lower() == "user_bob":
+            path = "user_Bob"
+        return real_stat(path, *args, **kwargs)
+
+    root_fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.open(logs / "user_Bob", os.O_RDONLY | os.O_DIRECTORY)
+    monkeypatch.setattr(os, "stat", folding_stat)
+    try:
+        _check_one_spelling("user_Bob", root_fd, dir_fd, logs / "user_Bob" / "5.jsonl")
+        with pytest.raises(UnsafeKeyError, match="another spelling"):
+            _check_one_spelling("user_bob", root_fd, dir_fd, logs / "user_bob" / "5.jsonl")
+    finally:
+        os.close(dir_fd)
+        os.close(root_fd)
+
+
+def test_two_spellings_on_a_case_sensitive_fs_are_two_directories(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    for user in ("Bob", "bob"):
+        f = LockedFile.open(logs / f"user_{user}" / "5.jsonl")
+        f.append(user.encode() + b"\n")
+        f.close()
+    assert (logs / "user_Bob" / "5.jsonl").read_bytes() == b"Bob\n"
+    assert (logs / "user_bob" / "5.jsonl").read_bytes() == b"bob\n"
+
+
+def test_a_directory_that_cannot_be_made_is_a_sink_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "logs").mkdir()
+
+    def no_space(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "mkdir", no_space)
+    with pytest.raises(SinkError, match=r"cannot open .*No space left on device"):
+        LockedFile.open(tmp_path / "logs" / "user_x" / "5.jsonl")
