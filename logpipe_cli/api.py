@@ -15,6 +15,7 @@ concurrent requests share Redis round trips.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -37,10 +38,9 @@ from logpipe_cli.answers import Answer, error_answer, problem_answer
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
-from logpipe_cli.events import MAX_EVENT_CHARS
+from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.ingest import Ingest
-from logpipe_cli.keys import USER_ID_RE
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.schemas import (
     ApiCounts,
@@ -121,28 +121,23 @@ _ERRORS = {
 }
 
 
-_EVENT_SCHEMA = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["user_id", "event", "timestamp"],
-    properties={
-        "user_id": Schema(
-            type=OpenAPIType.STRING,
-            min_length=1,
-            max_length=128,
-            pattern=USER_ID_RE.pattern,
-            description="ASCII letters, digits and . _ - @ +, not starting with '.'",
-        ),
-        "event": Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_EVENT_CHARS),
-        "timestamp": Schema(
-            type=OpenAPIType.INTEGER,
-            minimum=0,
-            description="Unix seconds; at most server.max_future_seconds ahead of the server",
-        ),
-    },
-    additional_properties=True,
-    description="An event; fields beyond these three are stored as sent.",
-    examples=[{"user_id": "123", "event": "clicked_button", "timestamp": 1712345678}],
-)
+def _openapi_schema(doc: dict[str, Any]) -> Schema:
+    """A JSON Schema dict (``events.event_json_schema``) as Litestar's OpenAPI ``Schema``."""
+    kwargs: dict[str, Any] = {}
+    for name, value in doc.items():
+        attr = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+        if name == "type":
+            value = OpenAPIType(value)
+        elif name == "properties":
+            value = {k: _openapi_schema(v) for k, v in value.items()}
+        elif name == "propertyNames":
+            value = _openapi_schema(value)
+        kwargs[attr] = value
+    return Schema(**kwargs)
+
+
+#: the event's schema, derived from the one statement of the rules (events.RULES)
+_EVENT_SCHEMA = _openapi_schema(event_json_schema())
 
 
 def _with_body(content: dict[str, Schema], description: str) -> type[Operation]:
