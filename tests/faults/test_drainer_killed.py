@@ -51,7 +51,7 @@ EXTRA_WINDOW_TRIALS = 16
 LEASE_S = 0.25
 #: between one event and the next of each load thread: enough load to keep the drainer
 #: writing, with CPU left for the drainers being started (the test's real cost)
-LOAD_PAUSE_S = 0.01
+LOAD_PAUSE_S = 0.05
 REPAIR = re.compile(r"repairing .*: cutting \d+ unacknowledged bytes")
 
 

@@ -53,6 +53,9 @@ def test_redis_restarted_under_load_every_answer_is_200_or_503_and_every_200_is_
         drainer_batch_events=50,
         drainer_interval_seconds=0.1,
         redis_timeout_seconds=5,
+        # each write is retried this long before its 503: short, so the outage shows in
+        # seconds (the default 2 s made each outage ~25 s on a 2-core box)
+        redis_write_retry_seconds=0.5,
     )
     api = launcher.api(env)
     drain = launcher.start(["drain"], env, name="drain-loop")
