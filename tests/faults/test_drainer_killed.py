@@ -170,7 +170,7 @@ def test_drainer_killed_at_random_instants_loses_and_duplicates_nothing(
             )
             appended_unacked += left_behind(client, logs, pending)
             trial += 1
-        wait_until(lambda: load.counts()[200] >= 2000, "2000 events accepted", procs=[api.proc])
+        wait_until(lambda: load.counts()[200] >= 1000, "1000 events accepted", procs=[api.proc])
     sent = load.stop()
     api.stop()
 
