@@ -41,7 +41,7 @@ LOGPIPE_TEST_SEED ?= 20261201
 test: setup ## Run the whole test suite, the CI gate (needs redis-server installed)
 	LOGPIPE_TEST_SEED=$(LOGPIPE_TEST_SEED) $(BIN)/pytest
 
-test-fast: setup ## Everything but the fault and end-to-end suites (about a minute)
+test-fast: setup ## Everything but the fault and end-to-end suites: the quick loop
 	$(BIN)/pytest -m "not faults and not e2e"
 
 test-faults: setup ## Run only the fault-injection suite
