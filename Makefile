@@ -34,8 +34,15 @@ redis-check: setup ## Check the configured Redis (logpipe redis-check)
 stop: ## Stop what `make run` started
 	@if [ -f .logpipe/run.pid ]; then kill -TERM $$(cat .logpipe/run.pid) && echo "stopping logpipe run (pid $$(cat .logpipe/run.pid))"; else echo "nothing to stop"; fi
 
-test: setup ## Run the whole test suite (needs redis-server installed)
-	$(BIN)/pytest
+# The CI gate replays one fixed kill-9 schedule; `make test LOGPIPE_TEST_SEED=N` picks
+# another (every run prints its seed), `make test-faults` draws a fresh one.
+LOGPIPE_TEST_SEED ?= 20261201
+
+test: setup ## Run the whole test suite, the CI gate (needs redis-server installed)
+	LOGPIPE_TEST_SEED=$(LOGPIPE_TEST_SEED) $(BIN)/pytest
+
+test-fast: setup ## Everything but the fault and end-to-end suites: the quick loop
+	$(BIN)/pytest -m "not faults and not e2e"
 
 test-faults: setup ## Run only the fault-injection suite
 	$(BIN)/pytest tests/faults -m faults
@@ -53,4 +60,4 @@ bench: setup ## Benchmark against ceilings measured in the same run (needs wrk)
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help setup run server drainer redis-check stop test test-faults lint check bench clean
+.PHONY: help setup run server drainer redis-check stop test test-fast test-faults lint check bench clean

@@ -1,8 +1,10 @@
-"""Shared fixtures: settings factory, a pinned-width console, real Redis servers."""
+"""Shared fixtures: settings factory, a pinned-width console, real Redis servers, and the
+directory markers that ``make test-fast`` selects on."""
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,30 @@ from logpipe_cli.settings import Settings, load_settings
 pytest_plugins = ["tests.redis_server"]  # the real redis-server fixtures
 
 MakeSettings = Callable[..., Settings]
+
+#: every test under one of these directories gets the marker, so ``-m "not faults and not
+#: e2e"`` (``make test-fast``) can never pick up a slow test whose module forgot its mark
+DIRECTORY_MARKERS = {"e2e": "e2e", "faults": "faults"}
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS``)."""
+    for item in items:
+        path = Path(item.path)
+        if not path.is_relative_to(TESTS_DIR):
+            continue
+        top = path.relative_to(TESTS_DIR).parts[0]
+        if top in DIRECTORY_MARKERS:
+            item.add_marker(DIRECTORY_MARKERS[top])
+
+
+def pytest_report_header() -> str:
+    """Name the random seed up front, so any run can be replayed (``make test`` fixes it)."""
+    seed = os.environ.get("LOGPIPE_TEST_SEED")
+    if seed:
+        return f"LOGPIPE_TEST_SEED={seed}"
+    return "LOGPIPE_TEST_SEED unset: each test that draws one prints its own"
 
 
 @pytest.fixture

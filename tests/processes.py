@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import pytest
@@ -176,10 +176,10 @@ class Launcher:
         process whose file size limit would also apply to its own log files)."""
         n = next(self._ids)
         name = name or f"{args[0]}-{n}"
-        if pipes:
-            out = err = subprocess.PIPE
-            out_path = err_path = None
-        else:
+        out: int | BinaryIO = subprocess.PIPE
+        err: int | BinaryIO = subprocess.PIPE
+        out_path = err_path = None
+        if not pipes:
             out_path = self.workdir / f"{n:03d}-{name}.out"
             err_path = self.workdir / f"{n:03d}-{name}.err"
             out, err = out_path.open("wb"), err_path.open("wb")
@@ -194,9 +194,9 @@ class Launcher:
                 preexec_fn=preexec_fn,
             )
         finally:
-            if not pipes:
-                out.close()  # type: ignore[union-attr]
-                err.close()  # type: ignore[union-attr]
+            for f in (out, err):
+                if not isinstance(f, int):
+                    f.close()
         proc = LogpipeProcess(name, popen, out_path, err_path)
         self.procs.append(proc)
         return proc
@@ -237,6 +237,16 @@ class Launcher:
                 p.popen.stdout.close()
             if p.popen.stderr:
                 p.popen.stderr.close()
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (redis-py types replies as ``bytes | str``)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def redis_hash(client: redis.Redis, name: str) -> dict[str, str]:
+    """A Redis hash (``logpipe:stats``, ...) as text."""
+    return {text(k): text(v) for k, v in client.hgetall(name).items()}
 
 
 def healthy(url: str) -> bool:
@@ -504,7 +514,7 @@ def redis_leftovers(url: str) -> dict[str, Any]:
     """Event lists, claims, leases and pending offsets still in Redis, and the counter."""
     client = redis.Redis.from_url(url)
     try:
-        left = {
+        left: dict[str, Any] = {
             pattern: sorted(k.decode(errors="replace") for k in client.scan_iter(pattern))
             for pattern in ("logs:*", "logpipe:claim:*", "logpipe:lease:*", "logpipe:offset:*")
         }

@@ -49,7 +49,7 @@ def test_ndjson_batch_is_stored_in_order(settings_for: MakeSettings, store: redi
     assert resp.json() == {"accepted": 4}
     assert names(store, "logs:user_a:7") == ["a1", "a2", "a3"]
     assert names(store, "logs:user_b:7") == ["b1"]
-    assert json.loads(store.lindex("logs:user_a:7", 1))["extra"] is True
+    assert json.loads(store.lindex("logs:user_a:7", 1) or b"")["extra"] is True
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def test_every_json_answer_has_a_schema(client: Any) -> None:
 
 def test_answers_match_their_documented_shapes(client: Any) -> None:
     event = {"user_id": "u", "event": "e", "timestamp": TS}
-    strict = {"strict": True}
+    strict: dict[str, Any] = {"strict": True}
     msgspec.json.decode(client.post("/log", json=event).content, type=Stored, **strict)
     resp = client.post(
         "/logs",

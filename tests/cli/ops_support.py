@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from click.testing import Result
+from typer.testing import Result
 
 from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, connect

@@ -73,7 +73,7 @@ def test_once_feeds_the_metrics(
 ) -> None:
     buffer_events(settings, users=3, per_user=4)
     captured = Captured()
-    monkeypatch.setattr(drain.metrics, "DrainerMetrics", captured.make)
+    monkeypatch.setattr(drain.metrics, "DrainerMetrics", captured.make)  # type: ignore[attr-defined]
     result = logpipe("drain", "--once", "--metrics-port", str(free_port()), "--json")
     assert result.exit_code == 0, result.stderr
     [m] = captured.instances

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,9 @@ def env(redis_url: str, workdir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def raw(redis_url: str) -> redis.Redis:
+def raw(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
-    yield client  # type: ignore[misc]
+    yield client
     client.close()
 
 

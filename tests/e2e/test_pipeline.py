@@ -17,6 +17,7 @@ from tests.processes import (
     BASE_TS,
     DAY_S,
     Launcher,
+    LogpipeProcess,
     Sent,
     check_files,
     json_documents,
@@ -153,7 +154,9 @@ def test_serve_exits_3_when_its_port_is_taken(launcher: Launcher, tmp_path: Path
     assert "address already in use" in result.stderr.lower()
 
 
-def preload(launcher: Launcher, redis_url: str, tmp_path: Path, n: int) -> tuple[Sent, dict]:
+def preload(
+    launcher: Launcher, redis_url: str, tmp_path: Path, n: int
+) -> tuple[Sent, dict[str, str]]:
     """One key with ``n`` events, and an env whose drainer needs many batches for it."""
     env = launcher.env(
         redis_url,
@@ -173,7 +176,7 @@ def preload(launcher: Launcher, redis_url: str, tmp_path: Path, n: int) -> tuple
     return sent, env
 
 
-def stop_mid_pass(drain, redis_url: str, total: int) -> int:  # type: ignore[no-untyped-def]
+def stop_mid_pass(drain: LogpipeProcess, redis_url: str, total: int) -> int:
     """Freeze the drainer once it has written some but not all events; returns how many."""
 
     def frozen_mid_pass() -> int:

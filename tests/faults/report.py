@@ -1,10 +1,11 @@
 """The fault suite's figures: each test records them, this script renders them for the README.
 
-Every fault test appends one JSON line to ``$LOGPIPE_FAULT_REPORT`` (default
-``<tmp>/logpipe-fault-report.jsonl``, never inside the repository) and prints it.
-Render the latest record of each test as a Markdown table with::
+Every fault test appends one JSON line to the session's report (the ``fault_report``
+fixture: ``fault-report.jsonl`` in pytest's temp dir for the session, or
+``$LOGPIPE_FAULT_REPORT``; never a shared path) and prints it; the session prints the
+report's path at the end. Render the latest record of each test as a Markdown table with::
 
-    python -m tests.faults.report [PATH]
+    python -m tests.faults.report PATH
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,16 +33,15 @@ HIDDEN = {"test", "fault", "at", "misplaced", "out_of_order"}
 QUIET_ZERO = {"stored_without_200"}
 
 
-def report_path() -> Path:
-    default = Path(tempfile.gettempdir()) / "logpipe-fault-report.jsonl"
-    return Path(os.environ.get(ENV_VAR) or default)
+def report_path(session_dir: Path) -> Path:
+    """Where a session writes its report: ``$LOGPIPE_FAULT_REPORT``, else ``session_dir``."""
+    return Path(os.environ.get(ENV_VAR) or session_dir / "fault-report.jsonl")
 
 
-def record(test: str, fault: str, **figures: Any) -> dict[str, Any]:
-    """Append one test's figures to the report file and print them (``pytest -s`` shows them)."""
+def record(path: Path, test: str, fault: str, **figures: Any) -> dict[str, Any]:
+    """Append one test's figures to the report ``path`` and print them (``pytest -s``)."""
     row = {"test": test, "fault": fault, "at": round(time.time(), 3), **figures}
     line = json.dumps(row, sort_keys=False)
-    path = report_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(line + "\n")
@@ -95,7 +94,10 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else report_path()
+    if not args and not os.environ.get(ENV_VAR):
+        sys.stderr.write("error: no report named; pass the path that `make test-faults` printed\n")
+        return 2
+    path = Path(args[0] if args else os.environ[ENV_VAR])
     if not path.is_file():
         sys.stderr.write(f"error: no fault report at {path}; run `make test-faults` first\n")
         return 1

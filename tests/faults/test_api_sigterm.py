@@ -76,7 +76,7 @@ def refuses_connections(port: int) -> bool:
 
 
 def test_api_sigterm_finishes_in_flight_requests_refuses_new_ones_and_loses_nothing(
-    launcher: Launcher, own_redis: RedisServer, tmp_path: Path
+    launcher: Launcher, own_redis: RedisServer, tmp_path: Path, fault_report: Path
 ) -> None:
     started = time.monotonic()
     logs = tmp_path / "logs"
@@ -125,6 +125,7 @@ def test_api_sigterm_finishes_in_flight_requests_refuses_new_ones_and_loses_noth
     delivery = check_files(logs, sent)
     counts = sent.count()
     row = record(
+        fault_report,
         "api_sigterm",
         "5. API stopped (SIGTERM) under load",
         trials=1,

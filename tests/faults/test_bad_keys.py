@@ -13,13 +13,14 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.faults.report import record
-from tests.processes import Launcher, json_documents, wait_until
+from tests.processes import Launcher, json_documents, text, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 
@@ -65,11 +66,36 @@ def tree(root: Path, *skip: Path) -> dict[str, float]:
     return out
 
 
+def delivered(logs: Path, expected: dict[str, list[bytes]]) -> dict[str, int]:
+    """Lost, duplicated and torn lines: the files under ``logs`` against ``expected``
+    (file path relative to ``logs`` -> its lines), counted, not assumed."""
+    lost = duplicated = torn = 0
+    found: dict[str, list[bytes]] = {}
+    for p in sorted(logs.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            lines = data.split(b"\n")
+            if lines[-1]:  # a last line without its newline
+                torn += 1
+            found[str(p.relative_to(logs))] = [x for x in lines[:-1] if x]
+    for name in set(expected) | set(found):
+        want, got = Counter(expected.get(name, [])), Counter(found.get(name, []))
+        for line in got:
+            try:
+                whole = isinstance(json.loads(line), dict)
+            except ValueError:
+                whole = False
+            torn += 0 if whole else got[line]
+        lost += sum((want - got).values())
+        duplicated += sum((got - want).values())
+    return {"lost": lost, "duplicated": duplicated, "torn": torn}
+
+
 def dump(client: redis.Redis, keys: list[bytes]) -> dict[bytes, object]:
     """The content of ``keys``, whatever their type."""
     out: dict[bytes, object] = {}
     for k in keys:
-        kind = client.type(k).decode()
+        kind = text(client.type(k))
         out[k] = (
             kind,
             client.lrange(k, 0, -1)
@@ -82,7 +108,7 @@ def dump(client: redis.Redis, keys: list[bytes]) -> dict[bytes, object]:
 
 
 def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
-    launcher: Launcher, redis_url: str, tmp_path: Path
+    launcher: Launcher, redis_url: str, tmp_path: Path, fault_report: Path
 ) -> None:
     started = time.monotonic()
     logs = tmp_path / "deep" / "er" / "logs"
@@ -162,20 +188,29 @@ def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
     passes = json_documents(loop.stdout())
     assert all(p["errors"] == [] and len(p["unsafe"]) == len(UNSAFE) for p in passes)
     assert all(len(p["wrong_type"]) == 2 + len(namespaced) for p in passes)
-    assert dump(client, left_alone) == before
-    assert tree(tmp_path, logs, launcher.workdir) == outside_before
+    left = dump(client, left_alone)
+    outside_after = tree(tmp_path, logs, launcher.workdir)
+    quarantined = client.lrange(b"logpipe:quarantine:" + mixed, 0, -1)
     client.close()
-    record(
+    row = record(
+        fault_report,
         "bad_keys",
         "6. Bad keys and values written by hand",
         trials=1 + len(passes),
         sent=len(GOOD) + len(BAD_VALUES) + 1,
-        lost=0,
-        duplicated=0,
-        torn=0,
-        quarantined=report["quarantined"],
-        unsafe_keys_left=len(UNSAFE),
-        wrong_type_keys_left=2 + len(namespaced),
-        files_outside_logs_dir=0,
+        **delivered(
+            logs,
+            {f"user_ok/{DAY}.jsonl": GOOD, f"user_ok/{DAY + 1}.jsonl": [GOOD[0]]},
+        ),
+        quarantined=len(quarantined),
+        unsafe_keys_left=sum(left.get(k) == before[k] for k in UNSAFE),
+        wrong_type_keys_left=sum(
+            left.get(k) == before[k] for k in [wrong_hash, wrong_string, *namespace_lists]
+        ),
+        files_outside_logs_dir=len(set(outside_after) - set(outside_before)),
         seconds=round(time.monotonic() - started, 1),
     )
+    assert row["lost"] == row["duplicated"] == row["torn"] == 0
+    assert quarantined == BAD_VALUES
+    assert left == before
+    assert outside_after == outside_before

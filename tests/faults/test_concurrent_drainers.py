@@ -29,7 +29,7 @@ EVENTS = 4000
 
 
 def test_four_drainers_at_once_write_every_event_exactly_once_in_order(
-    launcher: Launcher, redis_url: str, tmp_path: Path
+    launcher: Launcher, redis_url: str, tmp_path: Path, fault_report: Path
 ) -> None:
     started = time.monotonic()
     logs = tmp_path / "logs"
@@ -62,6 +62,7 @@ def test_four_drainers_at_once_write_every_event_exactly_once_in_order(
     busy = sum(len(r["busy"]) for rs in reports for r in rs)
     delivery = check_files(logs, sent)
     row = record(
+        fault_report,
         "concurrent_drainers",
         "2. Four drainers at once",
         drainers=DRAINERS,

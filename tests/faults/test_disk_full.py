@@ -31,6 +31,7 @@ from tests.processes import (
     make_event,
     post_batch,
     redis_drained,
+    redis_hash,
     redis_leftovers,
     stat,
     wait_until,
@@ -58,11 +59,11 @@ def line(ev: dict[str, object]) -> bytes:
 
 
 def last_drain(client: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall("logpipe:last_drain").items()}
+    return redis_hash(client, "logpipe:last_drain")
 
 
 def test_disk_full_is_reported_events_stay_in_redis_and_are_delivered_once_space_returns(
-    launcher: Launcher, redis_url: str, tmp_path: Path
+    launcher: Launcher, redis_url: str, tmp_path: Path, fault_report: Path
 ) -> None:
     started = time.monotonic()
     logs = tmp_path / "logs"
@@ -144,6 +145,7 @@ def test_disk_full_is_reported_events_stay_in_redis_and_are_delivered_once_space
     client.close()
     delivery = check_files(logs, sent)
     row = record(
+        fault_report,
         "disk_full",
         "4. Disk full (RLIMIT_FSIZE)",
         trials=1 + len(failures),
@@ -159,7 +161,7 @@ def test_disk_full_is_reported_events_stay_in_redis_and_are_delivered_once_space
 
 
 def test_a_directory_that_cannot_be_created_is_reported_and_the_events_wait_in_redis(
-    launcher: Launcher, redis_url: str, tmp_path: Path
+    launcher: Launcher, redis_url: str, tmp_path: Path, fault_report: Path
 ) -> None:
     """Not writable: ``user_<id>`` exists as a plain file, so the directory for that user
     cannot be made (as root, permissions would not stop the drainer: this does)."""
@@ -193,6 +195,7 @@ def test_a_directory_that_cannot_be_created_is_reported_and_the_events_wait_in_r
     assert redis_drained(redis_url), redis_leftovers(redis_url)
     delivery = check_files(logs, sent)
     record(
+        fault_report,
         "not_writable",
         "4b. logs_dir not writable (a file where a directory goes)",
         trials=2,

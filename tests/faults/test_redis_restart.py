@@ -26,6 +26,7 @@ from tests.processes import (
     LoadGenerator,
     check_files,
     redis_drained,
+    redis_hash,
     redis_leftovers,
     wait_until,
 )
@@ -34,8 +35,14 @@ from tests.redis_server import RedisServer
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 
 
+def gained(load: LoadGenerator, outcome: int, n: int) -> Callable[[], bool]:
+    """A condition for ``wait_until``: ``n`` more answers ``outcome`` than so far."""
+    start = load.counts()[outcome]
+    return lambda: load.counts()[outcome] >= start + n
+
+
 def test_redis_restarted_under_load_every_answer_is_200_or_503_and_every_200_is_kept(
-    launcher: Launcher, own_redis: RedisServer, tmp_path: Path
+    launcher: Launcher, own_redis: RedisServer, tmp_path: Path, fault_report: Path
 ) -> None:
     started = time.monotonic()
     logs = tmp_path / "logs"
@@ -46,6 +53,9 @@ def test_redis_restarted_under_load_every_answer_is_200_or_503_and_every_200_is_
         drainer_batch_events=50,
         drainer_interval_seconds=0.1,
         redis_timeout_seconds=5,
+        # each write is retried this long before its 503: short, so the outage shows in
+        # seconds (the default 2 s made each outage ~25 s on a 2-core box)
+        redis_write_retry_seconds=0.5,
     )
     api = launcher.api(env)
     drain = launcher.start(["drain"], env, name="drain-loop")
@@ -56,22 +66,20 @@ def test_redis_restarted_under_load_every_answer_is_200_or_503_and_every_200_is_
     ]
     with LoadGenerator(api.url, [f"r{i}" for i in range(6)], threads=3, tag="restart") as load:
         for _, end in outages:
-            before = load.counts()
             wait_until(
-                lambda b=before: load.counts()[200] >= b[200] + 300,
+                gained(load, 200, 300),
                 "events accepted before the outage",
                 procs=alive,
             )
             end()
             wait_until(
-                lambda b=before: load.counts()[503] >= b[503] + 20,
+                gained(load, 503, 20),
                 "the API to answer 503 while Redis is down",
                 procs=alive,
             )
             own_redis.start()
-            during = load.counts()
             wait_until(
-                lambda d=during: load.counts()[200] >= d[200] + 300,
+                gained(load, 200, 300),
                 "the API to accept events again by itself",
                 procs=alive,
             )
@@ -110,13 +118,14 @@ def test_redis_restarted_under_load_every_answer_is_200_or_503_and_every_200_is_
     assert drain.terminate() == 0, drain.output()
     api.stop()
     client = redis.Redis.from_url(own_redis.url)
-    stats = {k.decode(): int(v) for k, v in client.hgetall("logpipe:stats").items()}
+    stats = {k: int(v) for k, v in redis_hash(client, "logpipe:stats").items()}
     client.close()
 
     delivery = check_files(logs, sent, skip_users=["retry"])
     retry_lines = (logs / "user_retry" / f"{BASE_TS // DAY_S}.jsonl").read_text().splitlines()
     counts = sent.count()
     row = record(
+        fault_report,
         "redis_restart",
         "3. Redis restarted (SIGTERM, then SIGKILL)",
         trials=len(outages),

@@ -71,7 +71,8 @@ class Rig:
         return sorted(k.decode() for k in self.raw.scan_iter() if k not in skip)
 
     def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.raw.hgetall("logpipe:stats").items()}
+        stats: dict[bytes, bytes] = self.raw.hgetall("logpipe:stats")  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in stats.items()}
 
     async def wait_lease_gone(self, ek: EventKey) -> None:
         """Let a lease run out (the way a dead drainer's does) without a fixed sleep."""

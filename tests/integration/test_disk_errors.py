@@ -26,7 +26,7 @@ def failing(real: Callable[..., Any], *, after_bytes: int | None = None) -> Call
 
     def write(fd: int, data: Any) -> int:
         if budget[0] > 0:
-            n = real(fd, bytes(data)[: budget[0]])
+            n: int = real(fd, bytes(data)[: budget[0]])
             budget[0] -= n
             return n
         raise ENOSPC

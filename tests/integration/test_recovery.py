@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Any
 
 import pytest
 
+from logpipe_cli.buffer import Buffer
 from logpipe_cli.keys import EventKey
 from logpipe_cli.sink import LockedFile, encode_lines
-from tests.integration.conftest import DAY, Rig
+from tests.integration.conftest import DAY, DEADLINE_S, Rig
 
 pytestmark = pytest.mark.anyio
 
@@ -160,11 +163,27 @@ async def test_a_slow_batch_keeps_its_lease(rig: Rig, monkeypatch: pytest.Monkey
         real_append(self, data, fsync=fsync)
 
     monkeypatch.setattr(LockedFile, "append", slow_append)
-    drainer = rig.drainer(owner="slow", lease_seconds=0.6)  # renewed every 0.2 s
+    renewed: list[bool] = []  # one entry per heartbeat: were all our leases still ours
+    real_renew = Buffer.renew
+
+    async def counted_renew(self: Buffer, *args: Any, **kwargs: Any) -> Any:
+        result = await real_renew(self, *args, **kwargs)
+        renewed.append(all(result))
+        return result
+
+    monkeypatch.setattr(Buffer, "renew", counted_renew)
+    # renewed every 0.5 s: a heartbeat may come up to a second late on a starved box
+    drainer = rig.drainer(owner="slow", lease_seconds=1.5)
     task = asyncio.create_task(drainer.drain_once())
     try:
         assert await asyncio.to_thread(writing.wait, 30)
-        await asyncio.sleep(2.0)  # over three leases: only renewals can keep it alive
+        # four heartbeats a third of a lease apart outlast the lease taken at the claim:
+        # only renewals can have kept it alive
+        deadline = time.monotonic() + DEADLINE_S
+        while len(renewed) < 4:
+            assert time.monotonic() < deadline, f"only {len(renewed)} renewals"
+            await asyncio.sleep(0.02)
+        assert all(renewed), renewed
         assert rig.raw.get(EK.lease) == b"slow"
         (claim,) = await rig.buffer.claim([EK], "other", 300)
         assert (claim.status, claim.detail) == ("busy", "slow")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import types
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import fakeredis
 import pytest
 
+from logpipe_cli import committer
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.committer import GroupCommitter
 from logpipe_cli.errors import RedisUnavailableError
@@ -66,11 +69,28 @@ async def test_committer_sends_a_lost_flush_again_under_its_id(fake: Any) -> Non
     assert await fake.lrange("logs:user_a:1", 0, -1) == [b'{"n":1}', b'{"n":2}']
 
 
-async def test_committer_gives_up_after_its_retry_budget(fake: Any) -> None:
+async def test_committer_gives_up_after_its_retry_budget(
+    fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The committer's clock moves only when it sleeps, so a starved machine cannot eat
+    # the budget between two attempts: the schedule is exact.
+    now = 0.0
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        nonlocal now
+        now += delay
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(committer, "time", types.SimpleNamespace(monotonic=lambda: now))
+    monkeypatch.setattr(asyncio, "sleep", sleep)
     buf = LostAnswerBuffer(fake, fail_times=1000)
     with pytest.raises(RedisUnavailableError):
         await GroupCommitter(buf, retry_s=0.2).append(ITEMS)
-    assert 2 <= len(buf.ids) < 10
+    assert slept == [0.05, 0.1]  # backing off; the next 0.2 s wait would overrun 0.2 s
+    assert len(buf.ids) == 3
     # however often it was sent, it was stored once
     assert await fake.llen("logs:user_a:1") == 2
 
