@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import redis
-from click.testing import Result
 from rich.console import Console
+from typer.testing import Result
 
 from logpipe_cli.cli import stats_cmd
 from logpipe_cli.schemas import ApiCounts, Buffered, LastDrain, StatsDoc, Totals
