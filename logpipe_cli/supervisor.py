@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -108,9 +108,16 @@ def start_redis(
         raise LogpipeError(f"no Redis answers at {host}, and logpipe only starts one locally")
     data = (state_dir / "redis").resolve()
     data.mkdir(parents=True, exist_ok=True)
+    # A password in the URL is given to the new Redis on its stdin ("-" reads the config
+    # from there), never as an argument that `ps` shows to every user.
+    secret = _auth_config(
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password is not None else None,
+    )
     proc = subprocess.Popen(
         [
             server,
+            *(["-"] if secret else []),
             "--port",
             str(parts.port or 6379),
             "--bind",
@@ -126,16 +133,38 @@ def start_redis(
             "--logfile",
             str(data / "redis.log"),
         ],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if secret else subprocess.DEVNULL,
         preexec_fn=_die_with_parent(),
     )
+    if proc.stdin is not None:
+        proc.stdin.write(secret.encode())
+        proc.stdin.close()
     deadline = time.monotonic() + 10
-    while not redis_answers(url, 0.2):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise LogpipeError(f"{server} did not start; see {data / 'redis.log'}")
-        time.sleep(0.1)
+    try:
+        while not redis_answers(url, 0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LogpipeError(f"{server} did not start; see {data / 'redis.log'}")
+            time.sleep(0.1)
+    except LogpipeError:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _auth_config(username: str | None, password: str | None) -> str:
+    """redis.conf lines that make a new Redis accept the URL's user and password."""
+    if password is None:
+        return ""
+    if username in (None, "", "default"):
+        return f"requirepass {_quote(password)}\n"
+    # a named user gets all rights; the passwordless default user is turned off
+    return f"user {_quote(username)} on {_quote('>' + password)} ~* &* +@all\nuser default off\n"
 
 
 def run(

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -243,3 +244,36 @@ def test_make_stop_stops_a_running_logpipe_run(launcher: Launcher, tmp_path: Pat
     assert f"stopping logpipe run (pid {run.proc.pid})" in result.stdout
     assert run.proc.wait() == 0, run.proc.output()
     assert not (launcher.workdir / ".logpipe" / "run.pid").exists()
+
+
+@pytest.mark.parametrize("userinfo", [':s3 cret"x', "bob:pa%40ss"])
+def test_run_gives_the_redis_it_starts_the_password_in_the_url(
+    launcher: Launcher, tmp_path: Path, userinfo: str
+) -> None:
+    redis_port = free_port()
+    env = launcher.env(
+        f"redis://{userinfo}@127.0.0.1:{redis_port}",
+        tmp_path / "logs",
+        server_port=free_port(),
+    )
+    proc = launcher.start(["run"], env, name="run")
+    url = f"http://127.0.0.1:{env['LOGPIPE_SERVER_PORT']}"
+    wait_until(
+        lambda: healthy(url) and httpx.get(url + "/readyz").status_code == 200,
+        "the API to be ready",
+        procs=[proc],
+    )
+    user, _, password = userinfo.partition(":")
+    client = redis.Redis(port=redis_port, username=user or None, password=unquote(password))
+    anonymous = redis.Redis(port=redis_port)
+    try:
+        assert client.ping()
+        redis_pid = int(client.info("server")["process_id"])
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+    finally:
+        client.close()
+        anonymous.close()
+    # given on stdin, not as an argument every local user can read
+    assert unquote(password) not in Path(f"/proc/{redis_pid}/cmdline").read_text()
+    assert proc.terminate() == 0, proc.output()
