@@ -13,6 +13,7 @@ for SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), so even a SIGKILL o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -178,39 +179,40 @@ def run(
     :func:`redis_binary.find`).
     """
     STATE_DIR.mkdir(exist_ok=True)
-    redis_proc = None
-    url = mask_url(settings.redis.url)
-    if not redis_answers(settings.redis.url):
-        binary = redis_binary.find(redis_server)
-        notify(f"no Redis at {url}: starting redis-server {binary} (data in {STATE_DIR}/redis)")
-        redis_proc = start_redis(settings.redis.url, binary=str(binary))
-    else:
-        notify(f"using the Redis that answers at {url}")
-    base = [sys.executable, "-m", "logpipe_cli"]
-    if settings.path is not None:
-        base += ["--config", str(settings.path)]
-    children = {
-        name: subprocess.Popen(
-            [*base, command], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent()
-        )
-        for name, command in (("api", "serve"), ("drainer", "drain"))
-    }
-    PID_FILE.write_text(str(os.getpid()))
-    notify(
-        f"API on http://{settings.server.host}:{settings.server.port}, drainer every "
-        f"{settings.drainer.interval_seconds:g} s into {settings.drainer.logs_dir}/; Ctrl-C stops"
-    )
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
-    # SIGHUP: the terminal running `make run` was closed; stop as cleanly as on Ctrl-C
+    # Installed before anything starts, so a signal during start-up stops what did start.
+    # SIGHUP: the terminal running `make run` was closed; stop as cleanly as on Ctrl-C.
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {s: signal.signal(s, on_signal) for s in stop_signals}
+    redis_proc = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
+        url = mask_url(settings.redis.url)
+        if not redis_answers(settings.redis.url):
+            binary = redis_binary.find(redis_server)
+            notify(f"no Redis at {url}: starting redis-server {binary} (data in {STATE_DIR}/redis)")
+            redis_proc = start_redis(settings.redis.url, binary=str(binary))
+        else:
+            notify(f"using the Redis that answers at {url}")
+        base = [sys.executable, "-m", "logpipe_cli"]
+        if settings.path is not None:
+            base += ["--config", str(settings.path)]
+        for name, command in (("api", "serve"), ("drainer", "drain")):
+            children[name] = subprocess.Popen(
+                [*base, command], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent()
+            )
+        PID_FILE.write_text(str(os.getpid()))
+        notify(
+            f"API on http://{settings.server.host}:{settings.server.port}, drainer every "
+            f"{settings.drainer.interval_seconds:g} s into {settings.drainer.logs_dir}/; "
+            "Ctrl-C stops"
+        )
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:
@@ -231,6 +233,9 @@ def run(
             redis_proc.wait(timeout=30)
         for s, handler in old.items():
             signal.signal(s, handler)
-        PID_FILE.unlink(missing_ok=True)
-        notify("stopped")
+        with contextlib.suppress(OSError):
+            if PID_FILE.read_text() == str(os.getpid()):  # not another run's
+                PID_FILE.unlink()
+        if children:
+            notify("stopped")
     return code
