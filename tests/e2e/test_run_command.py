@@ -63,7 +63,9 @@ def test_run_starts_redis_api_and_drainer_and_stops_them(tmp_path: Path) -> None
         assert target.read_text() == (
             '{"user_id":"123","event":"clicked","timestamp":1712345678}\n'
         )
-        assert (tmp_path / ".logpipe" / "redis" / "appendonlydir").is_dir()
+        # Redis 7 keeps its AOF in appendonlydir/, 6.2 (the bundled one) in appendonly.aof
+        data = tmp_path / ".logpipe" / "redis"
+        assert (data / "appendonlydir").is_dir() or (data / "appendonly.aof").is_file()
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
