@@ -106,7 +106,7 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it has ended.
 
     Cancelled again until it ends: Python 3.11's ``asyncio.wait_for`` (inside redis-py)
@@ -260,7 +260,7 @@ class Drainer:
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
-            await _cancel(heartbeat)
+            await cancel_and_wait(heartbeat)
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
             await self.buffer.record_drain(
