@@ -37,7 +37,7 @@ from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
 from logpipe_cli.errors import FileBusyError, LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
 from logpipe_cli.keys import EventKey
-from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record
+from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
 from logpipe_cli.sink import LockedFile, encode_lines, path_for
 
@@ -171,32 +171,31 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def check_offset(p: Prepared, owner: str, file: LockedFile) -> int:
+def check_offset(p: Prepared, file: LockedFile) -> int:
     """The pending offset of a resumed claim, if it can be trusted; else raise _Refused.
 
-    Trusted only as a holder wrote it: ``'<size> <owner>'`` carried over to ``owner``
-    by CLAIM (so recorded by the holder being recovered), not below what the holder
-    record says is acknowledged, within the file and on a line boundary. Cutting to
-    anything else could destroy acknowledged lines or tear one. Reads the file: call
-    it in a file thread, under the file's lock.
+    Trusted only as the holder being recovered recorded it: the byte count that BEGIN
+    wrote together with the holder record (so not below what was acknowledged), within
+    the file and at the start of a line. Cutting to anything else (an offset written
+    by hand, or copied from another claim) could destroy acknowledged lines or tear
+    one. Reads the file: call it in a file thread, under the file's lock.
     """
-    rec = Record.parse(p.offset)
-    if rec is None:
-        raise _Refused(f"pending offset {p.offset!r} is not '<size> <owner>' (written by hand?)")
-    if rec.owner != owner:
-        raise _Refused(
-            f"pending offset {p.offset!r} was not recorded by the holder being recovered"
-        )
+    size = parse_size(p.offset)
+    if size is None:
+        raise _Refused(f"pending offset {p.offset!r} is not a byte count (written by hand?)")
     held = Record.parse(p.holder)
-    if held is None or held.owner != owner:
-        raise _Refused(f"holder record {p.holder!r} does not match the pending offset")
-    if rec.size < held.size:
-        raise _Refused(f"pending offset {rec.size} is below the {held.size} bytes acknowledged")
-    if rec.size > file.size:
-        raise _Refused(f"pending offset {rec.size} is beyond the end of the file ({file.size} B)")
-    if rec.size > 0 and _byte_before(file, rec.size) != b"\n":
-        raise _Refused(f"pending offset {rec.size} is not at the start of a line")
-    return rec.size
+    if held is None:
+        raise _Refused(f"pending offset {size} has no holder record to vouch for it")
+    if size != held.size:
+        raise _Refused(
+            f"pending offset {size} was not recorded by the holder being recovered "
+            f"({held.owner!r} recorded {held.size})"
+        )
+    if size > file.size:
+        raise _Refused(f"pending offset {size} is beyond the end of the file ({file.size} B)")
+    if size > 0 and _byte_before(file, size) != b"\n":
+        raise _Refused(f"pending offset {size} is not at the start of a line")
+    return size
 
 
 def _byte_before(file: LockedFile, offset: int) -> bytes:
@@ -399,7 +398,7 @@ class Drainer:
             if p.pending is Pending.CLEAN:
                 continue
             try:
-                off = await _in_file_thread(check_offset, p, self.owner, w.file)
+                off = await _in_file_thread(check_offset, p, w.file)
             except _Refused as exc:
                 log.warning("left in Redis: claim of %r: %s", w.key.key, exc.reason)
                 report.unsafe.append(f"{w.key.key} (claim refused: {exc.reason})")

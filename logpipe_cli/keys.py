@@ -18,7 +18,8 @@ CLAIM_PREFIX = _NS + "claim:"
 LEASE_PREFIX = _NS + "lease:"
 OFFSET_PREFIX = _NS + "offset:"
 QUARANTINE_PREFIX = _NS + "quarantine:"
-#: '<acknowledged file size> <owner>' of a claim: whose offset to trust, how far back
+#: '<file size> <owner>' of a claim, as its holder's BEGIN recorded it (with the pending
+#: offset) or its ACK left it: a pending offset is trusted only if it matches
 HOLDER_PREFIX = _NS + "holder:"
 #: sorted set of the write ids done in the last 60 s, so a write sent again is not done twice
 FLUSHES = _NS + "flushes"

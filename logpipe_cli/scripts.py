@@ -115,7 +115,7 @@ def appended(reply: Any) -> Appended:
 
 CLAIM = """
 -- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset,
--- KEYS[5] = quarantine list, KEYS[6] = holder record ('<acknowledged size> <owner>')
+-- KEYS[5] = quarantine list, KEYS[6] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms
 -- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
 -- A lease, offset or quarantine overwritten by hand with another type would make this
@@ -134,24 +134,14 @@ if ct ~= 'none' then
   if ct ~= 'list' then return {'wrongtype', ct} end
   -- a claim left by a drainer whose lease ran out: finish it before taking more
   redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-  -- The dead holder's records pass to us; its pending offset only if that holder wrote
-  -- it, so an offset written by hand or by anyone else stays foreign and is refused.
-  local off = redis.call('GET', KEYS[4]) or ''
-  local floor, was = string.match(redis.call('GET', KEYS[6]) or '', '^(%d+) (.+)$')
-  if was then
-    local size, by = string.match(off, '^(%d+) (.+)$')
-    if by == was then redis.call('SET', KEYS[4], size .. ' ' .. ARGV[1]) end
-    redis.call('SET', KEYS[6], floor .. ' ' .. ARGV[1])
-  end
-  return {'resume', off}
+  return {'resume', redis.call('GET', KEYS[4]) or ''}
 end
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {'empty', ''} end
 if t ~= 'list' then return {'wrongtype', t} end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
-redis.call('DEL', KEYS[4])
-redis.call('SET', KEYS[6], '0 ' .. ARGV[1])
+redis.call('DEL', KEYS[4], KEYS[6])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return {'claimed', ''}
 """
@@ -191,12 +181,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or ''}
 """
 
-_RECORD = re.compile(r"(0|[1-9][0-9]{0,17}) (\S+)")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,17}")
+_RECORD = re.compile(rf"({_SIZE.pattern}) (\S+)")
+
+
+def parse_size(text: str) -> int | None:
+    """A byte count written the way BEGIN writes one, or ``None``."""
+    return int(text) if _SIZE.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
 class Record:
-    """A ``'<size> <owner>'`` record (pending offset or holder) as BEGIN and ACK write it."""
+    """A holder record, ``'<size> <owner>'``: the file size BEGIN saw (what was
+    acknowledged then, and the pending offset it recorded with it) or ACK left."""
 
     size: int
     owner: str
@@ -236,15 +233,16 @@ def prepared(reply: Any) -> Prepared:
 BEGIN = """
 -- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset, KEYS[4] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = file size now
--- Records where the append will start ('<size> <owner>', in the offset and as what is
--- acknowledged so far); false if not our lease. The caller reads the
+-- Records where the append will start, and beside it who recorded it ('<size> <owner>'
+-- in the holder record: an offset is trusted only if it matches); false if not our
+-- lease. The caller reads the
 -- batch with a plain LRANGE right after, in the same pipeline: returning it from here
 -- would copy every value into Lua and back (4x the Redis time). Only the lease
 -- holder trims a claim, and a new holder cannot append before it has the file's
 -- lock, so the LRANGE reads what this script saw.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[1])
+redis.call('SET', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[1])
 return 1
 """

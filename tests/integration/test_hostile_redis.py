@@ -47,23 +47,46 @@ async def die_mid_second_batch(rig: Rig) -> tuple[bytes, int]:
     return acked, len(acked)
 
 
+NOT_RECORDED = "was not recorded by the holder being recovered"
+
+
 @pytest.mark.parametrize(
-    ("offset", "reason"),
+    ("forge", "reason"),
     [
-        pytest.param(lambda size: "0", "is not '<size> <owner>'", id="zero"),
-        pytest.param(lambda size: "10", "is not '<size> <owner>'", id="mid-line"),
-        pytest.param(lambda size: "abc", "is not '<size> <owner>'", id="abc"),
-        pytest.param(lambda size: "-1", "is not '<size> <owner>'", id="negative"),
-        pytest.param(lambda size: f"{10**12} {DEAD}", "beyond the end", id="beyond-eof"),
-        pytest.param(lambda size: f"{size} another", "not recorded by the holder", id="other"),
-        pytest.param(lambda size: f"{len(OLD)} {DEAD}", "below the", id="below-acked"),
-        pytest.param(lambda size: f"{size + 10} {DEAD}", "start of a line", id="stamped-mid"),
+        pytest.param(lambda size: {"offset": "0"}, NOT_RECORDED, id="zero"),
+        pytest.param(lambda size: {"offset": "10"}, NOT_RECORDED, id="mid-line"),
+        pytest.param(lambda size: {"offset": "abc"}, "is not a byte count", id="abc"),
+        pytest.param(lambda size: {"offset": "-1"}, "is not a byte count", id="negative"),
+        pytest.param(lambda size: {"offset": str(10**12)}, NOT_RECORDED, id="beyond-eof"),
+        # a true line boundary, but another claim's (the first batch's) offset
+        pytest.param(lambda size: {"offset": str(len(OLD))}, NOT_RECORDED, id="another-claims"),
+        pytest.param(
+            lambda size: {"offset": str(size), "holder": None},
+            "has no holder record",
+            id="no-holder",
+        ),
+        # offset and holder record forged together: the file itself still decides
+        pytest.param(
+            lambda size: {"offset": str(10**12), "holder": f"{10**12} another"},
+            "beyond the end of the file",
+            id="forged-beyond-eof",
+        ),
+        pytest.param(
+            lambda size: {"offset": str(size + 10), "holder": f"{size + 10} another"},
+            "not at the start of a line",
+            id="forged-mid-line",
+        ),
     ],
 )
-async def test_a_hand_written_offset_is_refused(rig: Rig, offset: object, reason: str) -> None:
+async def test_a_hand_written_offset_is_refused(rig: Rig, forge: object, reason: str) -> None:
     other = await rig.add("v", range(3))
     acked, size = await die_mid_second_batch(rig)
-    rig.raw.set(EK.offset, offset(size))  # type: ignore[operator]
+    for name, value in forge(size).items():  # type: ignore[operator]
+        key = EK.offset if name == "offset" else EK.holder
+        if value is None:
+            rig.raw.delete(key)
+        else:
+            rig.raw.set(key, value)
     torn = rig.file("u")
 
     report = await rig.drainer().drain_once()

@@ -138,7 +138,7 @@ async def test_ack_trims_and_counts(fake: Any) -> None:
     await buf.claim([ek], "me", 5000)
     (batch,) = await buf.begin([BeginItem(ek, 0)], "me", 5000, 2)
     assert batch == Began("held", [b'{"n":0}', b'{"n":1}'])
-    assert await fake.get(ek.offset) == b"0 me"
+    assert await fake.get(ek.offset) == b"0"
     assert await fake.get(ek.holder) == b"0 me"
     assert await buf.ack([AckItem(ek, 2, 2, 16, [], 16)], "me", 5000) == [Acked("held", 1)]
     assert await fake.exists(ek.offset) == 0
@@ -164,7 +164,7 @@ async def test_lease_checks_refuse_a_stranger(fake: Any) -> None:
     await buf.claim([ek], "me", 5000)
     assert await buf.begin([BeginItem(ek, 0)], "you", 5000, 10) == [Began("lost", [])]
     assert await buf.prepare([ek], "you", 5000) == [Prepared(Pending.LOST)]
-    assert await buf.prepare([ek], "me", 5000) == [Prepared(Pending.CLEAN, "", "0 me")]
+    assert await buf.prepare([ek], "me", 5000) == [Prepared(Pending.CLEAN, "", "")]
     assert await buf.ack([AckItem(ek, 1, 1, 3, [], 3)], "you", 5000) == [Acked("lost")]
     assert await buf.renew([ek], "you", 5000) == [False]
     assert await buf.renew([ek], "me", 5000) == [True]
