@@ -21,7 +21,8 @@ from redis.exceptions import NoScriptError, RedisError
 
 from logpipe_cli import keys, scripts
 from logpipe_cli.errors import BufferFullError, RedisUnavailableError, WrongTypeError
-from logpipe_cli.keys import EventKey
+from logpipe_cli.keys import EventKey, FoundKey, KeyKind
+from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
 
@@ -55,8 +56,28 @@ class Claim:
     """What a drainer got when it asked for a key."""
 
     key: EventKey
-    status: str  # claimed | resume | busy | empty | wrongtype
+    status: ClaimStatus
     detail: str  # pending offset for resume, holder for busy, type for wrongtype
+
+
+@dataclass(frozen=True)
+class BeginItem:
+    """One key of a BEGIN call: the file's size before the append."""
+
+    key: EventKey
+    size: int
+
+
+@dataclass(frozen=True)
+class AckItem:
+    """One key of an ACK call: what the append of its batch did."""
+
+    key: EventKey
+    acknowledged: int  # events trimmed from the claim (written + quarantined)
+    written: int  # events appended to the file
+    nbytes: int  # bytes appended to the file
+    quarantined: list[bytes]  # values refused, moved to the quarantine list
+    size: int  # the file's size after the append: now acknowledged
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,11 @@ def _str(value: Any) -> str:
 
 
 class Buffer:
-    """logpipe's view of Redis. Owns no connection: give it a client, close the client."""
+    """logpipe's view of Redis.
+
+    ``async with Buffer.connect(cfg) as buffer:`` makes the client and closes it;
+    ``Buffer(client, cfg)`` uses a client the caller owns (and closes).
+    """
 
     def __init__(self, client: aioredis.Redis, cfg: RedisSettings) -> None:
         self.client = client
@@ -86,6 +111,16 @@ class Buffer:
         self._ack = client.register_script(scripts.ACK)
         self._renew = client.register_script(scripts.RENEW)
         self._release = client.register_script(scripts.RELEASE)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, cfg: RedisSettings) -> AsyncIterator[Buffer]:
+        """A buffer on its own client (see :func:`connect`), closed on the way out."""
+        client = connect(cfg)
+        try:
+            yield cls(client, cfg)
+        finally:
+            await client.aclose()
 
     # ---- the write path -------------------------------------------------------------
 
@@ -125,21 +160,21 @@ class Buffer:
                 keys=[keys.STATS, *grouped, keys.FLUSHES],
                 args=argv,
             )
-        if isinstance(reply, list):
+        outcome = scripts.appended(reply)
+        if outcome.outcome == "wrongtype":
             names = list(grouped)
-            bad = [names[int(i) - 1] for i in reply]
+            bad = [names[i] for i in outcome.wrong]
             raise WrongTypeError(
                 f"Redis key {bad[0]} holds another type than a list (written by something "
                 "else?); nothing stored",
                 bad,
             )
-        result = int(reply)
-        if result < 0:
+        if outcome.outcome == "full":
             raise BufferFullError(
                 f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "
                 "(redis.max_buffered_events); retry after the drainer catches up"
             )
-        return result
+        return outcome.buffered
 
     # ---- finding keys ---------------------------------------------------------------
 
@@ -149,6 +184,25 @@ class Buffer:
             async for key in self.client.scan_iter(match=pattern, count=1000):
                 yield key
 
+    async def scan_keys(
+        self, pattern: str, kinds: Sequence[KeyKind] = ("events", "claim", "quarantine")
+    ) -> AsyncIterator[FoundKey]:
+        """Every buffered key of ``kinds``, parsed, each once: event lists (``pattern``),
+        claims and quarantines. The one place that knows which scans find them."""
+        patterns = {
+            "events": pattern,
+            "claim": keys.CLAIM_PREFIX + "*",
+            "quarantine": keys.QUARANTINE_PREFIX + "*",
+        }
+        seen: set[bytes] = set()
+        for kind in kinds:
+            async for raw in self.scan(patterns[kind]):
+                found = keys.classify(raw)
+                # SCAN may repeat a key, and a pattern of "*" also matches claims
+                if found.kind == kind and raw not in seen:
+                    seen.add(raw)
+                    yield found
+
     async def find_drainable(self, pattern: str) -> tuple[list[EventKey], list[str]]:
         """Event keys to drain (including stranded claims), and keys that are unsafe.
 
@@ -157,18 +211,11 @@ class Buffer:
         """
         found: set[EventKey] = set()
         unsafe: set[str] = set()
-        async for raw in self.scan(pattern):
-            parsed = keys.parse_event_key(raw)
-            if parsed is None:
-                unsafe.add(raw.decode("utf-8", "backslashreplace"))
+        async for key in self.scan_keys(pattern, ("events", "claim")):
+            if key.event_key is None:
+                unsafe.add(key.name)
             else:
-                found.add(parsed)
-        async for raw in self.scan(keys.CLAIM_PREFIX + "*"):
-            parsed = keys.parse_claim_key(raw)
-            if parsed is None:
-                unsafe.add(raw.decode("utf-8", "backslashreplace"))
-            else:
-                found.add(parsed)
+                found.add(key.event_key)
         return sorted(found), sorted(unsafe)
 
     # ---- the drain protocol (see drainer.py for the order of calls) ------------------
@@ -179,73 +226,78 @@ class Buffer:
         async def build(pipe: Pipeline) -> None:
             for ek in eks:
                 await self._claim(
-                    keys=[ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine],
+                    keys=[ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine, ek.holder],
                     args=[owner, lease_ms],
                     client=pipe,
                 )
 
         replies = await self._run("claiming keys", build)
-        return [Claim(ek, _str(r[0]), _str(r[1])) for ek, r in zip(eks, replies, strict=True)]
+        decoded = map(scripts.claimed, replies)
+        return [Claim(ek, r.status, r.detail) for ek, r in zip(eks, decoded, strict=True)]
 
-    async def prepare(
-        self, eks: Sequence[EventKey], owner: str, lease_ms: int
-    ) -> list[int | bool | None]:
+    async def prepare(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Prepared]:
         """Re-check the lease (after locking the file) and read each pending offset.
 
-        Per key: the offset to truncate back to, ``None`` if none is pending, or
-        ``False`` if the lease is no longer ours.
+        Per key: the lease lost, nothing pending, or the pending offset and the holder
+        record as stored (the drainer decides whether to trust them).
         """
 
         async def build(pipe: Pipeline) -> None:
             for ek in eks:
-                await self._prepare(keys=[ek.lease, ek.offset], args=[owner, lease_ms], client=pipe)
+                await self._prepare(
+                    keys=[ek.lease, ek.offset, ek.holder], args=[owner, lease_ms], client=pipe
+                )
 
-        replies = await self._run("checking leases", build)
-        return [False if r is None else (int(r) if r not in (b"", "") else None) for r in replies]
+        return [scripts.prepared(r) for r in await self._run("checking leases", build)]
 
     async def begin(
-        self, batch: Sequence[tuple[EventKey, int]], owner: str, lease_ms: int, count: int
-    ) -> list[list[bytes] | None]:
+        self, batch: Sequence[BeginItem], owner: str, lease_ms: int, count: int
+    ) -> list[Began]:
         """Record each file's size before the append and fetch the next events.
 
-        ``batch`` holds ``(key, file size)``; per key the result is the events (oldest
-        first, at most ``count``), or ``None`` if the lease is no longer ours.
+        Per key: the events (oldest first, at most ``count``), or the lease lost.
         """
 
         async def build(pipe: Pipeline) -> None:
-            for ek, size in batch:
+            for item in batch:
+                ek = item.key
                 await self._begin(
-                    keys=[ek.claim, ek.lease, ek.offset], args=[owner, lease_ms, size], client=pipe
+                    keys=[ek.claim, ek.lease, ek.offset, ek.holder],
+                    args=[owner, lease_ms, item.size],
+                    client=pipe,
                 )
                 pipe.lrange(ek.claim, 0, count - 1)
 
         replies = await self._run("reading events", build)
         return [
-            None if ok is None else list(values)
+            scripts.began(ok, values)
             for ok, values in zip(replies[0::2], replies[1::2], strict=True)
         ]
 
-    async def ack(
-        self,
-        batch: Sequence[tuple[EventKey, int, int, int, list[bytes]]],
-        owner: str,
-        lease_ms: int,
-    ) -> list[int]:
+    async def ack(self, batch: Sequence[AckItem], owner: str, lease_ms: int) -> list[Acked]:
         """Drop events now safely on disk; move refused values to the quarantine.
 
-        ``batch`` holds ``(key, acknowledged, written, bytes, quarantined values)``.
-        Per key: events left in the claim, or -1 if the lease was lost (nothing done).
+        Per key: events left in the claim, or the lease lost (nothing done).
         """
 
         async def build(pipe: Pipeline) -> None:
-            for ek, n, written, nbytes, bad in batch:
+            for item in batch:
+                ek = item.key
                 await self._ack(
-                    keys=[ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine],
-                    args=[owner, lease_ms, n, written, nbytes, *bad],
+                    keys=[ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine, ek.holder],
+                    args=[
+                        owner,
+                        lease_ms,
+                        item.acknowledged,
+                        item.written,
+                        item.nbytes,
+                        item.size,
+                        *item.quarantined,
+                    ],
                     client=pipe,
                 )
 
-        return [int(r) for r in await self._run("acknowledging events", build)]
+        return [scripts.acked(r) for r in await self._run("acknowledging events", build)]
 
     async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
         """Extend our leases; ``False`` for each one that is no longer ours."""
@@ -255,7 +307,9 @@ class Buffer:
             for ek in eks:
                 await self._renew(keys=[ek.lease], args=[owner, lease_ms], client=pipe)
 
-        return [bool(r) for r in await self._run("renewing leases", build)] if eks else []
+        if not eks:
+            return []
+        return [scripts.renewed(r) == "held" for r in await self._run("renewing leases", build)]
 
     async def release(self, eks: Iterable[EventKey], owner: str) -> None:
         """Give leases up early (after an error) so another drainer can take over now."""
@@ -266,7 +320,8 @@ class Buffer:
                 await self._release(keys=[ek.lease], args=[owner], client=pipe)
 
         if eks:
-            await self._run("releasing leases", build)
+            for reply in await self._run("releasing leases", build):
+                scripts.released(reply)  # "not ours": it ran out; nothing to give back
 
     async def record_drain(self, report: dict[str, Any]) -> None:
         """Keep the last drain's outcome where `/stats` and operators can read it."""
@@ -322,36 +377,24 @@ class Buffer:
 
     async def list_keys(self, pattern: str) -> list[KeyInfo]:
         """Buffered keys with their sizes: event lists, claims and quarantines."""
-        names: set[bytes] = set()
-        for pat in (pattern, keys.CLAIM_PREFIX + "*", keys.QUARANTINE_PREFIX + "*"):
-            async for raw in self.scan(pat):
-                names.add(raw)
-        ordered = sorted(names)
+        found = sorted([k async for k in self.scan_keys(pattern)], key=lambda k: k.raw)
         async with self.client.pipeline(transaction=False) as pipe:
-            for name in ordered:
-                pipe.type(name)
-                pipe.memory_usage(name)
-                pipe.ttl(name)
-                pipe.llen(name)  # an error reply for a key of another type: counted as 0
+            for k in found:
+                pipe.type(k.raw)
+                pipe.memory_usage(k.raw)
+                pipe.ttl(k.raw)
+                pipe.llen(k.raw)  # an error reply for a key of another type: counted as 0
             with redis_errors("reading keys"):
                 replies = await pipe.execute(raise_on_error=False)
         types = replies[0::4]
         infos: list[KeyInfo] = []
-        for i, name in enumerate(ordered):
-            text = name.decode("utf-8", "backslashreplace")
-            if text.startswith(keys.CLAIM_PREFIX):
-                kind, ek = "claim", keys.parse_claim_key(text)
-            elif text.startswith(keys.QUARANTINE_PREFIX):
-                kind, ek = "quarantine", keys.parse_event_key(text[len(keys.QUARANTINE_PREFIX) :])
-            else:
-                kind, ek = "events", keys.parse_event_key(text)
-            if _str(types[i]) != "list":
-                kind = f"wrong type ({_str(types[i])})"
+        for i, k in enumerate(found):
+            kind = k.kind if _str(types[i]) == "list" else f"wrong type ({_str(types[i])})"
             mem, ttl, length = replies[4 * i + 1 : 4 * i + 4]
             infos.append(
                 KeyInfo(
-                    key=text,
-                    event_key=ek,
+                    key=k.name,
+                    event_key=k.event_key,
                     kind=kind,
                     events=length if isinstance(length, int) else 0,
                     bytes=mem if isinstance(mem, int) else 0,

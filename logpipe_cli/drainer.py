@@ -13,6 +13,8 @@ Per key, in this order (each Redis step one script, pipelined over a group of ke
 
 A crash between 3 and 5 leaves the offset behind, so the next drainer truncates the
 half-acknowledged append and writes the batch again: no torn line, no duplicate.
+An offset is trusted only as the dead holder recorded it (see :func:`check_offset`);
+anything else leaves the claim in Redis, reported, rather than cut acknowledged lines.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from logpipe_cli.buffer import Buffer, Claim
+from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
 from logpipe_cli.errors import FileBusyError, LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
 from logpipe_cli.keys import EventKey
+from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
 from logpipe_cli.sink import LockedFile, encode_lines, path_for
 
@@ -103,7 +106,7 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it has ended.
 
     Cancelled again until it ends: Python 3.11's ``asyncio.wait_for`` (inside redis-py)
@@ -121,6 +124,90 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 class _Work:
     key: EventKey
     file: LockedFile
+
+
+@dataclass(frozen=True)
+class _Append:
+    """One key's batch on its way from BEGIN through the file to ACK."""
+
+    work: _Work
+    fetched: int  # values read from the claim: all are acknowledged
+    good: list[bytes]  # written to the file
+    bad: list[bytes]  # quarantined
+    data: bytes  # ``good`` as lines
+
+    def ack_item(self) -> AckItem:
+        return AckItem(
+            self.work.key,
+            self.fetched,
+            len(self.good),
+            len(self.data),
+            self.bad,
+            self.work.file.size,
+        )
+
+
+def split_safely(values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """:func:`split_valid`, except that a value it cannot decode at all (too deep for
+    the parser: ``RecursionError``; or any other error) is quarantined, not a crash."""
+    try:
+        return split_valid(values)
+    except Exception:  # a hostile value must never stop a pass
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        for v in values:
+            try:
+                g, b = split_valid([v])
+            except Exception:  # this value is the culprit
+                g, b = [], [v]
+            good += g
+            bad += b
+        return good, bad
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_offset(p: Prepared, file: LockedFile) -> int:
+    """The pending offset of a resumed claim, if it can be trusted; else raise _Refused.
+
+    Trusted only as the holder being recovered recorded it: the byte count that BEGIN
+    wrote together with the holder record (so not below what was acknowledged), within
+    the file and at the start of a line. Cutting to anything else (an offset written
+    by hand, or copied from another claim) could destroy acknowledged lines or tear
+    one. Reads the file: call it in a file thread, under the file's lock.
+    """
+    size = parse_size(p.offset)
+    if size is None:
+        raise _Refused(f"pending offset {p.offset!r} is not a byte count (written by hand?)")
+    held = Record.parse(p.holder)
+    if held is None:
+        raise _Refused(f"pending offset {size} has no holder record to vouch for it")
+    if size != held.size:
+        raise _Refused(
+            f"pending offset {size} was not recorded by the holder being recovered "
+            f"({held.owner!r} recorded {held.size})"
+        )
+    if size > file.size:
+        raise _Refused(f"pending offset {size} is beyond the end of the file ({file.size} B)")
+    if size > 0 and _byte_before(file, size) != b"\n":
+        raise _Refused(f"pending offset {size} is not at the start of a line")
+    return size
+
+
+def _byte_before(file: LockedFile, offset: int) -> bytes:
+    """The byte at ``offset - 1`` of the locked file (opened write-only, so read anew)."""
+    fd = os.open(file.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        here, locked = os.fstat(fd), os.fstat(file.fd)
+        if (here.st_dev, here.st_ino) != (locked.st_dev, locked.st_ino):
+            raise _Refused(f"{file.path} was replaced while locked")
+        return os.pread(fd, 1, offset - 1)
+    finally:
+        os.close(fd)
 
 
 class Drainer:
@@ -172,7 +259,7 @@ class Drainer:
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
-            await _cancel(heartbeat)
+            await cancel_and_wait(heartbeat)
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
             await self.buffer.record_drain(
@@ -228,12 +315,12 @@ class Drainer:
         busy: list[EventKey] = []
         mine: list[Claim] = []
         for c in claims:
-            if c.status == "busy":
+            if c.status is ClaimStatus.BUSY:
                 busy.append(c.key)
-            elif c.status == "wrongtype":
+            elif c.status is ClaimStatus.WRONGTYPE:
                 report.wrong_type.append(c.key.key)
                 log.warning("left in Redis: key %r is a %s, not a list", c.key.key, c.detail)
-            elif c.status in ("claimed", "resume"):
+            elif c.status in (ClaimStatus.CLAIMED, ClaimStatus.RESUME):
                 mine.append(c)
         if not mine:
             return busy
@@ -241,7 +328,8 @@ class Drainer:
         opened: list[_Work] = []
         try:
             work = opened = await self._open(mine, report)
-            work = await self._repair(work, [c for c in mine if c.status == "resume"], report)
+            resumed = [c for c in mine if c.status is ClaimStatus.RESUME]
+            work = await self._repair(work, resumed, report)
             while work:
                 work = await self._batch(work, report)
         finally:
@@ -249,7 +337,9 @@ class Drainer:
             self._held.difference_update(c.key for c in mine)
         # A resumed claim predates the crash; events stored since then wait in a fresh
         # list under the same key: claim that too, so one pass drains everything there is.
-        again = [c.key for c in mine if c.status == "resume" and c.key.key in report.counted]
+        again = [
+            c.key for c in mine if c.status is ClaimStatus.RESUME and c.key.key in report.counted
+        ]
         if again:
             busy.extend(await self._drain_group(again, report))
         return busy
@@ -289,17 +379,36 @@ class Drainer:
     async def _repair(
         self, work: list[_Work], resumed: Sequence[Claim], report: DrainReport
     ) -> list[_Work]:
-        """For resumed claims: under the file lock, confirm the lease, undo the torn append."""
+        """For resumed claims: under the file lock, confirm the lease, undo the torn append.
+
+        A pending offset that :func:`check_offset` does not trust leaves the claim in
+        Redis (lease given back), reported in ``unsafe`` with the reason.
+        """
         resumed_keys = {c.key for c in resumed}
         todo = [w for w in work if w.key in resumed_keys]
         if not todo:
             return work
-        offsets = await self.buffer.prepare([w.key for w in todo], self.owner, self.lease_ms)
+        pending = await self.buffer.prepare([w.key for w in todo], self.owner, self.lease_ms)
         lost: set[EventKey] = set()
-        for w, off in zip(todo, offsets, strict=True):
-            if off is False:
+        refused: list[EventKey] = []
+        for w, p in zip(todo, pending, strict=True):
+            if p.pending is Pending.LOST:
                 lost.add(w.key)
-            elif isinstance(off, int) and off < w.file.size:
+                continue
+            if p.pending is Pending.CLEAN:
+                continue
+            try:
+                off = await _in_file_thread(check_offset, p, w.file)
+            except _Refused as exc:
+                log.warning("left in Redis: claim of %r: %s", w.key.key, exc.reason)
+                report.unsafe.append(f"{w.key.key} (claim refused: {exc.reason})")
+                refused.append(w.key)
+                continue
+            except OSError as exc:
+                report.errors.append(f"cannot read {w.file.path}: {exc.strerror or exc}")
+                lost.add(w.key)
+                continue
+            if off < w.file.size:
                 log.info(
                     "repairing %s: cutting %d unacknowledged bytes", w.file.path, w.file.size - off
                 )
@@ -308,21 +417,26 @@ class Drainer:
                 except LogpipeError as exc:
                     report.errors.append(exc.detail)
                     lost.add(w.key)
-        return self._drop(work, lost)
+        if refused:
+            await self.buffer.release(refused, self.owner)
+        return self._drop(work, lost.union(refused))
 
     async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
         """One begin/append/ack round for every key in ``work``; returns keys with more."""
         batches = await self.buffer.begin(
-            [(w.key, w.file.size) for w in work], self.owner, self.lease_ms, self.cfg.batch_events
+            [BeginItem(w.key, w.file.size) for w in work],
+            self.owner,
+            self.lease_ms,
+            self.cfg.batch_events,
         )
         done: set[EventKey] = set()
-        writing: list[tuple[_Work, list[bytes], list[bytes], list[bytes], bytes]] = []
-        for w, values in zip(work, batches, strict=True):
-            if not values:  # lease lost (None) or nothing left ([])
+        writing: list[_Append] = []
+        for w, b in zip(work, batches, strict=True):
+            if not b.values:  # lease lost or nothing left
                 done.add(w.key)
                 continue
-            good, bad = split_valid(values)
-            writing.append((w, values, good, bad, encode_lines(good)))
+            good, bad = split_safely(b.values)
+            writing.append(_Append(w, len(b.values), good, bad, encode_lines(good)))
             if bad:
                 log.warning(
                     "quarantined %d values of %s that are not one-line JSON objects",
@@ -332,45 +446,39 @@ class Drainer:
 
         results = await asyncio.gather(
             *(
-                _in_file_thread(functools.partial(w.file.append, data, fsync=self.cfg.fsync))
-                for w, _, _, _, data in writing
+                _in_file_thread(functools.partial(a.work.file.append, a.data, fsync=self.cfg.fsync))
+                for a in writing
             ),
             return_exceptions=True,
         )
-        acks: list[tuple[_Work, list[bytes], list[bytes], list[bytes], bytes]] = []
+        acks: list[_Append] = []
         failed: list[EventKey] = []
-        for item, res in zip(writing, results, strict=True):
+        for a, res in zip(writing, results, strict=True):
             if isinstance(res, LogpipeError):
                 report.errors.append(res.detail)
-                failed.append(item[0].key)
+                failed.append(a.work.key)
             elif isinstance(res, BaseException):
                 raise res
             else:
-                acks.append(item)
+                acks.append(a)
         if failed:
             # Events stay in Redis; another pass (or drainer) retries once the disk is back.
             with contextlib.suppress(LogpipeError):
                 await self.buffer.release(failed, self.owner)
             done.update(failed)
-        lefts = await self.buffer.ack(
-            [
-                (w.key, len(values), len(good), len(data), bad)
-                for w, values, good, bad, data in acks
-            ],
-            self.owner,
-            self.lease_ms,
-        )
-        for (w, _values, good, bad, data), left in zip(acks, lefts, strict=True):
-            if left < 0:
-                log.warning("lost the lease on %s; its new holder repairs the file", w.key.key)
-                done.add(w.key)
+        replies = await self.buffer.ack([a.ack_item() for a in acks], self.owner, self.lease_ms)
+        for a, acked in zip(acks, replies, strict=True):
+            key = a.work.key
+            if acked.lease == "lost":
+                log.warning("lost the lease on %s; its new holder repairs the file", key.key)
+                done.add(key)
                 continue
-            report.events += len(good)
-            report.bytes += len(data)
-            report.quarantined += len(bad)
-            if left == 0:
-                report.count_key(w.key.key)
-                done.add(w.key)
+            report.events += len(a.good)
+            report.bytes += len(a.data)
+            report.quarantined += len(a.bad)
+            if acked.left == 0:
+                report.count_key(key.key)
+                done.add(key)
         return self._drop(work, done)
 
     def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:

@@ -2,13 +2,15 @@
 
 Event lists are ``logs:user_<id>:<day>``. While a drainer works on one it is renamed
 to a claim, guarded by a lease; the offset a claim's file had before an append is kept
-beside it so a crash can be undone. Counters live in one hash.
+beside it so a crash can be undone, and a holder record says who held the claim last and
+how much of its file is acknowledged. Counters live in one hash.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 EVENT_PREFIX = "logs:user_"
 _NS = "logpipe:"
@@ -16,6 +18,9 @@ CLAIM_PREFIX = _NS + "claim:"
 LEASE_PREFIX = _NS + "lease:"
 OFFSET_PREFIX = _NS + "offset:"
 QUARANTINE_PREFIX = _NS + "quarantine:"
+#: '<file size> <owner>' of a claim, as its holder's BEGIN recorded it (with the pending
+#: offset) or its ACK left it: a pending offset is trusted only if it matches
+HOLDER_PREFIX = _NS + "holder:"
 #: sorted set of the write ids done in the last 60 s, so a write sent again is not done twice
 FLUSHES = _NS + "flushes"
 #: hash of counters: buffered (events in Redis), accepted, drained_events, ...
@@ -55,6 +60,10 @@ class EventKey:
     def quarantine(self) -> str:
         return QUARANTINE_PREFIX + self.key
 
+    @property
+    def holder(self) -> str:
+        return HOLDER_PREFIX + self.key
+
 
 def event_key(user_id: str, day: int) -> str:
     """The list that buffers ``user_id``'s events of ``day`` (no validation: hot path)."""
@@ -87,3 +96,30 @@ def parse_claim_key(key: str | bytes) -> EventKey | None:
     if not key.startswith(CLAIM_PREFIX):
         return None
     return parse_event_key(key[len(CLAIM_PREFIX) :])
+
+
+KeyKind = Literal["events", "claim", "quarantine"]
+
+
+@dataclass(frozen=True)
+class FoundKey:
+    """A key found by a scan: its name, what it holds, and the event key behind it
+    (``None`` when the name is not canonical, so it cannot map to a file)."""
+
+    name: str
+    kind: KeyKind
+    event_key: EventKey | None
+    raw: bytes  # the name as Redis has it (``name`` shows undecodable bytes escaped)
+
+
+def classify(raw: str | bytes) -> FoundKey:
+    """What a buffered key is: a claim, a quarantine, or (anything else) an event list."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    name = raw.decode("utf-8", "backslashreplace")
+    if name.startswith(CLAIM_PREFIX):
+        return FoundKey(name, "claim", parse_claim_key(raw), raw)
+    if name.startswith(QUARANTINE_PREFIX):
+        ek = parse_event_key(raw[len(QUARANTINE_PREFIX) :])
+        return FoundKey(name, "quarantine", ek, raw)
+    return FoundKey(name, "events", parse_event_key(raw), raw)

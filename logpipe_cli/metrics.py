@@ -12,6 +12,10 @@ from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: the API's: seconds since the last drain pass of any outcome (from Redis)
+LAST_PASS_AGE = "logpipe_last_drain_pass_age_seconds"
+#: a drainer's: seconds since its last successful pass; the one to alert on
+DRAIN_LAG = "logpipe_drain_lag_seconds"
 REFUSAL_REASONS = ("invalid", "too_large", "media_type", "buffer_full", "redis_unavailable")
 
 
@@ -79,9 +83,14 @@ class ApiMetrics(Collector):
                 value=shared["drained_events"],
             )
         if "last_drain_at" in shared:
+            # Not logpipe_drain_lag_seconds (a drainer's, since its last *successful*
+            # pass): this one stays low while every pass fails, so it only says that
+            # some drainer still runs.
             yield GaugeMetricFamily(
+                LAST_PASS_AGE,
+                "Seconds since any drainer last finished a pass, whatever its outcome; "
+                "to alert on drains falling behind, use each drainer's "
                 "logpipe_drain_lag_seconds",
-                "Seconds since the last drain pass finished",
                 value=max(0.0, time.time() - shared["last_drain_at"]),
             )
 
@@ -117,8 +126,9 @@ class DrainerMetrics:
             registry=self.registry,
         )
         self.lag = Gauge(
-            "logpipe_drain_lag_seconds",
-            "Seconds since the last successful pass finished",
+            DRAIN_LAG,
+            "Seconds since this drainer's last successful pass finished (0 before the "
+            "first pass); alert on this one: it grows while passes fail or stop",
             registry=self.registry,
         )
         self.lag.set_function(self._lag)

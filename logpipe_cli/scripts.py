@@ -1,6 +1,20 @@
-"""Lua scripts that make each multi-step Redis change atomic (one round trip each)."""
+"""Lua scripts that make each multi-step Redis change atomic (one round trip each).
+
+Beside each script sits the one function that decodes its reply into a named outcome,
+so no caller has to remember what ``-1``, ``false`` or position 2 of a table means.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
 
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset)
@@ -80,9 +94,28 @@ redis.call('ZREMRANGEBYSCORE', flushes, '-inf', now - 60)
 return redis.call('HINCRBY', KEYS[1], 'buffered', total)
 """
 
+
+@dataclass(frozen=True)
+class Appended:
+    """APPEND's reply: stored (``buffered`` events now), refused as full, or wrong types."""
+
+    outcome: Literal["stored", "full", "wrongtype"]
+    buffered: int = 0
+    #: 0-based positions (in KEYS order, after the stats hash) of lists of another type
+    wrong: tuple[int, ...] = ()
+
+
+def appended(reply: Any) -> Appended:
+    """Decode APPEND's reply."""
+    if isinstance(reply, list):
+        return Appended("wrongtype", wrong=tuple(int(i) - 1 for i in reply))
+    n = int(reply)
+    return Appended("full") if n < 0 else Appended("stored", buffered=n)
+
+
 CLAIM = """
 -- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset,
--- KEYS[5] = quarantine list
+-- KEYS[5] = quarantine list, KEYS[6] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms
 -- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
 -- A lease, offset or quarantine overwritten by hand with another type would make this
@@ -92,6 +125,7 @@ local function wrong(key, want)
   if t ~= 'none' and t ~= want then return t .. ' at ' .. key end
 end
 local bad = wrong(KEYS[3], 'string') or wrong(KEYS[4], 'string') or wrong(KEYS[5], 'list')
+  or wrong(KEYS[6], 'string')
 if bad then return {'wrongtype', bad} end
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[1] then return {'busy', holder} end
@@ -107,24 +141,101 @@ if t == 'none' then return {'empty', ''} end
 if t ~= 'list' then return {'wrongtype', t} end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[6])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return {'claimed', ''}
 """
 
+
+class ClaimStatus(StrEnum):
+    """What CLAIM did with a key."""
+
+    CLAIMED = "claimed"  # renamed to its claim list, lease taken
+    RESUME = "resume"  # a stranded claim (its lease ran out) is now ours to finish
+    BUSY = "busy"  # another drainer holds the lease
+    EMPTY = "empty"  # nothing buffered
+    WRONGTYPE = "wrongtype"  # a key of the set holds another type: left alone
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """CLAIM's reply: the status, and the holder (busy), type (wrongtype) or raw
+    pending offset (resume)."""
+
+    status: ClaimStatus
+    detail: str
+
+
+def claimed(reply: Any) -> Claimed:
+    """Decode CLAIM's reply."""
+    return Claimed(ClaimStatus(_text(reply[0])), _text(reply[1]))
+
+
 PREPARE = """
--- KEYS[1] = lease, KEYS[2] = pending offset
+-- KEYS[1] = lease, KEYS[2] = pending offset, KEYS[3] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms
--- Returns the pending offset ('' if none), or false if the lease is no longer ours.
+-- Returns {pending offset or '', holder record or ''}, or false if the lease is no
+-- longer ours.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('GET', KEYS[2]) or ''
+return {redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or ''}
 """
 
+_SIZE = re.compile(r"0|[1-9][0-9]{0,17}")
+_RECORD = re.compile(rf"({_SIZE.pattern}) (\S+)")
+
+
+def parse_size(text: str) -> int | None:
+    """A byte count written the way BEGIN writes one, or ``None``."""
+    return int(text) if _SIZE.fullmatch(text) else None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A holder record, ``'<size> <owner>'``: the file size BEGIN saw (what was
+    acknowledged then, and the pending offset it recorded with it) or ACK left."""
+
+    size: int
+    owner: str
+
+    @classmethod
+    def parse(cls, text: str) -> Record | None:
+        """The record in ``text``, or ``None`` if it is not one (e.g. written by hand)."""
+        m = _RECORD.fullmatch(text)
+        return cls(int(m[1]), m[2]) if m else None
+
+
+class Pending(StrEnum):
+    """Whether a resumed claim's file has an unacknowledged append to undo."""
+
+    LOST = "lost"  # the lease is no longer ours: leave the key
+    CLEAN = "clean"  # no append was in progress
+    OFFSET = "offset"  # an append was in progress: check ``offset`` and cut back to it
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """PREPARE's reply; ``offset`` and ``holder`` are the stored text, not yet trusted."""
+
+    pending: Pending
+    offset: str = ""
+    holder: str = ""
+
+
+def prepared(reply: Any) -> Prepared:
+    """Decode PREPARE's reply."""
+    if reply is None:
+        return Prepared(Pending.LOST)
+    offset, holder = _text(reply[0]), _text(reply[1])
+    return Prepared(Pending.OFFSET if offset else Pending.CLEAN, offset, holder)
+
+
 BEGIN = """
--- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset
+-- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset, KEYS[4] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = file size now
--- Records where the append will start; false if not our lease. The caller reads the
+-- Records where the append will start, and beside it who recorded it ('<size> <owner>'
+-- in the holder record: an offset is trusted only if it matches); false if not our
+-- lease. The caller reads the
 -- batch with a plain LRANGE right after, in the same pipeline: returning it from here
 -- would copy every value into Lua and back (4x the Redis time). Only the lease
 -- holder trims a claim, and a new holder cannot append before it has the file's
@@ -132,24 +243,40 @@ BEGIN = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[1])
 return 1
 """
 
+
+@dataclass(frozen=True)
+class Began:
+    """BEGIN's reply with the LRANGE after it: the batch, or the lease lost."""
+
+    lease: Literal["held", "lost"]
+    values: list[bytes]
+
+
+def began(reply: Any, values: Any) -> Began:
+    """Decode BEGIN's reply and the batch the LRANGE after it read."""
+    return Began("lost", []) if reply is None else Began("held", list(values))
+
+
 ACK = """
 -- KEYS[1] = claim list, KEYS[2] = lease, KEYS[3] = pending offset, KEYS[4] = stats hash,
--- KEYS[5] = quarantine list
+-- KEYS[5] = quarantine list, KEYS[6] = holder record
 -- ARGV[1] = owner token, ARGV[2] = lease in ms, ARGV[3] = events acknowledged,
--- ARGV[4] = events written, ARGV[5] = bytes written, ARGV[6..] = quarantined values
+-- ARGV[4] = events written, ARGV[5] = bytes written, ARGV[6] = file size now,
+-- ARGV[7..] = quarantined values
 -- Drops the batch that is now safely on disk; returns what is left, or -1 if not our lease.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[3])
 redis.call('LTRIM', KEYS[1], n, -1)
 redis.call('DEL', KEYS[3])
-if #ARGV > 5 then
-  for i = 6, #ARGV, 1000 do
+if #ARGV > 6 then
+  for i = 7, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[5], unpack(ARGV, i, math.min(#ARGV, i + 999)))
   end
-  redis.call('HINCRBY', KEYS[4], 'quarantined', #ARGV - 5)
+  redis.call('HINCRBY', KEYS[4], 'quarantined', #ARGV - 6)
 end
 if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered', -n)) < 0 then
   redis.call('HSET', KEYS[4], 'buffered', 0)
@@ -158,13 +285,29 @@ redis.call('HINCRBY', KEYS[4], 'drained_events', tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[4], 'drained_bytes', tonumber(ARGV[5]))
 local left = redis.call('LLEN', KEYS[1])
 if left == 0 then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[6])
   redis.call('HINCRBY', KEYS[4], 'drained_keys', 1)
 else
+  redis.call('SET', KEYS[6], ARGV[6] .. ' ' .. ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return left
 """
+
+
+@dataclass(frozen=True)
+class Acked:
+    """ACK's reply: events left in the claim, or the lease lost (nothing done)."""
+
+    lease: Literal["held", "lost"]
+    left: int = 0
+
+
+def acked(reply: Any) -> Acked:
+    """Decode ACK's reply."""
+    n = int(reply)
+    return Acked("lost") if n < 0 else Acked("held", n)
+
 
 RENEW = """
 -- KEYS[1] = lease; ARGV[1] = owner token, ARGV[2] = lease in ms
@@ -174,9 +317,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+
+def renewed(reply: Any) -> Literal["held", "lost"]:
+    """Decode RENEW's reply."""
+    return "held" if int(reply) == 1 else "lost"
+
+
 RELEASE = """
 -- KEYS[1] = lease; ARGV[1] = owner token
 -- Gives up a lease early so another drainer need not wait for it to run out.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def released(reply: Any) -> Literal["released", "not ours"]:
+    """Decode RELEASE's reply."""
+    return "released" if int(reply) == 1 else "not ours"

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from logpipe_cli.buffer import Buffer, connect
+from logpipe_cli.buffer import Buffer
 from logpipe_cli.config_file import load
 from logpipe_cli.settings import Settings
 
@@ -42,11 +42,8 @@ def with_buffer(settings: Settings, fn: Callable[[Buffer], Awaitable[T]]) -> T:
     """Run ``fn`` with a Redis buffer, closing the connection afterwards."""
 
     async def go() -> T:
-        client = connect(settings.redis)
-        try:
-            return await fn(Buffer(client, settings.redis))
-        finally:
-            await client.aclose()
+        async with Buffer.connect(settings.redis) as buffer:
+            return await fn(buffer)
 
     return asyncio.run(go())
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
-from prometheus_client import start_http_server
 
-from logpipe_cli import metrics
-from logpipe_cli.buffer import Buffer, connect
+from logpipe_cli import drain_loop
 from logpipe_cli.cli import render
 from logpipe_cli.cli.common import JsonOption, settings_from
-from logpipe_cli.drainer import Drainer, DrainReport, Progress
-from logpipe_cli.errors import ConfigError
+from logpipe_cli.drain_loop import OnReport
+from logpipe_cli.drainer import DrainReport
 from logpipe_cli.settings import Settings
-
-Observe = Callable[[DrainReport], None]
 
 
 def drain(
@@ -52,35 +45,16 @@ def drain(
     settings = settings_from(
         ctx, **{"drainer.interval_seconds": interval, "drainer.logs_dir": logs_dir}
     )
-    with _metrics_server(metrics_host, metrics_port) as observe:
+    with drain_loop.serve_metrics(metrics_host, metrics_port) as observe:
         if once:
             _run_once(settings, as_json, observe)
         else:
-            asyncio.run(_loop(settings, as_json, observe))
+            asyncio.run(drain_loop.run(settings, _printer(as_json, observe)))
 
 
-@contextlib.contextmanager
-def _metrics_server(host: str, port: int | None) -> Iterator[Observe]:
-    """Feed each report to a :class:`DrainerMetrics` served on ``host:port`` (if given)."""
-    if port is None:
-        yield lambda report: None
-        return
-    drainer_metrics = metrics.DrainerMetrics()
-    try:
-        server, thread = start_http_server(port, addr=host, registry=drainer_metrics.registry)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-port {port}: {exc.strerror or exc}") from None
-    try:
-        yield lambda r: drainer_metrics.observe(r.ok, r.events, r.bytes, r.seconds)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def _run_once(settings: Settings, as_json: bool, observe: Observe) -> None:
+def _run_once(settings: Settings, as_json: bool, observe: OnReport) -> None:
     with render.progress_bar("draining", "keys", enabled=not as_json) as progress:
-        report = asyncio.run(_once(settings, progress))
+        report = asyncio.run(drain_loop.drain_once(settings, progress))
     observe(report)
     if as_json:
         render.print_json(report.as_dict())
@@ -91,36 +65,8 @@ def _run_once(settings: Settings, as_json: bool, observe: Observe) -> None:
     raise typer.Exit(0 if report.ok else 1)
 
 
-async def _once(settings: Settings, progress: Progress | None = None) -> DrainReport:
-    client = connect(settings.redis)
-    try:
-        drainer = Drainer(Buffer(client, settings.redis), settings.drainer)
-        return await drainer.drain_once(progress=progress)
-    finally:
-        await client.aclose()
-
-
-async def _loop(settings: Settings, as_json: bool, observe: Observe) -> None:
-    """Loop until SIGINT/SIGTERM: the first finishes the pass in hand, a second stops now."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    running = True
-
-    def on_signal() -> None:
-        if stop.is_set():
-            cancel_pass()
-        stop.set()
-
-    def cancel_pass() -> None:
-        # Python 3.11's asyncio.wait_for (used inside redis-py) swallows a cancellation
-        # that lands just as its future completes: cancel again until the pass stops.
-        if running and main is not None:
-            main.cancel()
-            loop.call_later(0.1, cancel_pass)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+def _printer(as_json: bool, observe: OnReport) -> OnReport:
+    """What the loop does with each pass's report: metrics, then one line for a log."""
 
     def on_report(report: DrainReport) -> None:
         observe(report)
@@ -132,11 +78,4 @@ async def _loop(settings: Settings, as_json: bool, observe: Observe) -> None:
         for err in report.errors:
             render.print_error(err)
 
-    client = connect(settings.redis)
-    drainer = Drainer(Buffer(client, settings.redis), settings.drainer)
-    try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await drainer.run(stop, settings.drainer.interval_seconds, on_report)
-    finally:
-        running = False
-        await client.aclose()
+    return on_report

@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from logpipe_cli import metrics
-from logpipe_cli.cli import drain
 from logpipe_cli.settings import Settings
 from tests.cli.ops_support import DEADLINE_S, RunCli, one_error_line, seed
 from tests.redis_server import free_port
@@ -73,7 +72,7 @@ def test_once_feeds_the_metrics(
 ) -> None:
     buffer_events(settings, users=3, per_user=4)
     captured = Captured()
-    monkeypatch.setattr(drain.metrics, "DrainerMetrics", captured.make)  # type: ignore[attr-defined]
+    monkeypatch.setattr(metrics, "DrainerMetrics", captured.make)
     result = logpipe("drain", "--once", "--metrics-port", str(free_port()), "--json")
     assert result.exit_code == 0, result.stderr
     [m] = captured.instances
@@ -159,6 +158,8 @@ def test_loop_serves_metrics_fed_by_every_pass(
     seen = scrape(port)
     assert seen['logpipe_drain_passes_total{outcome="ok"}'] >= 1
     assert seen["logpipe_drain_last_success_timestamp_seconds"] > 0
+    assert "logpipe_drain_lag_seconds" in seen  # since the last *successful* pass
+    assert "logpipe_last_drain_pass_age_seconds" not in seen  # the API's, another meaning
     assert seen["logpipe_drain_bytes_total"] > 0
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=DEADLINE_S)
@@ -175,3 +176,11 @@ def json_documents(text: str) -> list[Any]:
         doc, pos = decoder.raw_decode(text, pos)
         docs.append(doc)
     return docs
+
+
+def test_the_api_names_its_lag_apart_from_the_drainers() -> None:
+    """The API's age of the last pass (any outcome) is not the drainer's lag (success)."""
+    text = metrics.ApiMetrics().render({"last_drain_at": time.time() - 5}).decode()
+    assert "logpipe_last_drain_pass_age_seconds " in text
+    assert "logpipe_drain_lag_seconds" in text  # named in the help: which one to alert on
+    assert "\nlogpipe_drain_lag_seconds " not in text

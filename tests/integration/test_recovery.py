@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from logpipe_cli.buffer import Buffer
+from logpipe_cli.buffer import AckItem, BeginItem, Buffer
 from logpipe_cli.keys import EventKey
+from logpipe_cli.scripts import Acked
 from logpipe_cli.sink import LockedFile, encode_lines
 from tests.integration.conftest import DAY, DEADLINE_S, Rig
 
@@ -33,9 +34,9 @@ async def start_dead_drainer(rig: Rig, batch: int = 100) -> list[bytes]:
     rig.path("u").write_bytes(OLD)
     (claim,) = await rig.buffer.claim([EK], DEAD, SHORT_LEASE_MS)
     assert claim.status == "claimed"
-    (values,) = await rig.buffer.begin([(EK, len(OLD))], DEAD, SHORT_LEASE_MS, batch)
-    assert values is not None
-    return values
+    (began,) = await rig.buffer.begin([BeginItem(EK, len(OLD))], DEAD, SHORT_LEASE_MS, batch)
+    assert began.lease == "held"
+    return began.values
 
 
 def append_raw(rig: Rig, data: bytes) -> None:
@@ -84,8 +85,11 @@ async def test_died_after_acking_part_of_the_claim(rig: Rig) -> None:
     first = await start_dead_drainer(rig, batch=4)
     data = encode_lines(first)
     append_raw(rig, data)
-    assert await rig.buffer.ack([(EK, 4, 4, len(data), [])], DEAD, SHORT_LEASE_MS) == [6]
-    (second,) = await rig.buffer.begin([(EK, len(OLD) + len(data))], DEAD, SHORT_LEASE_MS, 4)
+    size = len(OLD) + len(data)
+    acked = await rig.buffer.ack([AckItem(EK, 4, 4, len(data), [], size)], DEAD, SHORT_LEASE_MS)
+    assert acked == [Acked("held", 6)]
+    (began,) = await rig.buffer.begin([BeginItem(EK, size)], DEAD, SHORT_LEASE_MS, 4)
+    second = began.values
     assert second == events[4:8]
     append_raw(rig, encode_lines(second)[:-5])  # torn
     await rig.wait_lease_gone(EK)
@@ -133,7 +137,8 @@ async def test_a_drainer_that_lost_its_lease_cannot_ack(rig: Rig) -> None:
     report = await rig.drainer().drain_once()
     assert report.events == 3
     data = encode_lines(values)
-    assert await rig.buffer.ack([(EK, 3, 3, len(data), [])], DEAD, SHORT_LEASE_MS) == [-1]
+    item = AckItem(EK, 3, 3, len(data), [], len(OLD) + len(data))
+    assert await rig.buffer.ack([item], DEAD, SHORT_LEASE_MS) == [Acked("lost")]
     assert rig.file("u") == OLD + encode_lines(events)
     stats = rig.stats()
     assert (stats["drained_events"], stats["buffered"]) == (3, 0)

@@ -8,9 +8,10 @@ from typing import Any
 import fakeredis
 import pytest
 
-from logpipe_cli.buffer import Buffer
+from logpipe_cli.buffer import AckItem, BeginItem, Buffer
 from logpipe_cli.errors import BufferFullError, RedisUnavailableError
 from logpipe_cli.keys import STATS, EventKey
+from logpipe_cli.scripts import Acked, Began, Pending, Prepared
 from logpipe_cli.settings import RedisSettings
 
 pytestmark = pytest.mark.anyio
@@ -135,13 +136,15 @@ async def test_ack_trims_and_counts(fake: Any) -> None:
     ek = EventKey("a", 1)
     await buf.append([(ek.key, b'{"n":%d}' % i) for i in range(3)])
     await buf.claim([ek], "me", 5000)
-    (batch,) = await buf.begin([(ek, 0)], "me", 5000, 2)
-    assert batch == [b'{"n":0}', b'{"n":1}']
+    (batch,) = await buf.begin([BeginItem(ek, 0)], "me", 5000, 2)
+    assert batch == Began("held", [b'{"n":0}', b'{"n":1}'])
     assert await fake.get(ek.offset) == b"0"
-    assert await buf.ack([(ek, 2, 2, 16, [])], "me", 5000) == [1]
+    assert await fake.get(ek.holder) == b"0 me"
+    assert await buf.ack([AckItem(ek, 2, 2, 16, [], 16)], "me", 5000) == [Acked("held", 1)]
     assert await fake.exists(ek.offset) == 0
-    assert await buf.ack([(ek, 1, 0, 0, [b"bad"])], "me", 5000) == [0]
-    assert await fake.exists(ek.claim, ek.lease) == 0
+    assert await fake.get(ek.holder) == b"16 me"  # acknowledged so far, and by whom
+    assert await buf.ack([AckItem(ek, 1, 0, 0, [b"bad"], 16)], "me", 5000) == [Acked("held", 0)]
+    assert await fake.exists(ek.claim, ek.lease, ek.holder) == 0
     assert await fake.lrange(ek.quarantine, 0, -1) == [b"bad"]
     stats = await buf.stats()
     expected = {
@@ -159,10 +162,10 @@ async def test_lease_checks_refuse_a_stranger(fake: Any) -> None:
     ek = EventKey("a", 1)
     await buf.append([(ek.key, b"{}")])
     await buf.claim([ek], "me", 5000)
-    assert await buf.begin([(ek, 0)], "you", 5000, 10) == [None]
-    assert await buf.prepare([ek], "you", 5000) == [False]
-    assert await buf.prepare([ek], "me", 5000) == [None]
-    assert await buf.ack([(ek, 1, 1, 3, [])], "you", 5000) == [-1]
+    assert await buf.begin([BeginItem(ek, 0)], "you", 5000, 10) == [Began("lost", [])]
+    assert await buf.prepare([ek], "you", 5000) == [Prepared(Pending.LOST)]
+    assert await buf.prepare([ek], "me", 5000) == [Prepared(Pending.CLEAN, "", "")]
+    assert await buf.ack([AckItem(ek, 1, 1, 3, [], 3)], "you", 5000) == [Acked("lost")]
     assert await buf.renew([ek], "you", 5000) == [False]
     assert await buf.renew([ek], "me", 5000) == [True]
     await buf.release([ek], "you")
@@ -184,3 +187,21 @@ async def test_connection_failure_is_redis_unavailable() -> None:
             await Buffer(client, RedisSettings()).ping()
     finally:
         await client.aclose()
+
+
+async def test_scan_keys_parses_each_key_once_by_kind(fake: Any) -> None:
+    buf = buffer(fake)
+    for key in ("logs:user_a:1", "logs:user_../x:1", "logpipe:claim:logs:user_c:3"):
+        await fake.rpush(key, b"{}")
+    await fake.rpush("logpipe:quarantine:logs:user_a:1", b"bad")
+    await fake.hset(STATS, "buffered", 1)
+    found = {k.name: (k.kind, k.event_key) async for k in buf.scan_keys("*")}
+    assert found == {
+        "logs:user_a:1": ("events", EventKey("a", 1)),
+        "logs:user_../x:1": ("events", None),  # not canonical: no file for it
+        "logpipe:claim:logs:user_c:3": ("claim", EventKey("c", 3)),
+        "logpipe:quarantine:logs:user_a:1": ("quarantine", EventKey("a", 1)),
+        STATS: ("events", None),  # a pattern of "*" matches it: reported, never drained
+    }
+    claims = [k.name async for k in buf.scan_keys("logs:user_*:*", ("claim",))]
+    assert claims == ["logpipe:claim:logs:user_c:3"]
