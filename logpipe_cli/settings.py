@@ -85,6 +85,17 @@ def redis_url_problem(url: str) -> str | None:
     return None
 
 
+def octal_mode_problem(value: str, most: int) -> str | None:
+    """Why ``value`` is not an octal permission string within ``most``, or None."""
+    try:
+        bits = int(value, 8)
+    except (TypeError, ValueError):
+        return 'must be an octal permission string such as "0640"'
+    if not 0 <= bits <= most:
+        return f"must be within 0000-{most:04o}"
+    return None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = setting("127.0.0.1", "Address the API listens on.")
@@ -190,6 +201,24 @@ class DrainerSettings:
     fsync: bool = setting(
         True, "fsync each file before deleting its events from Redis (keep true)."
     )
+    file_mode: str = setting(
+        "0640",
+        "Permissions of new log files (octal; the umask still applies).",
+        problem=lambda v: octal_mode_problem(v, 0o666),
+    )
+    dir_mode: str = setting(
+        "0750",
+        "Permissions of new user_<id> directories (octal; the umask still applies).",
+        problem=lambda v: octal_mode_problem(v, 0o777),
+    )
+
+    @property
+    def file_mode_bits(self) -> int:
+        return int(self.file_mode, 8)
+
+    @property
+    def dir_mode_bits(self) -> int:
+        return int(self.dir_mode, 8)
 
 
 @dataclass(frozen=True)
