@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -206,3 +207,32 @@ def load_authorizer(auth: AuthSettings) -> Authorizer:
     """The :class:`Authorizer` for these settings; a bad token or file is a
     :class:`ConfigError` (exit 2) that never shows the token."""
     return Authorizer(configured_tokens(auth))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost: may resolve to anything
+
+
+def exposure_problem(host: str, authorizer: Authorizer, allow_anonymous: bool) -> str | None:
+    """Why serving on ``host`` with these tokens is refused, or None if it is not."""
+    if authorizer.enabled or allow_anonymous or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve on {host} with no tokens configured: anyone who reaches it "
+        "could post, read and drain events; configure [auth] tokens (`logpipe token new`) "
+        "or set [auth] allow_anonymous = true"
+    )
+
+
+def describe(authorizer: Authorizer) -> str:
+    """Whether auth is on, and how many tokens per scope (never the tokens)."""
+    if not authorizer.enabled:
+        return "off (no tokens configured: every route is open)"
+    counts = ", ".join(f"{scope} {n}" for scope, n in authorizer.counts.items())
+    return f"on (tokens per scope, admin counted in each: {counts})"
