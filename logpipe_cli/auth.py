@@ -98,8 +98,9 @@ def _digest(token: str, where: str) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def read_tokens_file(path: Path) -> list[tuple[TokenScope, str]]:
-    """``(scope, token)`` per line of ``path``: ``<scope> <token>``, ``#`` comments.
+def read_tokens_file(path: Path) -> list[tuple[TokenScope, str, str]]:
+    """``(scope, token, where)`` per line of ``path``: ``<scope> <token>``, ``#``
+    comments; ``where`` names the file and line, for errors about the token.
 
     Raises :class:`ConfigError` naming the file and line of anything else (never the
     token itself).
@@ -109,7 +110,7 @@ def read_tokens_file(path: Path) -> list[tuple[TokenScope, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise ConfigError(f"auth.tokens_file {path}: cannot read it: {reason}") from None
-    out: list[tuple[TokenScope, str]] = []
+    out: list[tuple[TokenScope, str, str]] = []
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
@@ -120,7 +121,7 @@ def read_tokens_file(path: Path) -> list[tuple[TokenScope, str]]:
         scope, token = words
         if scope not in SCOPES:
             raise ConfigError(f"{where}: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
-        out.append((scope, token))
+        out.append((scope, token, where))
     return out
 
 
@@ -197,9 +198,7 @@ def configured_tokens(auth: AuthSettings) -> list[tuple[TokenScope, str, str]]:
         for i, token in enumerate(getattr(auth, f"{scope}_tokens")):
             out.append((scope, token, f"auth.{scope}_tokens[{i}]"))
     if auth.tokens_file:
-        path = Path(auth.tokens_file)
-        for scope, token in read_tokens_file(path):
-            out.append((scope, token, f"auth.tokens_file {path}"))
+        out.extend(read_tokens_file(Path(auth.tokens_file)))
     return out
 
 
