@@ -97,3 +97,18 @@ def test_config_show_masks_tokens(logpipe: RunCli) -> None:
     table = logpipe("config", "show", **env)
     assert "plain-secret-1" not in table.stdout
     assert "***" in table.stdout
+
+
+def test_redis_check_says_whether_auth_is_on(logpipe: RunCli) -> None:
+    off = logpipe("redis-check", "--json")
+    assert off.exit_code == 0, off.stderr
+    assert json.loads(off.stdout)["api_auth"] == {
+        "enabled": False,
+        "tokens": {"ingest": 0, "read": 0, "admin": 0},
+    }
+    on = logpipe("redis-check", "--json", LOGPIPE_AUTH_INGEST_TOKENS="secret-a,secret-b")
+    assert json.loads(on.stdout)["api_auth"]["tokens"]["ingest"] == 2
+    table = logpipe("redis-check", LOGPIPE_AUTH_ADMIN_TOKENS="secret-c")
+    assert "API auth" in table.stdout
+    assert "admin 1" in table.stdout
+    assert "secret" not in table.stdout + on.stdout
