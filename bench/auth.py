@@ -4,24 +4,62 @@ without tokens configured, measured by wrk in interleaved runs.
     python -m bench.auth [--runs 3] [--seconds 4] [--connections 32]
 
 Both servers run at once (one idles while the other is measured) so that each pair of
-runs sees the same machine; Redis is emptied between runs.
+runs sees the same machine; Redis is emptied between runs. On a busy machine the spread
+between runs is larger than the token's cost, so the gate's own CPU time per request is
+also measured in-process (:func:`gate_cost_us`), which noise hardly moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from bench import loadgen
 from bench.procs import Procs, free_port, need, wait_http, wait_redis
 from bench.run import server_env
+from logpipe_cli.auth import Authorizer
+from logpipe_cli.gate import gate
+from logpipe_cli.metrics import ApiMetrics
 
 TOKEN = "bench-token-0123456789abcdefghijklmnopqrstuvw"
+
+
+def gate_cost_us(n: int = 200_000) -> float:
+    """Microseconds the token gate adds to one ``POST /log`` (best of 3 runs of ``n``)."""
+    headers = [
+        (b"host", b"127.0.0.1:3000"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"63"),
+        (b"authorization", b"Bearer " + TOKEN.encode()),
+    ]
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    guarded = gate(inner, Authorizer([("ingest", TOKEN, "bench")]), {"/log": "ingest"}, None,
+                   ApiMetrics())  # fmt: skip
+
+    async def per_request(app: Any) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            scope = {"type": "http", "method": "POST", "path": "/log", "headers": headers}
+            await app(scope, None, None)
+        return (time.perf_counter() - start) / n * 1e6
+
+    async def best() -> float:
+        with_gate = min([await per_request(guarded) for _ in range(3)])
+        without = min([await per_request(inner) for _ in range(3)])
+        return with_gate - without
+
+    return asyncio.run(best())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +132,9 @@ def _run(procs: Procs, tmp: Path, args: argparse.Namespace) -> int:
     client.close()
     base, tok = (statistics.median(results[n]) for n in ("no token", "token"))
     print(f"median: no token {base:,.0f} req/s, token {tok:,.0f} req/s ({tok / base:.1%})")
+    cost = gate_cost_us()
+    share = cost * base / 1e6
+    print(f"gate CPU per request: {cost:.2f} us (~{share:.1%} of a request at {base:,.0f} req/s)")
     return 0
 
 

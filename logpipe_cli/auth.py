@@ -62,7 +62,7 @@ _UNKNOWN: Final = Refusal(401, "the bearer token is not valid", 'Bearer error="i
 
 @dataclass(frozen=True)
 class _Token:
-    principal: str
+    grant: Grant
     scopes: frozenset[TokenScope]
     #: one refusal per needed scope, built once: the hot path allocates nothing
     refusals: Mapping[RouteScope, Refusal]
@@ -148,7 +148,8 @@ class Authorizer:
                 for need in SCOPES
                 if need not in granted
             }
-            self._tokens[digest] = _Token(digest.hex()[:12], frozenset(granted), refusals)
+            grant = Grant(digest.hex()[:12])
+            self._tokens[digest] = _Token(grant, frozenset(granted), refusals)
         self.counts: dict[TokenScope, int] = {
             s: sum(1 for t in self._tokens.values() if s in t.scopes) for s in SCOPES
         }
@@ -165,9 +166,12 @@ class Authorizer:
             return ANONYMOUS
         if authorization is None:
             return _MISSING
-        scheme, _, credentials = authorization.strip().partition(b" ")
-        if scheme.lower() != b"bearer":
-            return _MISSING
+        if authorization.startswith(b"Bearer "):  # what clients send: skip the general parse
+            credentials = authorization[7:]
+        else:
+            scheme, _, credentials = authorization.strip().partition(b" ")
+            if scheme.lower() != b"bearer":
+                return _MISSING
         # Constant time, as far as it matters: the secret is never compared. The presented
         # token is hashed and its SHA-256 digest looked up in a dict of the configured
         # digests. What a timing attack could learn from the lookup (the hash bucket, the
@@ -178,7 +182,7 @@ class Authorizer:
         if token is None:
             return _UNKNOWN
         if needs in token.scopes:
-            return Grant(token.principal)
+            return token.grant
         return token.refusals[needs]
 
 

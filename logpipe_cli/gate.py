@@ -98,7 +98,8 @@ def gate(
             send = _with_cors(send, origin)
         if auth_on:
             path = scope["path"]
-            verdict = authorizer.check(authorization, route_scope(scopes, path))
+            needs = scopes.get(path) or route_scope(scopes, path)
+            verdict = authorizer.check(authorization, needs)
             if not isinstance(verdict, Grant):
                 start = time.perf_counter()
                 body = msgspec.json.encode({"detail": verdict.detail})
