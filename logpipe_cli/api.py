@@ -27,19 +27,30 @@ import redis.asyncio as aioredis
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
 from logpipe_cli.answers import Answer, error_answer, problem_answer
+from logpipe_cli.auth import Authorizer, RouteScope, load_authorizer
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
 from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
+from logpipe_cli.gate import Cors, gate, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.schemas import (
@@ -121,6 +132,28 @@ _ERRORS = {
 }
 
 
+#: the answers of a route that needs a token (when tokens are configured)
+_AUTH_ERRORS = {
+    401: ResponseSpec(
+        Problem,
+        description="Tokens are configured and the request has none, or an unknown one "
+        "(`WWW-Authenticate: Bearer`)",
+    ),
+    403: ResponseSpec(Problem, description="The token's scope does not allow this route"),
+}
+#: the OpenAPI security requirement of a route that needs a token
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _needs(scope: RouteScope) -> dict[str, Any]:
+    """A route's declaration of the token scope it needs: its ``opt`` (read by the
+    gate), its security requirement and its 401/403 answers (read by OpenAPI).
+    Every route declares one; one that does not needs an admin token."""
+    if scope == "public":
+        return {"opt": {"scope": scope}}
+    return {"opt": {"scope": scope}, "security": _BEARER}
+
+
 def _openapi_schema(doc: dict[str, Any]) -> Schema:
     """A JSON Schema dict (``events.event_json_schema``) as Litestar's OpenAPI ``Schema``."""
     kwargs: dict[str, Any] = {}
@@ -195,9 +228,10 @@ def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: f
     "/log",
     summary="Ingest one event",
     description="Stores one JSON event in Redis. `200` means it is in Redis.",
-    responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS},
+    responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS, **_AUTH_ERRORS},
     status_code=200,
     operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
+    **_needs("ingest"),
 )
 async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     # Requests with a Content-Length are answered by the ASGI fast path (see
@@ -208,7 +242,8 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     refusal = ingest.log_media_refusal(media)  # before reading a body it would refuse
     if refusal is not None:
         return _response(refusal)
-    return _response(await ingest.store_one(media, await request.body()))
+    body = await request.body()
+    return _response(await ingest.store_one(media, body, principal=principal_of(request.scope)))
 
 
 @post(
@@ -222,8 +257,10 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
         **_ERRORS,
+        **_AUTH_ERRORS,
         400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
     },
+    **_needs("ingest"),
     status_code=200,
     operation_class=_with_body(
         {
@@ -242,10 +279,12 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if refusal is not None:
         return _response(refusal)
     encoding = request.headers.get("content-encoding", "identity")
-    return _response(await ingest.store_batch(media, encoding, await request.body()))
+    body = await request.body()
+    principal = principal_of(request.scope)
+    return _response(await ingest.store_batch(media, encoding, body, principal=principal))
 
 
-@get("/healthz", summary="Liveness: 200 while the process serves")
+@get("/healthz", summary="Liveness: 200 while the process serves", **_needs("public"))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -257,6 +296,7 @@ async def healthz() -> dict[str, str]:
         200: ResponseSpec(Ready, description="Redis answers"),
         503: ResponseSpec(Problem, description="Redis does not answer"),
     },
+    **_needs("public"),
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     try:
@@ -279,7 +319,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(StatsDoc, description="The pipeline's state"),
         503: ResponseSpec(Problem, description="Redis does not answer"),
+        **_AUTH_ERRORS,
     },
+    **_needs("read"),
 )
 async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request.app)
@@ -298,8 +340,13 @@ async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get(
     "/metrics",
     summary="Prometheus metrics",
-    description="Text exposition format. Redis-wide values are left out while Redis is down.",
+    description=(
+        "Text exposition format. Redis-wide values are left out while Redis is down. "
+        "Needs an admin token unless auth.metrics_public is true."
+    ),
     media_type=CONTENT_TYPE,
+    responses=_AUTH_ERRORS,
+    **_needs("admin"),
 )
 async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request.app)
@@ -332,7 +379,9 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(DrainSummary, description="The pass met no error"),
         500: ResponseSpec(DrainSummary, description="The pass met an error (see `errors`)"),
+        **_AUTH_ERRORS,
     },
+    **_needs("admin"),
 )
 async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
     report = await services_of(request.app).drains.drain()
@@ -344,7 +393,10 @@ async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 def _lifespan(
-    settings: Settings, metrics: ApiMetrics, redis: aioredis.Redis | None
+    settings: Settings,
+    metrics: ApiMetrics,
+    redis: aioredis.Redis | None,
+    front: Callable[[ASGIApp], ASGIApp],
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """Open the services (and the ``POST /log`` fast path onto them) for the app's life."""
 
@@ -364,7 +416,7 @@ def _lifespan(
             stack.push_async_callback(drains.aclose)  # before its client closes
             app.state.services = Services(settings, metrics, buffer, ingest, drains)
             router = app.asgi_handler
-            app.asgi_handler = fast_post_log(router, ingest)
+            app.asgi_handler = front(fast_post_log(router, ingest))
             try:
                 yield
             finally:
@@ -372,6 +424,33 @@ def _lifespan(
                 app.state.pop("services", None)
 
     return lifespan
+
+
+def route_scopes(handlers: list[HTTPRouteHandler], settings: Settings) -> dict[str, RouteScope]:
+    """Each route's path -> the token scope it declares (``/metrics``: ``public`` when
+    ``auth.metrics_public``)."""
+    scopes: dict[str, RouteScope] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            scopes[path] = handler.opt.get("scope", "admin")
+    if settings.auth.metrics_public:
+        scopes["/metrics"] = "public"
+    return scopes
+
+
+def _front_door(
+    settings: Settings,
+    authorizer: Authorizer,
+    handlers: list[HTTPRouteHandler],
+    metrics: ApiMetrics,
+) -> Callable[[ASGIApp], ASGIApp]:
+    """What goes in front of the app: the token and CORS gate, or nothing at all when
+    neither tokens nor CORS origins are configured (no cost on the hot path)."""
+    cors = Cors.of(settings.server.cors_origins)
+    if not authorizer.enabled and cors is None:
+        return lambda app: app
+    scopes = route_scopes(handlers, settings)
+    return lambda app: gate(app, authorizer, scopes, cors, metrics)
 
 
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
@@ -384,15 +463,30 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     logs_dir = os.path.abspath(settings.drainer.logs_dir)
     settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
     metrics = ApiMetrics()
+    handlers = [post_log, post_logs, healthz, readyz, stats, prometheus, drain]
+    front = _front_door(settings, load_authorizer(settings.auth), handlers, metrics)
     return Litestar(
-        route_handlers=[post_log, post_logs, healthz, readyz, stats, prometheus, drain],
+        route_handlers=handlers,
         middleware=[DefineMiddleware(_metrics_middleware, metrics=metrics)],
-        lifespan=[_lifespan(settings, metrics, redis)],
+        lifespan=[_lifespan(settings, metrics, redis, front)],
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="logpipe", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="logpipe",
+            version=__version__,
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A token from auth.*_tokens (`logpipe token new`); "
+                        "needed only when tokens are configured",
+                    )
+                }
+            ),
+        ),
         # one limit for every route; the POST /log fast path applies it too
         request_max_body_size=settings.server.max_body_bytes,
         debug=False,

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 from logpipe_cli import keys, scripts
 from logpipe_cli.errors import BufferFullError, RedisUnavailableError, WrongTypeError
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
+from logpipe_cli.redis_options import redis_client_kwargs
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
@@ -39,6 +40,7 @@ def connect(cfg: RedisSettings) -> aioredis.Redis:
         socket_connect_timeout=cfg.timeout_seconds,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
+        **redis_client_kwargs(cfg),  # TLS files for rediss://
     )
 
 

@@ -17,6 +17,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from logpipe_cli.answers import INTERNAL_ERROR, Answer, problem_answer
+from logpipe_cli.gate import principal_of
 from logpipe_cli.ingest import Ingest
 
 _HTTP: str = ScopeType.HTTP
@@ -59,7 +60,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
                 media = "application/json"
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
-            status, content, headers = await _store(ingest, media, receive)
+            status, content, headers = await _store(ingest, media, receive, principal_of(scope))
         except Exception:  # as Litestar's default handler answers
             status, content, headers = INTERNAL_ERROR
         try:
@@ -94,7 +95,7 @@ def _length_and_type(scope: Scope) -> tuple[int, bytes | None]:
     return length, ctype
 
 
-async def _store(ingest: Ingest, media: str, receive: Receive) -> Answer:
+async def _store(ingest: Ingest, media: str, receive: Receive, principal: str | None) -> Answer:
     """The media type checked, the body read (not if refused), the event stored."""
     answer = ingest.log_media_refusal(media)
     if answer is not None:
@@ -113,7 +114,7 @@ async def _store(ingest: Ingest, media: str, receive: Receive) -> Answer:
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
-    return await ingest.store_one(media, body)
+    return await ingest.store_one(media, body, principal=principal)
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:

@@ -74,8 +74,12 @@ class Ingest:
             return problem_answer(415, f"Content-Type must be application/json, got {media}")
         return None
 
-    async def store_one(self, media: str, body: bytes) -> Answer:
-        """``POST /log``: validate one event, store it, and say how it went."""
+    async def store_one(self, media: str, body: bytes, *, principal: str | None = None) -> Answer:
+        """``POST /log``: validate one event, store it, and say how it went.
+
+        ``principal`` is who sent it: the id of the request's token, or ``None`` when
+        anonymous (for per-client limits; not used yet).
+        """
         refusal = self.log_media_refusal(media)
         if refusal is not None:
             return refusal
@@ -100,10 +104,13 @@ class Ingest:
             415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
         )
 
-    async def store_batch(self, media: str, encoding: str, body: bytes) -> Answer:
+    async def store_batch(
+        self, media: str, encoding: str, body: bytes, *, principal: str | None = None
+    ) -> Answer:
         """``POST /logs``: all events stored, or none (every bad one listed).
 
-        ``encoding`` is the Content-Encoding header as sent (``identity`` or ``gzip``).
+        ``encoding`` is the Content-Encoding header as sent (``identity`` or ``gzip``);
+        ``principal`` as for :meth:`store_one`.
         """
         refusal = self.batch_media_refusal(media)
         if refusal is not None:

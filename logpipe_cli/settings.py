@@ -31,6 +31,11 @@ CONFIG_ENV = "LOGPIPE_CONFIG"
 RESERVED_ENV = frozenset({CONFIG_ENV, "LOGPIPE_TOKEN"})
 DEFAULT_CONFIG_NAME = "config.toml"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: the type of a list-valued setting (a tuple: settings are frozen); in the environment,
+#: comma-separated
+StrList = tuple[str, ...]
+#: what ``config show`` and reprs print in place of a secret
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,16 @@ def octal_mode_problem(value: str, most: int) -> str | None:
     return None
 
 
+def _origins_problem(origins: StrList) -> str | None:
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+        ):
+            return f"{origin!r} is not an origin like https://app.example[:port] (or *)"
+    return None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = setting("127.0.0.1", "Address the API listens on.")
@@ -144,6 +159,16 @@ class ServerSettings:
     keepalive_seconds: float = setting(
         5.0, "Idle time allowed between requests on one connection.", minimum=0.1
     )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        'Browser origins allowed to call the API (CORS), e.g. ["https://app.example"].\n'
+        "Empty: no CORS headers at all.",
+        problem=_origins_problem,
+    )
+    ssl_certfile: str = setting(
+        "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."
+    )
+    ssl_keyfile: str = setting("", "The private key (PEM) of ssl_certfile.")
 
 
 @dataclass(frozen=True)
@@ -172,6 +197,13 @@ class RedisSettings:
         "answering 503. The same write id is reused, so it is stored at most once.",
         minimum=0,
     )
+    tls_ca_file: str = setting(
+        "", "rediss:// only: CA bundle (PEM) that signed Redis's certificate. Empty: system CAs."
+    )
+    tls_cert_file: str = setting(
+        "", "rediss:// only: client certificate (PEM) when Redis asks for one."
+    )
+    tls_key_file: str = setting("", "rediss:// only: the private key (PEM) of tls_cert_file.")
 
     def __repr__(self) -> str:
         # settings reach logs and tracebacks through repr(): never with the password
@@ -228,12 +260,52 @@ class LoggingSettings:
     )
 
 
+def mask_token(token: str) -> str:
+    """A token as it may be shown: a ``sha256:`` digest as written (it is not the
+    secret), a plain token as ``***``."""
+    return token if token.startswith("sha256:") else MASK
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    ingest_tokens: tuple[str, ...] = setting(
+        (),
+        "Bearer tokens that may POST /log and /logs. A token may be written as\n"
+        '"sha256:<hex digest>" so this file never holds the secret (`logpipe token new`).\n'
+        "When any token is configured, every route but /healthz and /readyz needs one.",
+    )
+    read_tokens: tuple[str, ...] = setting((), "Bearer tokens that may read: GET /stats.")
+    admin_tokens: tuple[str, ...] = setting(
+        (), "Bearer tokens that may do everything: POST /drain, /metrics, and the rest."
+    )
+    tokens_file: str = setting(
+        "", 'A file of tokens, one "<scope> <token>" per line (scope: ingest, read, admin).'
+    )
+    metrics_public: bool = setting(False, "Serve GET /metrics without a token.")
+    allow_anonymous: bool = setting(
+        False,
+        "Let `serve` listen on a non-loopback address with no tokens configured\n"
+        "(anyone who reaches the port may then post, read and drain).",
+    )
+
+    def __repr__(self) -> str:
+        # tokens reach logs and tracebacks through repr(): never the secrets
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_tokens"):
+                value = tuple(mask_token(t) for t in value)
+            parts.append(f"{f.name}={value!r}")
+        return f"AuthSettings({', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     drainer: DrainerSettings = field(default_factory=DrainerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     #: where each value came from, keyed "section.key"
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
     #: the file the settings were read from, if any
@@ -246,6 +318,8 @@ class Settings:
             out[name] = dataclasses.asdict(getattr(self, name))
         if mask_secrets:
             out["redis"]["url"] = mask_url(self.redis.url)
+            for key in ("ingest_tokens", "read_tokens", "admin_tokens"):
+                out["auth"][key] = [mask_token(t) for t in out["auth"][key]]
         return out
 
 
@@ -254,6 +328,7 @@ SECTIONS: dict[str, type[Any]] = {
     "redis": RedisSettings,
     "drainer": DrainerSettings,
     "logging": LoggingSettings,
+    "auth": AuthSettings,
 }
 
 
@@ -314,6 +389,8 @@ def _mask_param(param: str) -> str:
 
 
 def _type_name(tp: type[Any]) -> str:
+    if tp == StrList:
+        return "a list of strings"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
@@ -330,6 +407,10 @@ def _coerce(value: Any, tp: type[Any], where: str, name: str) -> Any:
             return float(value)
     elif tp is str and isinstance(value, str):
         return value
+    elif (
+        tp == StrList and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    ):
+        return tuple(value)
     raise ConfigError(f"{where}: {name} must be {_type_name(tp)}, got {value!r}")
 
 
@@ -346,6 +427,9 @@ def _parse_env(raw: str, tp: type[Any], var: str) -> Any:
             return int(raw)
         if tp is float:
             return float(raw)
+        if tp == StrList:
+            # comma-separated; blanks dropped, so "" is the empty list
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         raise ConfigError(
             f"environment variable {var}: must be {_type_name(tp)}, got {raw!r}"
@@ -365,7 +449,8 @@ def _check(info: SettingInfo, value: Any, where: str) -> None:
     problem = spec.problem(value) if spec.problem is not None else None
     if problem is not None:
         # a URL may hold a password: never echo it
-        raise ConfigError(f"{where}: {name} {mask_url(value)!r} is not usable: {problem}")
+        shown = mask_url(value) if isinstance(value, str) else value
+        raise ConfigError(f"{where}: {name} {shown!r} is not usable: {problem}")
 
 
 def _did_you_mean(word: str, known: Sequence[str], prefix: str = "") -> str:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from logpipe_cli import health
+from logpipe_cli.auth import describe, load_authorizer
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 
@@ -23,16 +24,20 @@ def redis_check(
 ) -> None:
     """Ping Redis: version, round trip, memory, persistence, buffered events. Exit 1 if down."""
     settings = settings_from(ctx, **{"redis.url": url})
+    authorizer = load_authorizer(settings.auth)
     report = with_buffer(settings, lambda buf: health.check(buf, settings))
     if as_json:
-        render.print_json(report.as_dict())
+        auth = {"enabled": authorizer.enabled, "tokens": dict(authorizer.counts)}
+        render.print_json({**report.as_dict(), "api_auth": auth})
     else:
-        health_table(report)
+        health_table(report, api_auth=describe(authorizer))
     if strict and report.warnings:
         raise typer.Exit(1)
 
 
-def health_table(report: health.HealthReport, c: Console | None = None) -> None:
+def health_table(
+    report: health.HealthReport, c: Console | None = None, *, api_auth: str | None = None
+) -> None:
     c = c or render.console()
     table = Table(title=fmt.inert(f"redis {report.url}"), show_header=False)
     table.add_column("what", no_wrap=True)
@@ -50,6 +55,8 @@ def health_table(report: health.HealthReport, c: Console | None = None) -> None:
     )
     table.add_row("buffered keys", fmt.number(report.buffered_keys))
     table.add_row("buffered events", fmt.number(report.buffered_events))
+    if api_auth is not None:
+        table.add_row("API auth", api_auth)
     c.print(table)
     for w in report.warnings:
         render.print_warning(w)
