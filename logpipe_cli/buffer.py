@@ -25,7 +25,7 @@ from logpipe_cli.errors import (
     WrongTypeError,
 )
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
-from logpipe_cli.redis_conn import make_client
+from logpipe_cli.redis_conn import make_client, recheck_master
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
@@ -195,9 +195,8 @@ class Buffer:
             for r in replies:
                 if isinstance(r, Exception):
                     raise RedisUnavailableError(f"redis unavailable while storing events: {r}")
-            outcome = scripts.appended(reply)
-            if outcome.outcome == "stored":
-                self._check_replicas(replies[-1], "stored")
+            if scripts.appended(reply).outcome == "stored":
+                await self._check_replicas(replies[-1], "stored")
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -207,10 +206,12 @@ class Buffer:
         timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
         pipe.execute_command("WAIT", self.cfg.min_replicas, timeout_ms)
 
-    def _check_replicas(self, reply: Any, what: str) -> None:
-        """Raise :class:`ReplicationError` when WAIT saw fewer than ``min_replicas``."""
+    async def _check_replicas(self, reply: Any, what: str) -> None:
+        """Raise :class:`ReplicationError` when WAIT saw fewer than ``min_replicas``
+        (after checking that the master did not move, see ``recheck_master``)."""
         got, wanted = int(reply), self.cfg.min_replicas
         if got < wanted:
+            await recheck_master(self.client)
             raise ReplicationError(
                 f"{what} on the Redis master but written on only {got} of {wanted} replicas "
                 f"within {self.cfg.replica_timeout_seconds:g} s (redis.min_replicas)",
@@ -231,7 +232,7 @@ class Buffer:
             self._add_wait(pipe)
 
         replies = await self._run(action, build_and_wait)
-        self._check_replicas(replies[-1], what)
+        await self._check_replicas(replies[-1], what)
         return replies[:-2]
 
     # ---- finding keys ---------------------------------------------------------------

@@ -9,12 +9,14 @@ demoted). Both clients return bytes and never retry by themselves.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from logpipe_cli.settings import RedisSettings
 
@@ -53,6 +55,22 @@ class SentinelMasterClient(aioredis.Redis):
         assert self.watchers is not None
         host, port = await self.watchers.discover_master(self.master_name)
         return str(host), int(port)
+
+
+async def recheck_master(client: aioredis.Redis) -> None:
+    """Ask the Sentinels again where the master is; if it moved, drop idle connections.
+
+    redis-py asks only when it opens a connection, and a demoted master answers
+    ``READONLY`` only once Sentinel has reconfigured it (up to ~10 s after a manual
+    failover or a partition): until then a pooled connection still writes to it, and
+    with ``min_replicas`` set its ``WAIT`` falls short (its replicas have left). Called
+    on such a shortfall, so the write is sent again to the new master at once.
+    """
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        # no Sentinel answers: the next connection will ask again anyway
+        with contextlib.suppress(RedisError):
+            await pool.get_master_address()  # type: ignore[no-untyped-call]
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -21,7 +21,7 @@ from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from tests.cli.conftest import Invoke
 from tests.conftest import MakeSettings
-from tests.redis_sentinel import MASTER_NAME, SentinelSetup
+from tests.redis_sentinel import MASTER_NAME, SentinelSetup, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -86,6 +86,32 @@ def test_the_client_follows_a_failover_without_a_restart(
             new = sentinel_setup.master()
             assert new.port != old.port
             assert values(new.port, key) == [line("a", 1), line("a", 2)]
+
+    asyncio.run(go())
+
+
+def test_a_demoted_master_still_answering_is_left_for_the_new_one(
+    make_settings: MakeSettings, sentinel_setup: SentinelSetup
+) -> None:
+    # SENTINEL FAILOVER: the old master lives on, and takes writes until Sentinel turns it
+    # into a replica; with min_replicas 1 its WAIT falls short (its replicas left), so no
+    # write is acknowledged there, and the committer sends it again to the new master
+    settings = sentinel_settings(make_settings, sentinel_setup, min_replicas=1)
+    key = EventKey("a", DAY).key
+
+    async def go() -> None:
+        async with Buffer.connect(settings.redis) as buffer:
+            committer = GroupCommitter(buffer, retry_s=30)
+            await committer.append([(key, line("a", 1))])
+            old = sentinel_setup.master()
+            with sentinel_setup.sentinels[0].client() as s:
+                s.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+            new = sentinel_setup.wait_failover(old.port)
+            await committer.append([(key, line("a", 2))])
+            assert values(new.port, key) == [line("a", 1), line("a", 2)]
+            # once demoted, the old master holds what the new one does: nothing was
+            # acknowledged on it alone
+            wait_for(lambda: values(old.port, key) == values(new.port, key), "the resync")
 
     asyncio.run(go())
 
