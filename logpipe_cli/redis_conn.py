@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -36,11 +36,33 @@ def client_options(cfg: RedisSettings) -> dict[str, Any]:
     }
 
 
+class Sentinels(Sentinel):
+    """redis-py's Sentinel, with a one-line reason when no Sentinel names a master.
+
+    redis-py's own message holds the repr of every Sentinel client (hundreds of
+    characters each); it would reach every 503's detail and every drain report.
+    """
+
+    def __init__(self, addresses: list[str], **kwargs: Any) -> None:
+        pairs = [parse_address(a) for a in addresses]
+        super().__init__(pairs, **kwargs)  # type: ignore[no-untyped-call]
+        self.addresses = addresses
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            raise MasterNotFoundError(
+                f"no Sentinel of {', '.join(self.addresses)} names a master for "
+                f"{service_name!r} now (Sentinels unreachable, or a failover under way)"
+            ) from None
+
+
 class SentinelMasterClient(aioredis.Redis):
     """A client of the Sentinels' current master that closes its Sentinel clients too."""
 
     # (not ``sentinel``/``sentinel_master``: those are Redis commands of the client)
-    watchers: Sentinel | None = None
+    watchers: Sentinels | None = None
     master_name: str = ""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
@@ -90,9 +112,8 @@ def make_client(cfg: RedisSettings) -> aioredis.Redis:
     sentinel_options = {k: v for k, v in options.items() if k != "decode_responses"}
     if cfg.sentinel_password:
         sentinel_options["password"] = cfg.sentinel_password
-    # redis-py's Sentinel is untyped
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        [parse_address(a) for a in cfg.sentinels],
+    sentinel = Sentinels(
+        list(cfg.sentinels),
         sentinel_kwargs=sentinel_options,
         **options,
         **credentials,
