@@ -15,33 +15,25 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from logpipe_cli import keys, scripts
-from logpipe_cli.errors import BufferFullError, RedisUnavailableError, WrongTypeError
+from logpipe_cli.errors import (
+    BufferFullError,
+    RedisUnavailableError,
+    ReplicationError,
+    WrongTypeError,
+)
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
-from logpipe_cli.redis_options import redis_client_kwargs
+from logpipe_cli.redis_conn import make_client, recheck_master
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
 
 def connect(cfg: RedisSettings) -> aioredis.Redis:
-    """A client for ``cfg.url`` that returns bytes and never retries by itself.
-
-    Retrying a write whose answer was lost could store an event twice; the caller (or
-    the HTTP client, on a 503) decides whether to try again.
-    """
-    return aioredis.Redis.from_url(
-        cfg.url,
-        decode_responses=False,
-        socket_timeout=cfg.timeout_seconds,
-        socket_connect_timeout=cfg.timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        **redis_client_kwargs(cfg),  # TLS files for rediss://
-    )
+    """A client for the configured Redis (``redis.url``, or the Sentinels' master) that
+    returns bytes and never retries by itself (see :mod:`logpipe_cli.redis_conn`)."""
+    return make_client(cfg)
 
 
 @contextlib.contextmanager
@@ -157,11 +149,12 @@ class Buffer:
             else:
                 argv.append(-len(values))
                 argv.extend(values)
-        with redis_errors("storing events"):
-            reply = await self._append(
-                keys=[keys.STATS, *grouped, keys.FLUSHES],
-                args=argv,
-            )
+        script_keys = [keys.STATS, *grouped, keys.FLUSHES]
+        if self.cfg.min_replicas:
+            reply = await self._append_replicated(script_keys, argv)
+        else:
+            with redis_errors("storing events"):
+                reply = await self._append(keys=script_keys, args=argv)
         outcome = scripts.appended(reply)
         if outcome.outcome == "wrongtype":
             names = list(grouped)
@@ -177,6 +170,70 @@ class Buffer:
                 "(redis.max_buffered_events); retry after the drainer catches up"
             )
         return outcome.buffered
+
+    async def _append_replicated(self, script_keys: list[str], argv: list[Any]) -> Any:
+        """APPEND, then WAIT for ``min_replicas``, in one pipeline (one round trip).
+
+        Between them a write to :data:`keys.REPLICATED`: WAIT waits for this
+        connection's last write, and a flush sent again (its id already done, so APPEND
+        writes nothing) must still wait until the first sending is on the replicas.
+        """
+        sha = self._append.sha
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(sha, len(script_keys), *script_keys, *argv)
+                self._add_wait(pipe)
+                with redis_errors("storing events"):
+                    replies = await pipe.execute(raise_on_error=False)
+            reply = replies[0]
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                # Redis restarted (or failed over) since the script was loaded: the
+                # flush did not run; load it and send the flush again
+                with redis_errors("loading the append script"):
+                    await self.client.script_load(scripts.APPEND)
+                continue
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise RedisUnavailableError(f"redis unavailable while storing events: {r}")
+            if scripts.appended(reply).outcome == "stored":
+                await self._check_replicas(replies[-1], "stored")
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _add_wait(self, pipe: Pipeline) -> None:
+        """End ``pipe`` with a write and a WAIT for ``min_replicas`` (see _append_replicated)."""
+        pipe.incr(keys.REPLICATED)
+        timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
+        pipe.execute_command("WAIT", self.cfg.min_replicas, timeout_ms)
+
+    async def _check_replicas(self, reply: Any, what: str) -> None:
+        """Raise :class:`ReplicationError` when WAIT saw fewer than ``min_replicas``
+        (after checking that the master did not move, see ``recheck_master``)."""
+        got, wanted = int(reply), self.cfg.min_replicas
+        if got < wanted:
+            await recheck_master(self.client)
+            raise ReplicationError(
+                f"{what} on the Redis master but written on only {got} of {wanted} replicas "
+                f"within {self.cfg.replica_timeout_seconds:g} s (redis.min_replicas)",
+                got,
+                wanted,
+            )
+
+    async def _run_replicated(
+        self, action: str, what: str, build: Callable[[Pipeline], Awaitable[None]]
+    ) -> list[Any]:
+        """:meth:`_run`, ending with a WAIT for ``min_replicas`` when that is set: the
+        replies without WAIT's, or :class:`ReplicationError` when it fell short."""
+        if not self.cfg.min_replicas:
+            return await self._run(action, build)
+
+        async def build_and_wait(pipe: Pipeline) -> None:
+            await build(pipe)
+            self._add_wait(pipe)
+
+        replies = await self._run(action, build_and_wait)
+        await self._check_replicas(replies[-1], what)
+        return replies[:-2]
 
     # ---- finding keys ---------------------------------------------------------------
 
@@ -270,7 +327,10 @@ class Buffer:
                 )
                 pipe.lrange(ek.claim, 0, count - 1)
 
-        replies = await self._run("reading events", build)
+        # the claim and the offset must be on the replicas before the batch is written
+        # to its file: a master that then died would otherwise hand a new drainer a
+        # claim without the offset to cut the file back to, and the batch is written twice
+        replies = await self._run_replicated("reading events", "claims recorded", build)
         return [
             scripts.began(ok, values)
             for ok, values in zip(replies[0::2], replies[1::2], strict=True)
@@ -299,7 +359,8 @@ class Buffer:
                     client=pipe,
                 )
 
-        return [scripts.acked(r) for r in await self._run("acknowledging events", build)]
+        replies = await self._run_replicated("acknowledging events", "acks done", build)
+        return [scripts.acked(r) for r in replies]
 
     async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
         """Extend our leases; ``False`` for each one that is no longer ours."""

@@ -10,6 +10,11 @@ once it has run: when Redis goes away without answering (it may or may not have 
 the flush), the committer sends the same flush again, for up to ``retry_s``, and the
 events are stored exactly once either way. Only when Redis stays away longer do the
 requests get a 503, and only then can a client's retry duplicate an event.
+
+With ``redis.min_replicas`` set, a flush that ran on the master but reached too few
+replicas in time (:class:`~logpipe_cli.errors.ReplicationError`, a kind of
+:class:`RedisUnavailableError`) is sent again the same way: the same id writes nothing
+twice and waits for the replicas once more.
 """
 
 from __future__ import annotations

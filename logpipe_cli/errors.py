@@ -62,6 +62,20 @@ class RedisUnavailableError(LogpipeError):
     http_status = 503
 
 
+class ReplicationError(RedisUnavailableError):
+    """A write reached the master but not ``redis.min_replicas`` replicas in time.
+
+    It did happen on the master: it is kept unless the master dies before a replica
+    has it. A subclass of :class:`RedisUnavailableError` so that it is answered and
+    retried the same way (the API resends under the same flush id).
+    """
+
+    def __init__(self, detail: str, replicas: int, wanted: int) -> None:
+        super().__init__(detail)
+        self.replicas = replicas
+        self.wanted = wanted
+
+
 class SinkError(LogpipeError):
     """The log files could not be written (disk full, permissions, ...)."""
 

@@ -27,6 +27,9 @@ FLUSHES = _NS + "flushes"
 STATS = _NS + "stats"
 #: hash of the last drain's outcome
 LAST_DRAIN = _NS + "last_drain"
+#: a counter written before each WAIT (redis.min_replicas > 0): WAIT waits for this
+#: connection's last write, and a flush sent again (its id already done) writes nothing
+REPLICATED = _NS + "replicated"
 
 #: user ids: 1-128 of ASCII letters, digits and . _ - @ +, not starting with "."
 USER_ID_RE = re.compile(r"[A-Za-z0-9_@+\-][A-Za-z0-9._@+\-]{0,127}")

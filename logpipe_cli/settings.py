@@ -90,6 +90,17 @@ def redis_url_problem(url: str) -> str | None:
     return None
 
 
+def sentinels_problem(addresses: tuple[str, ...]) -> str | None:
+    """Why ``addresses`` is not a list of ``host:port`` Sentinel addresses, or None."""
+    for address in addresses:
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            return f"{address!r} is not host:port"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"the port of {address!r} is not a number in 1-65535"
+    return None
+
+
 def octal_mode_problem(value: str, most: int) -> str | None:
     """Why ``value`` is not an octal permission string within ``most``, or None."""
     try:
@@ -204,12 +215,40 @@ class RedisSettings:
         "", "rediss:// only: client certificate (PEM) when Redis asks for one."
     )
     tls_key_file: str = setting("", "rediss:// only: the private key (PEM) of tls_cert_file.")
+    mode: str = setting(
+        "standalone",
+        '"standalone": the Redis at url; "sentinel": the master that redis.sentinels\n'
+        "name for sentinel_master (url then gives only the password, user and db).",
+        choices=("standalone", "sentinel"),
+    )
+    sentinels: tuple[str, ...] = setting(
+        (),
+        'Sentinel addresses, ["host:port", ...] (env: comma-separated), for mode "sentinel".',
+        problem=sentinels_problem,
+    )
+    sentinel_master: str = setting("", "The master's name in the Sentinels' configuration.")
+    sentinel_password: str = setting(
+        "", "Password of the Sentinels themselves (empty = none); masked when shown."
+    )
+    min_replicas: int = setting(
+        0,
+        "Answer 200 only once this many replicas have each write (WAIT); else 503.\n"
+        "The drainer waits for its claims and acks the same way. 0 = do not wait.",
+        minimum=0,
+    )
+    replica_timeout_seconds: float = setting(
+        1.0, "How long one write waits for min_replicas replicas.", minimum=0.001
+    )
 
     def __repr__(self) -> str:
         # settings reach logs and tracebacks through repr(): never with the password
         parts = []
         for f in dataclasses.fields(self):
-            value = mask_url(self.url) if f.name == "url" else getattr(self, f.name)
+            value = getattr(self, f.name)
+            if f.name == "url":
+                value = mask_url(value)
+            elif f.name == "sentinel_password" and value:
+                value = "***"
             parts.append(f"{f.name}={value!r}")
         return f"RedisSettings({', '.join(parts)})"
 
@@ -316,10 +355,13 @@ class Settings:
         out: dict[str, dict[str, Any]] = {}
         for name in SECTIONS:
             out[name] = dataclasses.asdict(getattr(self, name))
+        out["redis"]["sentinels"] = list(self.redis.sentinels)
         if mask_secrets:
             out["redis"]["url"] = mask_url(self.redis.url)
             for key in ("ingest_tokens", "read_tokens", "admin_tokens"):
                 out["auth"][key] = [mask_token(t) for t in out["auth"][key]]
+            if self.redis.sentinel_password:
+                out["redis"]["sentinel_password"] = "***"
         return out
 
 
@@ -434,6 +476,8 @@ def _parse_env(raw: str, tp: type[Any], var: str) -> Any:
         raise ConfigError(
             f"environment variable {var}: must be {_type_name(tp)}, got {raw!r}"
         ) from None
+    if tp == StrList:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
 
@@ -533,7 +577,26 @@ def load_settings(
         sources[name] = "flag"
 
     built = {s: SECTIONS[s](**values[s]) for s in SECTIONS}
+    _check_sentinel(built["redis"], sources)
     return Settings(**built, sources=sources, path=path)
+
+
+def _check_sentinel(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
+    """Sentinel mode needs the Sentinels and the master's name: refused at load, not at
+    the first connection."""
+    if cfg.mode != "sentinel":
+        return
+    where = f'redis.mode = "sentinel" (from {sources.get("redis.mode", "default")})'
+    if not cfg.sentinels:
+        raise ConfigError(f'{where} needs redis.sentinels, e.g. ["127.0.0.1:26379"]')
+    if not cfg.sentinel_master:
+        raise ConfigError(f"{where} needs redis.sentinel_master, the master's name")
+    scheme = urlsplit(cfg.url).scheme
+    if scheme != "redis":
+        raise ConfigError(
+            f"{where}: redis.url must be a redis:// URL (it gives the password, user and "
+            f"db; the master's address comes from the Sentinels), got {scheme}://"
+        )
 
 
 def resolve_config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:

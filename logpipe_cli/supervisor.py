@@ -198,8 +198,11 @@ def run(
     code = 0
     try:
         url = mask_url(settings.redis.url)
+        if settings.redis.mode == "sentinel":
+            # the master lives where the Sentinels say: nothing local to start
+            notify(f"using the master the Sentinels name {settings.redis.sentinel_master!r}")
         # the same TLS options as every other client (rediss:// with a private CA)
-        if not redis_answers(settings.redis.url, **redis_client_kwargs(settings.redis)):
+        elif not redis_answers(settings.redis.url, **redis_client_kwargs(settings.redis)):
             binary = redis_binary.find(redis_server)
             notify(f"no Redis at {url}: starting redis-server {binary} (data in {STATE_DIR}/redis)")
             redis_proc = start_redis(settings.redis.url, binary=str(binary))

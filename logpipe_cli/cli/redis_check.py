@@ -22,7 +22,8 @@ def redis_check(
     ] = False,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
-    """Ping Redis: version, round trip, memory, persistence, buffered events. Exit 1 if down."""
+    """Ping Redis: version, round trip, memory, persistence, replicas, buffered events.
+    Exit 1 if down."""
     settings = settings_from(ctx, **{"redis.url": url})
     authorizer = load_authorizer(settings.auth)
     report = with_buffer(settings, lambda buf: health.check(buf, settings))
@@ -53,6 +54,20 @@ def health_table(
         ", ".join(p for p, on in (("AOF", report.aof_enabled), ("RDB", report.rdb_saves)) if on)
         or "off",
     )
+    rep = report.replication
+    if rep is not None:
+        table.add_row("mode", fmt.inert(rep.mode))
+        table.add_row("master", fmt.inert(rep.master))
+        for r in rep.replicas:
+            table.add_row(
+                "replica",
+                fmt.inert(
+                    f"{r.address} {r.state}, lag {r.lag_s} s, {fmt.size(r.behind_bytes)} behind"
+                ),
+            )
+        if not rep.replicas:
+            table.add_row("replicas", "none")
+        table.add_row("min_replicas", str(rep.min_replicas))
     table.add_row("buffered keys", fmt.number(report.buffered_keys))
     table.add_row("buffered events", fmt.number(report.buffered_events))
     if api_auth is not None:
