@@ -14,6 +14,7 @@ concurrent requests share Redis round trips.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -34,7 +35,14 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
-from logpipe_cli.answers import Answer, error_answer, problem_answer
+from logpipe_cli.answers import (
+    CLIENT_CLOSED,
+    DISCONNECTED,
+    INTERNAL_ERROR,
+    Answer,
+    error_answer,
+    problem_answer,
+)
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
@@ -56,6 +64,7 @@ from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect
 
 _encode = msgspec.json.encode
+log = logging.getLogger("logpipe.api")
 
 
 @dataclass(frozen=True)
@@ -98,10 +107,21 @@ def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Resp
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     detail = exc.detail
+    if exc.status_code == 500 and detail == DISCONNECTED:
+        # Litestar's word for a client gone mid-body: not a server error. The metrics
+        # middleware counts this 499 and sends nothing (there is no one to send it to).
+        return _problem(CLIENT_CLOSED, detail)
     if exc.status_code == 413:
         detail = "request body too large"
         services_of(request.app).metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
+
+
+def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Litestar logs nothing with debug off: this is the one log line (and traceback) per
+    # error. The request's headers and body are left out: they may hold a token.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(INTERNAL_ERROR)
 
 
 def _media_type(request: Request[Any, Any, Any]) -> str:
@@ -110,8 +130,14 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
 
 _ERRORS = {
     400: ResponseSpec(Problem, description="Malformed JSON or an invalid field; `field` names it"),
-    413: ResponseSpec(Problem, description="Body larger than server.max_body_bytes"),
+    413: ResponseSpec(
+        Problem,
+        description="Body larger than server.max_body_bytes, or a batch over a count limit",
+    ),
     415: ResponseSpec(Problem, description="Content-Type is not JSON"),
+    429: ResponseSpec(
+        Problem, description="Over limits.events_per_second; retry after `Retry-After` s"
+    ),
     500: ResponseSpec(
         Problem, description="A target Redis key holds another type (written by hand)"
     ),
@@ -173,7 +199,8 @@ def _metrics_middleware(app: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
+                await send(message)
 
         try:
             await app(scope, receive, send_wrapper)
@@ -208,7 +235,8 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     refusal = ingest.log_media_refusal(media)  # before reading a body it would refuse
     if refusal is not None:
         return _response(refusal)
-    return _response(await ingest.store_one(media, await request.body()))
+    client = request.client.host if request.client else None
+    return _response(await ingest.store_one(media, await request.body(), client=client))
 
 
 @post(
@@ -242,7 +270,9 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if refusal is not None:
         return _response(refusal)
     encoding = request.headers.get("content-encoding", "identity")
-    return _response(await ingest.store_batch(media, encoding, await request.body()))
+    client = request.client.host if request.client else None
+    body = await request.body()
+    return _response(await ingest.store_batch(media, encoding, body, client=client))
 
 
 @get("/healthz", summary="Liveness: 200 while the process serves")
@@ -391,6 +421,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
+            Exception: _unexpected_error_handler,
         },
         openapi_config=OpenAPIConfig(title="logpipe", version=__version__),
         # one limit for every route; the POST /log fast path applies it too

@@ -16,7 +16,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 LAST_PASS_AGE = "logpipe_last_drain_pass_age_seconds"
 #: a drainer's: seconds since its last successful pass; the one to alert on
 DRAIN_LAG = "logpipe_drain_lag_seconds"
-REFUSAL_REASONS = ("invalid", "too_large", "media_type", "buffer_full", "redis_unavailable")
+REFUSAL_REASONS = (
+    "invalid",
+    "too_large",
+    "media_type",
+    "buffer_full",
+    "redis_unavailable",
+    "rate_limited",
+)
 
 
 class ApiMetrics(Collector):
