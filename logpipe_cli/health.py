@@ -8,6 +8,7 @@ from typing import Any
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.settings import Settings, mask_url
 
+
 @dataclass
 class HealthReport:
     url: str
