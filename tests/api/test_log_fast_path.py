@@ -251,7 +251,7 @@ def test_a_client_gone_mid_body_is_counted_499_and_sent_nothing(
         sent.append(message)
 
     with TestClient(app) as client:
-        client.blocking_portal.call(app, scope, receive, send)
+        client.blocking_portal.call(app, scope, receive, send)  # type: ignore[call-arg,arg-type]
         metrics = client.get("/metrics").text
     assert sent == []
     assert 'route="/log",status="499"} 1.0' in metrics
