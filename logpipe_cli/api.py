@@ -341,6 +341,7 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
         metrics.redis_errors += 1
     else:
         shared["buffered"] = counters.get("buffered", 0)
+        shared["buffered_bytes"] = counters.get("buffered_bytes", 0)
         shared["drained_events"] = counters.get("drained_events", 0)
         if last.get("at"):
             shared["last_drain_at"] = float(last["at"])

@@ -83,6 +83,13 @@ class ApiMetrics(Collector):
                 "Events waiting in Redis (all API processes)",
                 value=shared["buffered"],
             )
+        if "buffered_bytes" in shared:
+            yield GaugeMetricFamily(
+                "logpipe_buffered_bytes",
+                "Bytes of the events waiting in Redis (all API processes); the API answers "
+                "503 at redis.max_buffered_bytes",
+                value=shared["buffered_bytes"],
+            )
         if "drained_events" in shared:
             yield CounterMetricFamily(
                 "logpipe_drained_events",

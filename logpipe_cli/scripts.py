@@ -61,15 +61,18 @@ if #wrong > 0 then return wrong end
 -- Token buckets: a bucket holds up to burst tokens and gains events-per-second tokens
 -- a second; a request passes if its bucket holds its cost. Requests of one bucket in
 -- this flush are charged in order, so a refusal's wait counts those before it.
-local tokens, now_ms = {}, 0
+local tokens, stale, now_ms = {}, {}, 0
 if nbuckets > 0 then
   local rate, burst = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for b = 1, nbuckets do
-    local key, have = KEYS[nkeys + 1 + b], burst
-    if redis.call('TYPE', key)['ok'] == 'hash' then
-      local h = redis.call('HMGET', key, 'tokens', 'ts')
+    -- pcall: a bucket overwritten by hand with another type counts as full (and is
+    -- replaced at the end), rather than failing every write of its flush
+    local h, have = redis.pcall('HMGET', KEYS[nkeys + 1 + b], 'tokens', 'ts'), burst
+    if h['err'] then
+      stale[b] = true
+    else
       local left, ts = tonumber(h[1]), tonumber(h[2])
       if left and ts then have = math.min(burst, left + math.max(0, now_ms - ts) * rate / 1000) end
     end
@@ -141,7 +144,7 @@ if nbuckets > 0 then
   local full_ms = math.ceil(tonumber(ARGV[#ARGV - 1]) * 1000 / tonumber(ARGV[#ARGV - 2])) + 1000
   for b = 1, nbuckets do
     local key = KEYS[nkeys + 1 + b]
-    redis.call('DEL', key)
+    if stale[b] then redis.call('DEL', key) end
     redis.call('HSET', key, 'tokens', string.format('%.17g', tokens[b]), 'ts', now_ms)
     redis.call('PEXPIRE', key, full_ms)
   end

@@ -125,6 +125,7 @@ def test_buffered_bytes_limit_is_503(settings_for: MakeSettings, store: redis.Re
     assert store.llen(f"logs:user_u1:{DAY}") == 2
     assert int(store.hget("logpipe:stats", "buffered_bytes") or 0) == 2 * len(line)
     assert refused(metrics, "buffer_full") == 1
+    assert f"logpipe_buffered_bytes {2 * len(line)}.0" in metrics
 
 
 # ---- keys per request, event age ----------------------------------------------------------

@@ -151,3 +151,15 @@ async def test_buffered_bytes_follow_appends_drains_and_quarantines(rig: Rig) ->
     assert rig.file_lines("a") == good
     assert rig.stats()["buffered"] == 0
     assert rig.stats()["buffered_bytes"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_bucket_of_another_type_is_replaced_not_an_error(
+    limited: Ingest, redis_url: str
+) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("logpipe:rate:token:a", "written by hand")
+    assert (await limited.store_one(JSON, event(), principal="a"))[0] == 200
+    assert raw.type("logpipe:rate:token:a") == b"hash"
+    assert float(raw.hget("logpipe:rate:token:a", "tokens") or -1) == pytest.approx(2, abs=0.01)
+    raw.close()
