@@ -14,6 +14,7 @@ concurrent requests share Redis round trips.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -43,7 +44,14 @@ from litestar.openapi.spec import (
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
-from logpipe_cli.answers import Answer, error_answer, problem_answer
+from logpipe_cli.answers import (
+    CLIENT_CLOSED,
+    DISCONNECTED,
+    INTERNAL_ERROR,
+    Answer,
+    error_answer,
+    problem_answer,
+)
 from logpipe_cli.auth import Authorizer, RouteScope, load_authorizer
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
@@ -67,6 +75,7 @@ from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect
 
 _encode = msgspec.json.encode
+log = logging.getLogger("logpipe.api")
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,21 @@ def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Resp
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     detail = exc.detail
+    if exc.status_code == 500 and detail == DISCONNECTED:
+        # Litestar's word for a client gone mid-body: not a server error. The metrics
+        # middleware counts this 499 and sends nothing (there is no one to send it to).
+        return _problem(CLIENT_CLOSED, detail)
     if exc.status_code == 413:
         detail = "request body too large"
         services_of(request.app).metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
+
+
+def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Litestar logs nothing with debug off: this is the one log line (and traceback) per
+    # error. The request's headers and body are left out: they may hold a token.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(INTERNAL_ERROR)
 
 
 def _media_type(request: Request[Any, Any, Any]) -> str:
@@ -121,8 +141,14 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
 
 _ERRORS = {
     400: ResponseSpec(Problem, description="Malformed JSON or an invalid field; `field` names it"),
-    413: ResponseSpec(Problem, description="Body larger than server.max_body_bytes"),
+    413: ResponseSpec(
+        Problem,
+        description="Body larger than server.max_body_bytes, or a batch over a count limit",
+    ),
     415: ResponseSpec(Problem, description="Content-Type is not JSON"),
+    429: ResponseSpec(
+        Problem, description="Over limits.events_per_second; retry after `Retry-After` s"
+    ),
     500: ResponseSpec(
         Problem, description="A target Redis key holds another type (written by hand)"
     ),
@@ -206,7 +232,8 @@ def _metrics_middleware(app: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
+                await send(message)
 
         try:
             await app(scope, receive, send_wrapper)
@@ -242,8 +269,10 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     refusal = ingest.log_media_refusal(media)  # before reading a body it would refuse
     if refusal is not None:
         return _response(refusal)
+    client = request.client.host if request.client else None
     body = await request.body()
-    return _response(await ingest.store_one(media, body, principal=principal_of(request.scope)))
+    principal = principal_of(request.scope)
+    return _response(await ingest.store_one(media, body, principal=principal, client=client))
 
 
 @post(
@@ -279,9 +308,12 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if refusal is not None:
         return _response(refusal)
     encoding = request.headers.get("content-encoding", "identity")
+    client = request.client.host if request.client else None
     body = await request.body()
     principal = principal_of(request.scope)
-    return _response(await ingest.store_batch(media, encoding, body, principal=principal))
+    return _response(
+        await ingest.store_batch(media, encoding, body, principal=principal, client=client)
+    )
 
 
 @get("/healthz", summary="Liveness: 200 while the process serves", **_needs("public"))
@@ -358,6 +390,7 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
         metrics.redis_errors += 1
     else:
         shared["buffered"] = counters.get("buffered", 0)
+        shared["buffered_bytes"] = counters.get("buffered_bytes", 0)
         shared["drained_events"] = counters.get("drained_events", 0)
         if last.get("at"):
             shared["last_drain_at"] = float(last["at"])
@@ -472,6 +505,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
+            Exception: _unexpected_error_handler,
         },
         openapi_config=OpenAPIConfig(
             title="logpipe",

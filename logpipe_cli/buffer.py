@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError, RedisError
 from logpipe_cli import keys, scripts
 from logpipe_cli.errors import (
     BufferFullError,
+    RateLimitedError,
     RedisUnavailableError,
     ReplicationError,
     WrongTypeError,
@@ -43,6 +44,33 @@ def redis_errors(action: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``[limits]``: a token bucket per principal, ``burst`` deep, refilled at
+    ``events_per_second``."""
+
+    events_per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One request's share of an append under a rate limit: whose bucket pays, how much."""
+
+    principal: str
+    cost: int
+
+
+class RateLimitedErrors(RateLimitedError):
+    """APPEND refused some requests of a call for their rate limit (nothing stored):
+    ``refused`` maps each one's position in ``charges`` to its own error."""
+
+    def __init__(self, refused: dict[int, RateLimitedError]) -> None:
+        first = next(iter(refused.values()))
+        super().__init__(first.detail, first.retry_after_s)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,16 @@ class KeyInfo:
     ttl_s: int  # -1 = no expiry
 
 
+def _rate_limited(charge: Charge, rate: RateLimit, wait_ms: int) -> RateLimitedError:
+    # whole seconds, rounded up: a client that waits Retry-After finds the tokens there
+    retry_after_s = max(1, -(-wait_ms // 1000))
+    return RateLimitedError(
+        f"rate limit: {charge.cost} event(s) over limits.events_per_second = "
+        f"{rate.events_per_second:g} (burst {rate.burst}); retry after {retry_after_s} s",
+        retry_after_s,
+    )
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -118,16 +156,29 @@ class Buffer:
 
     # ---- the write path -------------------------------------------------------------
 
-    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
+    async def append(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        flush_id: str | None = None,
+        *,
+        charges: Sequence[Charge] = (),
+        rate: RateLimit | None = None,
+    ) -> int:
         """Append ``(list key, line)`` pairs in order, atomically, in one round trip.
 
         Calls with the same ``flush_id`` (within 60 s) write once: send the same
         id again when a call failed without an answer, and the events are stored once
         whether or not the first call ran. Returns the number of events buffered
         afterwards. Raises
-        :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
-        exceeded, :class:`WrongTypeError` (nothing stored) when a target key is not a
-        list, :class:`RedisUnavailableError` when Redis cannot be reached.
+        :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` or
+        ``max_buffered_bytes`` would be exceeded, :class:`WrongTypeError` (nothing
+        stored) when a target key is not a list, :class:`RedisUnavailableError` when
+        Redis cannot be reached.
+
+        With a ``rate``, each of ``charges`` (one per request whose events are in
+        ``items``) is taken from its principal's token bucket in the same script, before
+        anything is written; if any cannot pay, nothing is stored and
+        :class:`RateLimitedErrors` says which (the caller sends the others again).
         """
         grouped: dict[str, list[bytes]] = {}
         for key, value in items:
@@ -141,15 +192,27 @@ class Buffer:
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
+        nbytes = 0
         for values in grouped.values():
             # one argument per list (see scripts.APPEND), unless a value holds a newline
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
                 argv += (len(values), joined)
+                nbytes += len(joined) - len(values) + 1
             else:
                 argv.append(-len(values))
                 argv.extend(values)
-        script_keys = [keys.STATS, *grouped, keys.FLUSHES]
+                nbytes += sum(map(len, values))
+        buckets: dict[str, int] = {}
+        if rate is not None and rate.events_per_second > 0:
+            for charge in charges:
+                bucket = keys.rate_bucket(charge.principal)
+                argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
+            argv += (self.cfg.max_buffered_bytes, nbytes, repr(rate.events_per_second))
+            argv += (rate.burst, len(buckets))
+        else:
+            argv += (self.cfg.max_buffered_bytes, nbytes, 0, 0, 0)
+        script_keys = [keys.STATS, *grouped, *buckets, keys.FLUSHES]
         if self.cfg.min_replicas:
             reply = await self._append_replicated(script_keys, argv)
         else:
@@ -164,10 +227,23 @@ class Buffer:
                 "else?); nothing stored",
                 bad,
             )
+        if outcome.outcome == "limited":
+            assert rate is not None  # only charged calls are refused
+            raise RateLimitedErrors(
+                {
+                    x.request: _rate_limited(charges[x.request], rate, x.retry_after_ms)
+                    for x in outcome.limited
+                }
+            )
         if outcome.outcome == "full":
             raise BufferFullError(
                 f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "
                 "(redis.max_buffered_events); retry after the drainer catches up"
+            )
+        if outcome.outcome == "full_bytes":
+            raise BufferFullError(
+                f"buffer full: the events in Redis hold {self.cfg.max_buffered_bytes} bytes "
+                "or more (redis.max_buffered_bytes); retry after the drainer catches up"
             )
         return outcome.buffered
 

@@ -24,26 +24,37 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from logpipe_cli.buffer import Buffer
+from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.errors import RedisUnavailableError, WrongTypeError
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
 
-_Waiter = tuple[asyncio.Future[None], Sequence[tuple[str, bytes]]]
+_Waiter = tuple[asyncio.Future[None], Sequence[tuple[str, bytes]], Charge | None]
 
 
 class GroupCommitter:
-    def __init__(self, buffer: Buffer, retry_s: float = 0.0) -> None:
+    """Requests' appends, grouped into shared script calls; ``rate`` (if any) charges
+    each request that names a principal to that principal's token bucket."""
+
+    def __init__(self, buffer: Buffer, retry_s: float = 0.0, rate: RateLimit | None = None) -> None:
         self._buffer = buffer
         self._retry_s = retry_s
+        self._rate = rate if rate is not None and rate.events_per_second > 0 else None
         self._waiters: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def append(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Store ``(key, line)`` pairs; returns once they are in Redis, or raises."""
+    async def append(
+        self, items: Sequence[tuple[str, bytes]], principal: str | None = None
+    ) -> None:
+        """Store ``(key, line)`` pairs; returns once they are in Redis, or raises
+        (:class:`~logpipe_cli.errors.RateLimitedError` when ``principal`` is over the rate
+        limit: nothing stored)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((fut, items))
+        charge = None
+        if self._rate is not None and principal is not None:
+            charge = Charge(principal, len(items))
+        self._waiters.append((fut, items, charge))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
         await fut
@@ -51,7 +62,7 @@ class GroupCommitter:
     def _take(self) -> list[_Waiter]:
         """Whole requests, up to MAX_FLUSH_EVENTS events (at least one request)."""
         taken, count = 0, 0
-        for _, items in self._waiters:
+        for _, items, _ in self._waiters:
             if taken and count + len(items) > MAX_FLUSH_EVENTS:
                 break
             taken += 1
@@ -63,17 +74,29 @@ class GroupCommitter:
         try:
             while self._waiters:
                 waiters = self._take()
-                items = [item for _, batch in waiters for item in batch]
+                items = [item for _, batch, _ in waiters for item in batch]
                 try:
-                    await self._store(items)
+                    await self._store(items, [c for _, _, c in waiters if c is not None])
                 except asyncio.CancelledError:
-                    for fut, _ in waiters:
+                    for fut, _, _ in waiters:
                         fut.cancel()
                     raise
+                except RateLimitedErrors as exc:
+                    # Only the requests over their limit fail; the rest go again.
+                    retry: list[_Waiter] = []
+                    charged = -1
+                    for waiter in waiters:
+                        charged += waiter[2] is not None
+                        refusal = exc.refused.get(charged) if waiter[2] is not None else None
+                        if refusal is not None:
+                            _fail(waiter[0], refusal)
+                        else:
+                            retry.append(waiter)
+                    self._waiters[:0] = retry
                 except WrongTypeError as exc:
                     # Only the requests aimed at a bad key fail; the rest go again.
                     bad = set(exc.keys)
-                    retry: list[_Waiter] = []
+                    retry = []
                     for waiter in waiters:
                         if any(key in bad for key, _ in waiter[1]):
                             _fail(waiter[0], exc)
@@ -81,23 +104,26 @@ class GroupCommitter:
                             retry.append(waiter)
                     self._waiters[:0] = retry
                 except Exception as exc:  # each request learns why its own flush failed
-                    for fut, _ in waiters:
+                    for fut, _, _ in waiters:
                         _fail(fut, exc)
                 else:
-                    for fut, _ in waiters:
+                    for fut, _, _ in waiters:
                         if not fut.done():
                             fut.set_result(None)
         finally:
             self._flusher = None
 
-    async def _store(self, items: list[tuple[str, bytes]]) -> None:
+    async def _store(self, items: list[tuple[str, bytes]], charges: list[Charge]) -> None:
         """One flush, sent again under the same id while Redis does not answer."""
         flush_id = uuid.uuid4().hex
         deadline = time.monotonic() + self._retry_s
         delay = 0.05
         while True:
             try:
-                await self._buffer.append(items, flush_id)
+                if self._rate is None:
+                    await self._buffer.append(items, flush_id)
+                else:
+                    await self._buffer.append(items, flush_id, charges=charges, rate=self._rate)
                 return
             except RedisUnavailableError:
                 if time.monotonic() + delay > deadline:

@@ -44,6 +44,17 @@ class BufferFullError(LogpipeError):
     http_status = 503
 
 
+class RateLimitedError(LogpipeError):
+    """A client sent more events than `[limits]` allows: retry after ``retry_after_s``."""
+
+    exit_code = 1
+    http_status = 429
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class WrongTypeError(LogpipeError):
     """A Redis key logpipe writes to holds another type (written by something else)."""
 

@@ -9,16 +9,6 @@ from logpipe_cli.buffer import Buffer
 from logpipe_cli.redis_conn import SentinelMasterClient
 from logpipe_cli.settings import Settings, mask_url
 
-EVICTING_POLICIES = {
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
-    "volatile-lru",
-    "volatile-lfu",
-    "volatile-random",
-    "volatile-ttl",
-}
-
 
 @dataclass
 class Replica:
@@ -146,10 +136,15 @@ def _text(value: str | bytes | None) -> str:
 def risks(report: HealthReport, settings: Settings) -> list[str]:
     """Ways this setup can lose buffered events."""
     out: list[str] = []
-    if report.maxmemory_policy in EVICTING_POLICIES:
+    if report.maxmemory_policy not in ("noeviction", "?"):
         out.append(
             f"maxmemory-policy is {report.maxmemory_policy}: Redis may evict buffered events "
             "when full; use noeviction"
+        )
+    if report.maxmemory == 0:
+        out.append(
+            "Redis has no maxmemory: a backlog can take all the host's memory; set one "
+            "(with maxmemory-policy noeviction) above redis.max_buffered_bytes"
         )
     if not report.aof_enabled and not report.rdb_saves:
         out.append("persistence is off (no AOF, no RDB saves): a Redis restart loses the buffer")

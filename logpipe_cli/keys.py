@@ -23,7 +23,9 @@ QUARANTINE_PREFIX = _NS + "quarantine:"
 HOLDER_PREFIX = _NS + "holder:"
 #: sorted set of the write ids done in the last 60 s, so a write sent again is not done twice
 FLUSHES = _NS + "flushes"
-#: hash of counters: buffered (events in Redis), accepted, drained_events, ...
+#: a rate limit's token bucket per principal (hash: tokens, ts in ms), expiring once full
+RATE_PREFIX = _NS + "rate:"
+#: hash of counters: buffered (events in Redis), buffered_bytes, accepted, drained_events, ...
 STATS = _NS + "stats"
 #: hash of the last drain's outcome
 LAST_DRAIN = _NS + "last_drain"
@@ -71,6 +73,11 @@ class EventKey:
 def event_key(user_id: str, day: int) -> str:
     """The list that buffers ``user_id``'s events of ``day`` (no validation: hot path)."""
     return f"{EVENT_PREFIX}{user_id}:{day}"
+
+
+def rate_bucket(principal: str) -> str:
+    """The token bucket of ``principal`` (``token:<id>`` or ``addr:<client address>``)."""
+    return RATE_PREFIX + principal
 
 
 def parse_event_key(key: str | bytes) -> EventKey | None:

@@ -17,22 +17,30 @@ def _text(value: Any) -> str:
 
 
 APPEND = """
--- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset)
+-- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct),
+-- KEYS[k+2..k+b+1] = rate buckets (distinct; b = ARGV[#ARGV]), KEYS[#KEYS] = flush ids (zset)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
--- Returns the number of events buffered afterwards, -1 if the buffer is full, or
--- {positions of the lists that hold another type} (nothing written: a script that
--- fails half-way keeps its earlier writes, so every check comes before any write).
+-- then, per rate-limited request in flush order: its bucket (1..b) and its cost (events)
+-- ARGV[#ARGV-4] = max buffered bytes (0 = no limit), ARGV[#ARGV-3] = this flush's bytes,
+-- ARGV[#ARGV-2] = events per second, ARGV[#ARGV-1] = burst, ARGV[#ARGV] = b
+-- Returns the number of events buffered afterwards, -1 if the buffer is full (events),
+-- -2 if it is full (bytes), {positions of the lists that hold another type}, or
+-- {'limited', request, ms, request, ms, ...}: the rate-limited requests (1-based among
+-- the rate-limited ones) and the wait in ms after which each would pass. Nothing is
+-- written then: a script that fails half-way keeps its earlier writes, so every check
+-- comes before any write.
 -- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
 -- (Redis died after running it) can be sent again without duplicates.
 local flushes, id = KEYS[#KEYS], ARGV[3]
 if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
 end
-local nkeys = #KEYS - 2
+local nbuckets = tonumber(ARGV[#ARGV])
+local nkeys = #KEYS - 2 - nbuckets
 local counts, total, a = {}, 0, 4
 for i = 1, nkeys do
   local n = tonumber(ARGV[a])
@@ -49,6 +57,39 @@ for i = 1, nkeys do
   if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
 end
 if #wrong > 0 then return wrong end
+-- ---- limits: checks (nothing written here; the buckets are saved at the end) ----
+-- Token buckets: a bucket holds up to burst tokens and gains events-per-second tokens
+-- a second; a request passes if its bucket holds its cost. Requests of one bucket in
+-- this flush are charged in order, so a refusal's wait counts those before it.
+local tokens, stale, now_ms = {}, {}, 0
+if nbuckets > 0 then
+  local rate, burst = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for b = 1, nbuckets do
+    -- pcall: a bucket overwritten by hand with another type counts as full (and is
+    -- replaced at the end), rather than failing every write of its flush
+    local h, have = redis.pcall('HMGET', KEYS[nkeys + 1 + b], 'tokens', 'ts'), burst
+    if h['err'] then
+      stale[b] = true
+    else
+      local left, ts = tonumber(h[1]), tonumber(h[2])
+      if left and ts then have = math.min(burst, left + math.max(0, now_ms - ts) * rate / 1000) end
+    end
+    tokens[b] = have
+  end
+  local limited = {'limited'}
+  for c = a, #ARGV - 6, 2 do
+    local b, cost = tonumber(ARGV[c]), tonumber(ARGV[c + 1])
+    if tokens[b] + 1e-9 >= cost then
+      tokens[b] = tokens[b] - cost
+    else
+      limited[#limited + 1] = (c - a) / 2 + 1
+      limited[#limited + 1] = math.ceil((cost - tokens[b]) * 1000 / rate)
+    end
+  end
+  if #limited > 1 then return limited end
+end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local buffered = tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
@@ -57,6 +98,15 @@ if limit > 0 then
     return -1
   end
 end
+local nbytes, max_bytes = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 4])
+if max_bytes > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'buffered_bytes') or '0')
+  if held + nbytes > max_bytes then
+    redis.call('HINCRBY', KEYS[1], 'refused_full', total)
+    return -2
+  end
+end
+-- ---- end of the limits' checks ----
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
 a = 4
@@ -87,6 +137,19 @@ for i = 1, nkeys do
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+-- ---- limits: counters (after the writes) ----
+redis.call('HINCRBY', KEYS[1], 'buffered_bytes', nbytes)
+if nbuckets > 0 then
+  -- a bucket left alone refills to burst within this time; then it may as well be gone
+  local full_ms = math.ceil(tonumber(ARGV[#ARGV - 1]) * 1000 / tonumber(ARGV[#ARGV - 2])) + 1000
+  for b = 1, nbuckets do
+    local key = KEYS[nkeys + 1 + b]
+    if stale[b] then redis.call('DEL', key) end
+    redis.call('HSET', key, 'tokens', string.format('%.17g', tokens[b]), 'ts', now_ms)
+    redis.call('PEXPIRE', key, full_ms)
+  end
+end
+-- ---- end of the limits' counters ----
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', flushes, now, id)
@@ -96,20 +159,37 @@ return redis.call('HINCRBY', KEYS[1], 'buffered', total)
 
 
 @dataclass(frozen=True)
-class Appended:
-    """APPEND's reply: stored (``buffered`` events now), refused as full, or wrong types."""
+class Limited:
+    """A request APPEND refused for its rate limit, and how long until it would pass."""
 
-    outcome: Literal["stored", "full", "wrongtype"]
+    #: 0-based position among the rate-limited requests (the charges) of the call
+    request: int
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class Appended:
+    """APPEND's reply: stored (``buffered`` events now), refused as full (of events or
+    of bytes), wrong types, or rate-limited requests."""
+
+    outcome: Literal["stored", "full", "full_bytes", "wrongtype", "limited"]
     buffered: int = 0
     #: 0-based positions (in KEYS order, after the stats hash) of lists of another type
     wrong: tuple[int, ...] = ()
+    limited: tuple[Limited, ...] = ()
 
 
 def appended(reply: Any) -> Appended:
     """Decode APPEND's reply."""
     if isinstance(reply, list):
+        if reply and _text(reply[0]) == "limited":
+            pairs = zip(reply[1::2], reply[2::2], strict=True)
+            limited = tuple(Limited(int(i) - 1, int(ms)) for i, ms in pairs)
+            return Appended("limited", limited=limited)
         return Appended("wrongtype", wrong=tuple(int(i) - 1 for i in reply))
     n = int(reply)
+    if n == -2:
+        return Appended("full_bytes")
     return Appended("full") if n < 0 else Appended("stored", buffered=n)
 
 
@@ -268,11 +348,15 @@ ACK = """
 -- ARGV[4] = events written, ARGV[5] = bytes written, ARGV[6] = file size now,
 -- ARGV[7..] = quarantined values
 -- Drops the batch that is now safely on disk; returns what is left, or -1 if not our lease.
+-- The bytes it drops from the buffer (buffered_bytes, as APPEND counted them: the values'
+-- lengths) are the bytes written less their newlines, plus the quarantined values.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[3])
 redis.call('LTRIM', KEYS[1], n, -1)
 redis.call('DEL', KEYS[3])
+local dropped = tonumber(ARGV[5]) - tonumber(ARGV[4])
 if #ARGV > 6 then
+  for i = 7, #ARGV do dropped = dropped + #ARGV[i] end
   for i = 7, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[5], unpack(ARGV, i, math.min(#ARGV, i + 999)))
   end
@@ -280,6 +364,9 @@ if #ARGV > 6 then
 end
 if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered', -n)) < 0 then
   redis.call('HSET', KEYS[4], 'buffered', 0)
+end
+if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered_bytes', -dropped)) < 0 then
+  redis.call('HSET', KEYS[4], 'buffered_bytes', 0)
 end
 redis.call('HINCRBY', KEYS[4], 'drained_events', tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[4], 'drained_bytes', tonumber(ARGV[5]))

@@ -180,6 +180,16 @@ class ServerSettings:
         "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."
     )
     ssl_keyfile: str = setting("", "The private key (PEM) of ssl_certfile.")
+    max_keys_per_request: int = setting(
+        100,
+        "Most distinct keys (user and day) one POST /logs batch may write to; more: 413.",
+        minimum=1,
+    )
+    max_past_seconds: int = setting(
+        0,
+        "Refuse events timestamped further behind the server's clock (400). 0 = no limit.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,12 @@ class RedisSettings:
     max_buffered_events: int = setting(
         10_000_000,
         "Backpressure: POST /log answers 503 once Redis holds this many events. 0 = no limit.",
+        minimum=0,
+    )
+    max_buffered_bytes: int = setting(
+        1024**3,
+        "Backpressure: 503 once the events buffered in Redis hold this many bytes\n"
+        "(their JSON lines). 0 = no limit. Keep it under Redis' maxmemory.",
         minimum=0,
     )
     timeout_seconds: float = setting(5.0, "Connect and command timeout for Redis.", minimum=0.001)
@@ -293,6 +309,22 @@ class DrainerSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    events_per_second: float = setting(
+        0.0,
+        "Rate limit per API token (per client address without auth), shared by every\n"
+        "API process through Redis; over it: 429 with Retry-After. 0 = no limit.",
+        minimum=0,
+    )
+    burst: int = setting(
+        100,
+        "Events a client may send at once before events_per_second applies; also the\n"
+        "largest batch accepted while the rate limit is on (larger: 413).",
+        minimum=1,
+    )
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = setting(
         "info", "debug, info, warning or error.", choices=("debug", "info", "warning", "error")
@@ -343,6 +375,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     drainer: DrainerSettings = field(default_factory=DrainerSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     #: where each value came from, keyed "section.key"
@@ -369,6 +402,7 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "redis": RedisSettings,
     "drainer": DrainerSettings,
+    "limits": LimitsSettings,
     "logging": LoggingSettings,
     "auth": AuthSettings,
 }

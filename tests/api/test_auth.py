@@ -80,13 +80,13 @@ def principals(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     seen: list[str | None] = []
     one, batch = Ingest.store_one, Ingest.store_batch
 
-    async def store_one(self: Ingest, *a: Any, principal: str | None = None) -> Any:
+    async def store_one(self: Ingest, *a: Any, principal: str | None = None, **kw: Any) -> Any:
         seen.append(principal)
-        return await one(self, *a, principal=principal)
+        return await one(self, *a, principal=principal, **kw)
 
-    async def store_batch(self: Ingest, *a: Any, principal: str | None = None) -> Any:
+    async def store_batch(self: Ingest, *a: Any, principal: str | None = None, **kw: Any) -> Any:
         seen.append(principal)
-        return await batch(self, *a, principal=principal)
+        return await batch(self, *a, principal=principal, **kw)
 
     monkeypatch.setattr(Ingest, "store_one", store_one)
     monkeypatch.setattr(Ingest, "store_batch", store_batch)

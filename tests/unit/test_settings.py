@@ -336,7 +336,7 @@ def test_as_dict_masks_unless_asked() -> None:
 
 def test_sample_parses_back_to_the_defaults() -> None:
     data = tomllib.loads(render_sample())
-    assert set(data) == {"server", "redis", "drainer", "logging", "auth"}
+    assert set(data) == {"server", "redis", "drainer", "limits", "logging", "auth"}
     settings = load_settings(data, {})
     assert settings == Settings()
     # every key is written out, so the sample is a complete reference
