@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -31,6 +31,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import Parameter
+from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
@@ -42,11 +44,14 @@ from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
+from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
 from logpipe_cli.schemas import (
+    LOGS_QUERY_PARAMETERS,
     ApiCounts,
     BatchRefused,
     BatchStored,
     DrainSummary,
+    EventsPage,
     Problem,
     Ready,
     StatsDoc,
@@ -245,6 +250,80 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _response(await ingest.store_batch(media, encoding, await request.body()))
 
 
+def _param(name: str) -> Any:
+    return Parameter(required=False, description=LOGS_QUERY_PARAMETERS[name])
+
+
+_NDJSON = "application/x-ndjson"
+
+
+# TODO(auth): this route needs the "read" scope once bearer-token scopes (branch `auth`)
+# are on main; it reads every stored event of the user it is asked for.
+@get(
+    "/logs",
+    summary="Read one user's events",
+    description=(
+        "Events from the day files and from Redis (claimed or not), in the order they "
+        "were stored, each exactly once even while a drainer moves them. Page with "
+        "`next_cursor`: no event skipped or repeated. With `Accept: application/x-ndjson` "
+        'the events are streamed one per line, then a last line `{"next_cursor": ...}`.'
+    ),
+    responses={
+        200: ResponseSpec(EventsPage, description="A page of events"),
+        400: ResponseSpec(Problem, description="A malformed parameter; `field` names it"),
+        503: ResponseSpec(Problem, description="Redis unreachable; retry after `Retry-After` s"),
+    },
+)
+async def get_logs(
+    request: Request[Any, Any, Any],
+    user_id: Annotated[str | None, _param("user_id")] = None,
+    event: Annotated[list[str] | None, _param("event")] = None,
+    since: Annotated[str | None, _param("since")] = None,
+    until: Annotated[str | None, _param("until")] = None,
+    limit: Annotated[str | None, _param("limit")] = None,
+    cursor: Annotated[str | None, _param("cursor")] = None,
+    order: Annotated[str | None, _param("order")] = None,
+) -> Response[bytes] | Stream:
+    services = services_of(request.app)
+    ndjson = _NDJSON in request.headers.get("accept", "")
+    # ascending NDJSON streams with flat memory; a page (or desc) is held whole
+    big = ndjson and order in (None, "", "asc")
+    q = Query.parse(
+        user_id,
+        event,
+        since,
+        until,
+        limit,
+        cursor,
+        order,
+        max_limit=MAX_EXPORT_LIMIT if big else MAX_LIMIT,
+    )
+    srv = services.settings.server
+    reader = EventReader(
+        services.buffer,
+        services.settings.drainer.logs_dir,
+        partition_by=srv.partition_by,
+        max_future_s=srv.max_future_seconds,
+        lock_timeout_s=2 * services.settings.drainer.lease_seconds,
+    )
+    if ndjson:
+        lines = reader.export(q)
+        first = await anext(lines)  # a bad cursor or Redis down is still a 400 / 503 here
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in lines:
+                yield chunk
+
+        return Stream(body(), media_type=_NDJSON)
+    page = await reader.page(q)
+    doc = b'{"events":[%s],"next_cursor":%s}' % (
+        b",".join(f.raw for f in page.events),
+        _encode(page.next_cursor),
+    )
+    return Response(doc, media_type=MediaType.JSON)
+
+
 @get("/healthz", summary="Liveness: 200 while the process serves")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -385,7 +464,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
     metrics = ApiMetrics()
     return Litestar(
-        route_handlers=[post_log, post_logs, healthz, readyz, stats, prometheus, drain],
+        route_handlers=[post_log, post_logs, get_logs, healthz, readyz, stats, prometheus, drain],
         middleware=[DefineMiddleware(_metrics_middleware, metrics=metrics)],
         lifespan=[_lifespan(settings, metrics, redis)],
         exception_handlers={

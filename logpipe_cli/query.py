@@ -35,7 +35,7 @@ from logpipe_cli.daystream import Anchor, BadAnchorError, Item, open_stream
 from logpipe_cli.errors import InvalidEventError
 from logpipe_cli.events import SECONDS_PER_DAY
 from logpipe_cli.keys import USER_ID_RE, EventKey
-from logpipe_cli.sink import path_for
+from logpipe_cli.sink import encode_lines, path_for
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -315,6 +315,30 @@ class EventReader:
         end = position_after(found[-1], q.order) if found else q.cursor
         cursor = encode_cursor(q.user_id, q.order, end) if more and end else None
         return Page(found, cursor, end)
+
+    async def export(self, q: Query, chunk_bytes: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """``q``'s events as NDJSON, each line as stored, in chunks of about
+        ``chunk_bytes``; the last line is always ``{"next_cursor": ...}``, so a reader can
+        tell a complete export from a cut one. Memory stays flat in ascending order."""
+        out: list[bytes] = []
+        size = n = 0
+        last: Found | None = None
+        more = False
+        async for f in self.events(q, want=q.limit + 1):
+            if n == q.limit:
+                more = True
+                break
+            out.append(f.raw)
+            size += len(f.raw) + 1
+            n += 1
+            last = f
+            if size >= chunk_bytes:
+                yield encode_lines(out)
+                out, size = [], 0
+        end = position_after(last, q.order) if last else q.cursor
+        cursor = encode_cursor(q.user_id, q.order, end) if more and end else None
+        out.append(msgspec.json.encode({"next_cursor": cursor}))
+        yield encode_lines(out)
 
     async def events(self, q: Query, want: int | None = None) -> AsyncIterator[Found]:
         """Every matching event from ``q.cursor`` on, in ``q.order``.
