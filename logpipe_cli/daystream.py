@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from logpipe_cli.buffer import Buffer, redis_errors
 from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
@@ -59,14 +60,19 @@ class Anchor:
     byte: int = 0
 
 
-@dataclass(frozen=True)
-class Item:
-    """One stored value of a day's stream, at ``index``; ``after`` is the anchor for the
-    position just after it."""
+class Item(NamedTuple):
+    """One stored value of a day's stream, at index ``seq``; ``after_line``/``after_byte``
+    are the anchor for the position just after it. (A tuple: one is made per line read,
+    and a tuple is made several times faster than a frozen dataclass.)"""
 
-    index: int
+    seq: int
     raw: bytes
-    after: Anchor
+    after_line: int
+    after_byte: int
+
+    @property
+    def after(self) -> Anchor:
+        return Anchor(self.after_line, self.after_byte)
 
 
 def open_day_file(logs_dir: Path, ek: EventKey) -> int | None:
@@ -167,9 +173,9 @@ class DayStream:
                 if stop is not None and index >= stop:
                     return
                 if index >= start:
-                    yield Item(index, raw, Anchor(index + 1, end))
+                    yield Item(index, raw, index + 1, end)
                 index += 1
-        after = Anchor(index, self.size)
+        lines = index
         for value in self.buffered:
             if stop is not None and index >= stop:
                 return
@@ -177,7 +183,7 @@ class DayStream:
             if not is_valid_line(value):
                 continue
             if index >= start:
-                yield Item(index, value, after)
+                yield Item(index, value, lines, self.size)
             index += 1
 
     def _byte_at(self, offset: int) -> bytes:
