@@ -286,8 +286,7 @@ async def get_logs(
 ) -> Response[bytes] | Stream:
     services = services_of(request.app)
     ndjson = _NDJSON in request.headers.get("accept", "")
-    # ascending NDJSON streams with flat memory; a page (or desc) is held whole
-    big = ndjson and order in (None, "", "asc")
+    # NDJSON streams with flat memory; a JSON page is held whole
     q = Query.parse(
         user_id,
         event,
@@ -296,7 +295,7 @@ async def get_logs(
         limit,
         cursor,
         order,
-        max_limit=MAX_EXPORT_LIMIT if big else MAX_LIMIT,
+        max_limit=MAX_EXPORT_LIMIT if ndjson else MAX_LIMIT,
     )
     srv = services.settings.server
     reader = EventReader(

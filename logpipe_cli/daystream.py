@@ -61,18 +61,19 @@ class Anchor:
 
 
 class Item(NamedTuple):
-    """One stored value of a day's stream, at index ``seq``; ``after_line``/``after_byte``
-    are the anchor for the position just after it. (A tuple: one is made per line read,
-    and a tuple is made several times faster than a frozen dataclass.)"""
+    """One stored value of a day's stream, at index ``seq``; ``resume_line``/``resume_byte``
+    are the anchor for a cursor next to it (after it reading forward, before it reading
+    backward). (A tuple: one is made per line read, several times faster than a frozen
+    dataclass.)"""
 
     seq: int
     raw: bytes
-    after_line: int
-    after_byte: int
+    resume_line: int
+    resume_byte: int
 
     @property
-    def after(self) -> Anchor:
-        return Anchor(self.after_line, self.after_byte)
+    def resume(self) -> Anchor:
+        return Anchor(self.resume_line, self.resume_byte)
 
 
 def open_day_file(logs_dir: Path, ek: EventKey) -> int | None:
@@ -175,7 +176,7 @@ class DayStream:
                 if index >= start:
                     yield Item(index, raw, index + 1, end)
                 index += 1
-        lines = index
+        file_lines = index
         for value in self.buffered:
             if stop is not None and index >= stop:
                 return
@@ -183,8 +184,81 @@ class DayStream:
             if not is_valid_line(value):
                 continue
             if index >= start:
-                yield Item(index, value, lines, self.size)
+                yield Item(index, value, file_lines, self.size)
             index += 1
+
+    async def items_backward(
+        self, stop: int | None = None, anchor: Anchor | None = None
+    ) -> AsyncIterator[Item]:
+        """The stream's values with ``index < stop``, newest first.
+
+        The file is read backward from its end (or from ``anchor``, a line boundary at or
+        before ``stop``), a block at a time, after one pass that only counts its lines:
+        a newest-first page costs that count, not a decode of the whole day.
+        """
+        anchor = anchor or Anchor()
+        if (stop is not None and anchor.line > stop) or anchor.byte > self.size:
+            raise BadAnchorError
+        if anchor.byte and (
+            self.fd is None or await asyncio.to_thread(self._byte_at, anchor.byte - 1) != b"\n"
+        ):
+            raise BadAnchorError
+        file_lines = anchor.line
+        if self.fd is not None:
+            file_lines += await asyncio.to_thread(self._count_lines, anchor.byte)
+        valid = [v for v in self.buffered if is_valid_line(v)]  # see items()
+        for k in range(len(valid) - 1, -1, -1):
+            seq = file_lines + k
+            if stop is None or seq < stop:
+                yield Item(seq, valid[k], file_lines, self.size)
+        if stop is not None and stop == anchor.line:
+            pos, seq = anchor.byte, anchor.line  # the cursor says where line `stop` starts
+        else:
+            pos, seq = self.size, file_lines
+        while pos > 0:
+            lines, pos = await asyncio.to_thread(self._read_back, pos)
+            for raw, start in reversed(lines):
+                seq -= 1
+                if stop is None or seq < stop:
+                    yield Item(seq, raw, seq, start)
+
+    def _count_lines(self, pos: int) -> int:
+        """Lines of the acknowledged part from ``pos`` (a last one without its newline
+        counts, as :meth:`_read_block` reads it)."""
+        assert self.fd is not None
+        n = 0
+        last = b"\n"
+        while pos < self.size:
+            data = os.pread(self.fd, min(CHUNK_BYTES, self.size - pos), pos)
+            if not data:
+                raise SinkError(f"{self.path} shrank while being read")
+            n += data.count(b"\n")
+            last = data[-1:]
+            pos += len(data)
+        return n + (last != b"\n")
+
+    def _read_back(self, pos: int) -> tuple[list[tuple[bytes, int]], int]:
+        """The whole lines in about CHUNK_BYTES before ``pos`` (a line start), oldest
+        first, with their start offsets; and the start of the first of them."""
+        assert self.fd is not None
+        want = CHUNK_BYTES
+        while True:
+            begin = max(0, pos - want)
+            data = os.pread(self.fd, pos - begin, begin)
+            if len(data) != pos - begin:
+                raise SinkError(f"{self.path} shrank while being read")
+            # the block may start inside a line: that part belongs to the next (earlier)
+            # block. The block's last byte ends the line before ``pos``: not a boundary.
+            cut = 0 if begin == 0 else data.find(b"\n", 0, len(data) - 1) + 1
+            if cut or begin == 0:
+                break
+            want *= 2  # one line longer than a block: read more
+        out: list[tuple[bytes, int]] = []
+        at = begin + cut
+        for line in _split(data[cut:]):
+            out.append((line, at))
+            at += len(line) + 1
+        return out, begin + cut
 
     def _byte_at(self, offset: int) -> bytes:
         assert self.fd is not None

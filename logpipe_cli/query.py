@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import datetime as dt
 import math
 import os
@@ -39,7 +38,7 @@ from logpipe_cli.sink import encode_lines, path_for
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-#: NDJSON in ascending order streams with flat memory, so an export may ask for more
+#: NDJSON streams with flat memory (in either order), so an export may ask for more
 MAX_EXPORT_LIMIT = 1_000_000
 MAX_EVENT_NAMES = 100
 #: days checked for files and buffered keys per Redis round trip
@@ -283,9 +282,8 @@ class Page:
 
 def position_after(found: Found, order: Order) -> Position:
     """Where the page after ``found`` starts."""
-    if order == "asc":
-        return Position(found.day, found.item.seq + 1, found.item.after)
-    return Position(found.day, found.item.seq)
+    seq = found.item.seq + 1 if order == "asc" else found.item.seq
+    return Position(found.day, seq, found.item.resume)
 
 
 class EventReader:
@@ -316,7 +314,7 @@ class EventReader:
         """One page: up to ``q.limit`` events and the next cursor."""
         found: list[Found] = []
         more = False
-        async for f in self.events(q, want=q.limit + 1):
+        async for f in self.events(q):
             if len(found) == q.limit:
                 more = True  # one more exists: the next page will not be empty
                 break
@@ -328,12 +326,12 @@ class EventReader:
     async def export(self, q: Query, chunk_bytes: int = 64 * 1024) -> AsyncIterator[bytes]:
         """``q``'s events as NDJSON, each line as stored, in chunks of about
         ``chunk_bytes``; the last line is always ``{"next_cursor": ...}``, so a reader can
-        tell a complete export from a cut one. Memory stays flat in ascending order."""
+        tell a complete export from a cut one. Memory stays flat."""
         out: list[bytes] = []
         size = n = 0
         last: Found | None = None
         more = False
-        async for f in self.events(q, want=q.limit + 1):
+        async for f in self.events(q):
             if n == q.limit:
                 more = True
                 break
@@ -349,17 +347,14 @@ class EventReader:
         out.append(msgspec.json.encode({"next_cursor": cursor}))
         yield encode_lines(out)
 
-    async def events(self, q: Query, want: int | None = None) -> AsyncIterator[Found]:
-        """Every matching event from ``q.cursor`` on, in ``q.order``.
-
-        Ascending it streams; descending it needs ``want`` (how many the caller takes),
-        since each day is read from its start.
-        """
+    async def events(self, q: Query) -> AsyncIterator[Found]:
+        """Every matching event from ``q.cursor`` on, in ``q.order``, streamed: day files
+        are read forward, or backward for ``desc``, a block at a time."""
         if q.order == "asc":
             async for f in self._ascending(q):
                 yield f
         else:
-            async for f in self._descending(q, want or q.limit):
+            async for f in self._descending(q):
                 yield f
 
     async def _ascending(self, q: Query) -> AsyncIterator[Found]:
@@ -369,24 +364,22 @@ class EventReader:
             async for f in self._read_day(q, day, start, None, anchor):
                 yield f
 
-    async def _descending(self, q: Query, want: int) -> AsyncIterator[Found]:
+    async def _descending(self, q: Query) -> AsyncIterator[Found]:
         pos = q.cursor
         async for day in self._days(q, ascending=False):
-            stop = pos.index if pos and day == pos.day else None
-            # Newest first means reading the day from its start and keeping only the
-            # last `want` matches: a deque bounded by the caller's limit (at most
-            # MAX_LIMIT + 1), so memory stays bounded however large the day is.
-            last: collections.deque[Found] = collections.deque(maxlen=want)
-            async for f in self._read_day(q, day, 0, stop, None):
-                last.append(f)
-            while last:
-                yield last.pop()
-                want -= 1
-            if want <= 0:
-                return
+            stop, anchor = (pos.index, pos.anchor) if pos and day == pos.day else (None, None)
+            async for f in self._read_day(q, day, 0, stop, anchor, backward=True):
+                yield f
 
     async def _read_day(
-        self, q: Query, day: int, start: int, stop: int | None, anchor: Anchor | None
+        self,
+        q: Query,
+        day: int,
+        start: int,
+        stop: int | None,
+        anchor: Anchor | None,
+        *,
+        backward: bool = False,
     ) -> AsyncIterator[Found]:
         # Without filters a line is only checked (an object, valid JSON), not decoded: the
         # raw line is what a page or an export sends, and checking costs a third as much.
@@ -396,7 +389,12 @@ class EventReader:
             self.buffer, self.logs_dir, EventKey(q.user_id, day), self.lock_timeout_s
         ) as stream:
             try:
-                async for item in stream.items(start, stop, anchor):
+                items = (
+                    stream.items_backward(stop, anchor)
+                    if backward
+                    else stream.items(start, stop, anchor)
+                )
+                async for item in items:
                     try:
                         if filtered:
                             event = decode(item.raw)

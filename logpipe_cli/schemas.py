@@ -158,7 +158,7 @@ LOGS_QUERY_PARAMETERS: dict[str, str] = {
     "event": "Only events with this `event` name; repeat it for any of several.",
     "since": "Events with `timestamp` at or after this: Unix seconds or ISO 8601 (UTC).",
     "until": "Events with `timestamp` before this: Unix seconds or ISO 8601 (UTC).",
-    "limit": "Events per page: 1 to 10,000 (default 100); NDJSON in asc order: up to 1,000,000.",
+    "limit": "Events per page: 1 to 10,000 (default 100); NDJSON: up to 1,000,000.",
     "cursor": "`next_cursor` of the previous page, to read the next one.",
     "order": "`asc` (oldest first, the default) or `desc` (newest first).",
 }

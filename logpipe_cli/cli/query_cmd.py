@@ -112,7 +112,6 @@ def query(
     """A user's events from the day files and Redis, in stored order, with readable times."""
     if as_json and as_ndjson:
         raise typer.BadParameter("use --json or --ndjson, not both")
-    export = as_ndjson and order == "asc"
     q = Query.parse(
         user,
         event,
@@ -121,7 +120,7 @@ def query(
         limit,
         cursor,
         order,
-        max_limit=MAX_EXPORT_LIMIT if export else MAX_LIMIT,
+        max_limit=MAX_EXPORT_LIMIT if as_ndjson else MAX_LIMIT,
     )
     settings = settings_from(ctx)
     if as_ndjson:
@@ -144,7 +143,7 @@ async def _ndjson(reader: EventReader, q: Query) -> None:
     found: Found | None = None
     n = 0
     more = False
-    async for f in reader.events(q, want=q.limit + 1):
+    async for f in reader.events(q):
         if n == q.limit:
             more = True
             break

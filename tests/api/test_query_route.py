@@ -83,7 +83,6 @@ def test_ndjson_may_export_more_than_a_json_page(settings_for: MakeSettings) -> 
         ({"user_id": "u", "since": "2026-12-02", "until": "2026-12-01"}, "until"),
         ({"user_id": "u", "limit": "0"}, "limit"),
         ({"user_id": "u", "limit": "ten"}, "limit"),
-        ({"user_id": "u", "limit": "10001", "order": "desc"}, "limit"),
         ({"user_id": "u", "limit": "1000001"}, "limit"),
         ({"user_id": "u", "order": "up"}, "order"),
         ({"user_id": "u", "cursor": "bm90IGEgY3Vyc29y"}, "cursor"),

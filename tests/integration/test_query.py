@@ -16,6 +16,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from logpipe_cli import daystream
 from logpipe_cli.buffer import BeginItem, Buffer
 from logpipe_cli.daystream import Anchor
 from logpipe_cli.drainer import Drainer
@@ -119,14 +120,16 @@ async def test_ingest_partitioning_reads_later_days_for_old_timestamps(rig: Rig)
     assert await read_all(reader(rig), Query.parse("u", since=since, until=until)) == []
 
 
-async def test_a_cursor_pointing_inside_a_line_is_refused(rig: Rig) -> None:
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_a_cursor_pointing_inside_a_line_is_refused(rig: Rig, order: str) -> None:
     await rig.add("u", range(4))
     await rig.drainer().drain_once()
     r = reader(rig)
-    page = await r.page(Query.parse("u", limit=2))
+    page = await r.page(Query.parse("u", limit=2, order=order))
     assert page.end is not None
+    assert page.end.anchor.byte > 0  # the cursor carries where its line starts or ends
     bent = replace(page.end, anchor=Anchor(page.end.anchor.line, page.end.anchor.byte - 3))
-    q = Query.parse("u", cursor=encode_cursor("u", "asc", bent))
+    q = Query.parse("u", cursor=encode_cursor("u", order, bent), order=order)  # type: ignore[arg-type]
     with pytest.raises(InvalidQueryError) as err:
         await r.page(q)
     assert err.value.field == "cursor"
@@ -144,6 +147,21 @@ async def test_a_drainer_holding_the_file_holds_the_query_off(rig: Rig) -> None:
     finally:
         fd.close()
     assert len((await reader(rig).page(Query.parse("u"))).events) == 2
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+async def test_block_boundaries_and_long_lines_in_both_directions(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(daystream, "CHUNK_BYTES", chunk)
+    lines = [line("u", n, pad="x" * (n * 13 % 97)) for n in range(30)]
+    await rig.buffer.append([(EK.key, x) for x in lines])
+    await rig.drainer(batch_events=7).drain_once()
+    lines += await rig.add("u", range(30, 33))
+    r = reader(rig)
+    for limit in (1, 4, 11):
+        assert await read_all(r, Query.parse("u", limit=limit)) == lines
+        assert await read_all(r, Query.parse("u", limit=limit, order="desc")) == lines[::-1]
 
 
 # ---- the property: no skip, no repeat --------------------------------------------------
@@ -178,7 +196,10 @@ def test_paged_queries_never_skip_or_repeat_an_event(
     flush = redis.Redis.from_url(redis_url)
     flush.flushall()
     flush.close()
-    asyncio.run(_play(cfg.redis, cfg.drainer, logs, plan, order))
+    # small blocks, so pages start and stop inside blocks and lines cross them
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(daystream, "CHUNK_BYTES", 100)
+        asyncio.run(_play(cfg.redis, cfg.drainer, logs, plan, order))
 
 
 async def _play(
