@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -41,6 +41,8 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.params import Parameter
+from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
@@ -61,11 +63,14 @@ from logpipe_cli.fastpath import fast_post_log
 from logpipe_cli.gate import Cors, gate, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
+from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
 from logpipe_cli.schemas import (
+    LOGS_QUERY_PARAMETERS,
     ApiCounts,
     BatchRefused,
     BatchStored,
     DrainSummary,
+    EventsPage,
     Problem,
     Ready,
     StatsDoc,
@@ -316,6 +321,79 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+def _param(name: str) -> Any:
+    return Parameter(required=False, description=LOGS_QUERY_PARAMETERS[name])
+
+
+_NDJSON = "application/x-ndjson"
+
+
+@get(
+    "/logs",
+    summary="Read one user's events",
+    description=(
+        "Events from the day files and from Redis (claimed or not), in the order they "
+        "were stored, each exactly once even while a drainer moves them. Page with "
+        "`next_cursor`: no event skipped or repeated. With `Accept: application/x-ndjson` "
+        'the events are streamed one per line, then a last line `{"next_cursor": ...}`.'
+    ),
+    responses={
+        200: ResponseSpec(EventsPage, description="A page of events"),
+        400: ResponseSpec(Problem, description="A malformed parameter; `field` names it"),
+        503: ResponseSpec(Problem, description="Redis unreachable; retry after `Retry-After` s"),
+        **_AUTH_ERRORS,
+    },
+    **_needs("read"),
+)
+async def get_logs(
+    request: Request[Any, Any, Any],
+    user_id: Annotated[str | None, _param("user_id")] = None,
+    event: Annotated[list[str] | None, _param("event")] = None,
+    since: Annotated[str | None, _param("since")] = None,
+    until: Annotated[str | None, _param("until")] = None,
+    limit: Annotated[str | None, _param("limit")] = None,
+    cursor: Annotated[str | None, _param("cursor")] = None,
+    order: Annotated[str | None, _param("order")] = None,
+) -> Response[bytes] | Stream:
+    services = services_of(request.app)
+    ndjson = _NDJSON in request.headers.get("accept", "")
+    # NDJSON streams with flat memory; a JSON page is held whole
+    q = Query.parse(
+        user_id,
+        event,
+        since,
+        until,
+        limit,
+        cursor,
+        order,
+        max_limit=MAX_EXPORT_LIMIT if ndjson else MAX_LIMIT,
+    )
+    srv = services.settings.server
+    reader = EventReader(
+        services.buffer,
+        services.settings.drainer.logs_dir,
+        partition_by=srv.partition_by,
+        max_future_s=srv.max_future_seconds,
+        lock_timeout_s=2 * services.settings.drainer.lease_seconds,
+    )
+    if ndjson:
+        lines = reader.export(q)
+        first = await anext(lines)  # a bad cursor or Redis down is still a 400 / 503 here
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in lines:
+                yield chunk
+
+        return Stream(body(), media_type=_NDJSON)
+    page = await reader.page(q)
+    doc = b'{"events":[%s],"next_cursor":%s}' % (
+        b",".join(f.raw for f in page.events),
+        _encode(page.next_cursor),
+    )
+    return Response(doc, media_type=MediaType.JSON)
+
+
 @get("/healthz", summary="Liveness: 200 while the process serves", **_needs("public"))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -464,10 +542,15 @@ def route_scopes(handlers: list[HTTPRouteHandler], settings: Settings) -> dict[s
     ``auth.metrics_public``)."""
     scopes: dict[str, RouteScope] = {}
     for handler in handlers:
+        scope: RouteScope = handler.opt.get("scope", "admin")
         for path in handler.paths:
-            scopes[path] = handler.opt.get("scope", "admin")
+            for method in handler.http_methods:
+                scopes[f"{method} {path}"] = scope
+            # a path two routes share (GET and POST /logs) but for another method: the
+            # scope both agree on, else admin
+            scopes[path] = scope if scopes.get(path, scope) == scope else "admin"
     if settings.auth.metrics_public:
-        scopes["/metrics"] = "public"
+        scopes["/metrics"] = scopes["GET /metrics"] = "public"
     return scopes
 
 
@@ -496,7 +579,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     logs_dir = os.path.abspath(settings.drainer.logs_dir)
     settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
     metrics = ApiMetrics()
-    handlers = [post_log, post_logs, healthz, readyz, stats, prometheus, drain]
+    handlers = [post_log, post_logs, get_logs, healthz, readyz, stats, prometheus, drain]
     front = _front_door(settings, load_authorizer(settings.auth), handlers, metrics)
     return Litestar(
         route_handlers=handlers,

@@ -68,7 +68,8 @@ def gate(
 ) -> ASGIApp:
     """``app`` behind the token check (when ``authorizer.enabled``) and CORS (``cors``).
 
-    ``scopes`` maps each route's path to the scope it declares. A refused request gets
+    ``scopes`` maps each route's ``"METHOD /path"`` (and, for other methods, its path)
+    to the scope it declares. A refused request gets
     ``401``/``403`` with ``{"detail": ...}`` and ``WWW-Authenticate``, and is counted in
     the request metrics as the routes' own answers are.
     """
@@ -98,7 +99,7 @@ def gate(
             send = _with_cors(send, origin)
         if auth_on:
             path = scope["path"]
-            needs = scopes.get(path) or route_scope(scopes, path)
+            needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
             verdict = authorizer.check(authorization, needs)
             if not isinstance(verdict, Grant):
                 start = time.perf_counter()

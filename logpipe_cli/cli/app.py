@@ -14,6 +14,7 @@ from logpipe_cli.cli import (
     config_cmd,
     drain,
     inspect_cmd,
+    query_cmd,
     redis_check,
     run,
     send,
@@ -88,6 +89,8 @@ app.command("redis-check")(redis_check.redis_check)
 app.command("send")(send.send)
 app.command("run")(run.run)
 app.command("stats")(stats_cmd.stats)
+app.command("query")(query_cmd.query)
+app.command("tail")(query_cmd.tail)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inspect_cmd.app, name="inspect")
 app.add_typer(token_cmd.app, name="token")

@@ -33,6 +33,7 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("log fast path", "POST", "/log", "ingest"),
     ("log handler", "POST", "/log-chunked", "ingest"),
     ("logs", "POST", "/logs", "ingest"),
+    ("logs query", "GET", "/logs?user_id=123", "read"),
     ("stats", "GET", "/stats", "read"),
     ("metrics", "GET", "/metrics", "admin"),
     ("drain", "POST", "/drain", "admin"),
