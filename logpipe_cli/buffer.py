@@ -10,7 +10,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -49,6 +49,15 @@ def redis_errors(action: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What :meth:`Buffer.store` did: events buffered now, and the items not stored
+    because their event id was stored before (indexes into the call's items)."""
+
+    buffered: int
+    duplicates: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -130,24 +139,43 @@ class Buffer:
         Calls with the same ``flush_id`` (within 60 s) write once: send the same
         id again when a call failed without an answer, and the events are stored once
         whether or not the first call ran. Returns the number of events buffered
-        afterwards. Raises
+        afterwards (:meth:`store` does the same with event ids). Raises
         :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
         exceeded, :class:`WrongTypeError` (nothing stored) when a target key is not a
         list, :class:`RedisUnavailableError` when Redis cannot be reached.
         """
-        grouped: dict[str, list[bytes]] = {}
-        for key, value in items:
-            values = grouped.get(key)
-            if values is None:
-                grouped[key] = [value]
+        return (await self.store(items, flush_id)).buffered
+
+    async def store(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        flush_id: str | None = None,
+        *,
+        ids: Sequence[str | None] | None = None,
+        now: float | None = None,
+    ) -> Stored:
+        """:meth:`append`, and which items were duplicates.
+
+        ``ids[i]`` is item ``i``'s event id (or ``None``). An item whose id its user
+        (from the list's key) already stored within ``redis.dedupe_seconds`` -- or that
+        an earlier item of the same call carries -- is not stored; its index is in the
+        answer's ``duplicates``. ``now`` (Unix seconds) picks the dedupe bucket; tests
+        pass it, the API uses its clock.
+        """
+        grouped: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(items):
+            where = grouped.get(key)
+            if where is None:
+                grouped[key] = [i]
             else:
-                values.append(value)
+                where.append(i)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
-        for values in grouped.values():
+        for where in grouped.values():
+            values = [items[i][1] for i in where]
             # one argument per list (see scripts.APPEND), unless a value holds a newline
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
@@ -155,9 +183,10 @@ class Buffer:
             else:
                 argv.append(-len(values))
                 argv.extend(values)
+        id_keys = self._dedupe_args(grouped, ids, argv, time.time() if now is None else now)
         with redis_errors("storing events"):
             reply = await self._append(
-                keys=[keys.STATS, *grouped, keys.FLUSHES],
+                keys=[keys.STATS, *grouped, keys.FLUSHES, *id_keys],
                 args=argv,
             )
         outcome = scripts.appended(reply)
@@ -165,8 +194,8 @@ class Buffer:
             names = list(grouped)
             bad = [names[i] for i in outcome.wrong]
             raise WrongTypeError(
-                f"Redis key {bad[0]} holds another type than a list (written by something "
-                "else?); nothing stored",
+                f"Redis key {bad[0]} (or its user's logpipe:ids:* dedupe set) holds another "
+                "type than expected (written by something else?); nothing stored",
                 bad,
             )
         if outcome.outcome == "full":
@@ -174,7 +203,45 @@ class Buffer:
                 f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "
                 "(redis.max_buffered_events); retry after the drainer catches up"
             )
-        return outcome.buffered
+        if not outcome.duplicates:
+            return Stored(outcome.buffered)
+        # the script counts positions in grouped order; the caller's are item indexes
+        order = [i for where in grouped.values() for i in where]
+        return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
+
+    def _dedupe_args(
+        self,
+        grouped: dict[str, list[int]],
+        ids: Sequence[str | None] | None,
+        argv: list[Any],
+        now: float,
+    ) -> list[str]:
+        """APPEND's dedupe arguments, appended to ``argv``; returns the id set keys."""
+        window = self.cfg.dedupe_seconds
+        if not ids or window <= 0 or not any(ids):
+            argv.append(0)
+            return []
+        bucket = int(now // window)
+        groups: dict[str, int] = {}
+        id_keys: list[str] = []
+        section: list[Any] = []
+        for key, where in grouped.items():
+            line_ids = [ids[i] or "" for i in where]
+            parsed = keys.parse_event_key(key)
+            if parsed is None or not any(line_ids):
+                section += (0, b"")
+                continue
+            g = groups.get(parsed.user_id)
+            if g is None:
+                g = groups[parsed.user_id] = len(groups) + 1
+                id_keys += (
+                    keys.id_set(parsed.user_id, b) for b in (bucket - 1, bucket, bucket + 1)
+                )
+            section += (g, "\n".join(line_ids))
+        # a bucket is kept until the end of the next one: every id at least `window` s
+        argv += section
+        argv += ((bucket + 2) * window, len(id_keys))
+        return id_keys
 
     # ---- finding keys ---------------------------------------------------------------
 

@@ -49,7 +49,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype = _length_and_type(scope)
+        length, ctype, idem = _length_and_type(scope)
         if not 0 <= length <= max_body_bytes:
             await handler(scope, receive, send)
             return
@@ -59,7 +59,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
                 media = "application/json"
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
-            status, content, headers = await _store(ingest, media, receive)
+            status, content, headers = await _store(ingest, media, receive, idem)
         except Exception:  # as Litestar's default handler answers
             status, content, headers = INTERNAL_ERROR
         try:
@@ -77,24 +77,29 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     return app
 
 
-def _length_and_type(scope: Scope) -> tuple[int, bytes | None]:
-    """Content-Length (-1 if absent, -2 if unusable or either header repeated) and
-    Content-Type (``None`` if absent)."""
+def _length_and_type(scope: Scope) -> tuple[int, bytes | None, str | None]:
+    """Content-Length (-1 if absent, -2 if unusable or any of the three headers
+    repeated), Content-Type and Idempotency-Key (``None`` if absent)."""
     length = -1
     ctype: bytes | None = None
+    idem: str | None = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             if length != -1 or not value.isdigit():
-                return -2, ctype
+                return -2, ctype, idem
             length = int(value)
         elif name == b"content-type":
             if ctype is not None:
-                return -2, ctype
+                return -2, ctype, idem
             ctype = value
-    return length, ctype
+        elif name == b"idempotency-key":
+            if idem is not None:
+                return -2, ctype, idem
+            idem = value.decode("latin-1")
+    return length, ctype, idem
 
 
-async def _store(ingest: Ingest, media: str, receive: Receive) -> Answer:
+async def _store(ingest: Ingest, media: str, receive: Receive, idem: str | None) -> Answer:
     """The media type checked, the body read (not if refused), the event stored."""
     answer = ingest.log_media_refusal(media)
     if answer is not None:
@@ -113,7 +118,7 @@ async def _store(ingest: Ingest, media: str, receive: Receive) -> Answer:
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
-    return await ingest.store_one(media, body)
+    return await ingest.store_one(media, body, idem)
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:

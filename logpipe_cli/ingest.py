@@ -28,6 +28,7 @@ from logpipe_cli.events import (
     decode_json,
     parse_event,
     validate_batch,
+    with_event_id,
 )
 from logpipe_cli.keys import event_key
 from logpipe_cli.metrics import ApiMetrics
@@ -74,16 +75,29 @@ class Ingest:
             return problem_answer(415, f"Content-Type must be application/json, got {media}")
         return None
 
-    async def store_one(self, media: str, body: bytes) -> Answer:
-        """``POST /log``: validate one event, store it, and say how it went."""
+    async def store_one(
+        self, media: str, body: bytes, idempotency_key: str | None = None
+    ) -> Answer:
+        """``POST /log``: validate one event, store it, and say how it went.
+
+        ``idempotency_key``: the ``Idempotency-Key`` header, if sent; it becomes the
+        event's ``event_id``. An event whose id was stored before is not stored again
+        and the answer says ``"duplicate":true``.
+        """
         refusal = self.log_media_refusal(media)
         if refusal is not None:
             return refusal
         now = time.time()
         try:
             event = parse_event(body, now=now, max_future_s=self.max_future_s)
+            if idempotency_key is not None:
+                event = with_event_id(event, idempotency_key)
             key = self.route(event, now)
-            await self.committer.append([(key, event.line)])
+            if event.event_id is None:
+                await self.committer.append([(key, event.line)])
+            elif await self.committer.append([(key, event.line)], [event.event_id]):
+                self.metrics.duplicates += 1
+                return 200, b'{"stored":true,"key":' + _encode(key) + b',"duplicate":true}', {}
         except LogpipeError as exc:
             return self._refusal(exc)
         self.metrics.accepted += 1
@@ -128,13 +142,20 @@ class Ingest:
             )
             return 400, _encode(refused), {}
         items = self.route_batch(events, now)
+        duplicates: list[int] = []
         if items:
+            ids = [e.event_id for e in events]
             try:
-                await self.committer.append(items)
+                duplicates = await self.committer.append(
+                    items, ids if any(i is not None for i in ids) else None
+                )
             except LogpipeError as exc:
                 return self._refusal(exc, len(items))
-        self.metrics.accepted += len(items)
-        return 200, _encode(BatchStored(len(items))), {}
+        self.metrics.accepted += len(items) - len(duplicates)
+        if not duplicates:
+            return 200, _encode(BatchStored(len(items))), {}
+        self.metrics.duplicates += len(duplicates)
+        return 200, _encode(BatchStored(len(items), len(duplicates), duplicates)), {}
 
     # ---- routing ---------------------------------------------------------------------
 

@@ -17,22 +17,32 @@ def _text(value: Any) -> str:
 
 
 APPEND = """
--- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset)
+-- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset),
+-- KEYS[k+3..] = dedupe id sets, three per user whose events carry ids: its buckets
+--   before, at and after the API's clock (logpipe:ids:{<user>}:<bucket>)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
--- Returns the number of events buffered afterwards, -1 if the buffer is full, or
+-- then, only if the flush has id sets: per list, in KEYS order, g and its events' ids
+--   joined by newlines (an empty line for an event without one); g = 0: no ids in this
+--   list, else its user's sets are KEYS[k+3+3(g-1) .. k+5+3(g-1)]; then the Unix time at
+--   which the sets written now expire
+-- ARGV[#ARGV] = the number of id set keys (0: no dedupe in this flush)
+-- Returns the number of events buffered afterwards, -1 if the buffer is full,
 -- {positions of the lists that hold another type} (nothing written: a script that
--- fails half-way keeps its earlier writes, so every check comes before any write).
+-- fails half-way keeps its earlier writes, so every check comes before any write), or
+-- {'duplicates', buffered, 0-based positions (over all values, in ARGV order) of the
+-- events not stored because their id was stored before}.
 -- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
 -- (Redis died after running it) can be sent again without duplicates.
-local flushes, id = KEYS[#KEYS], ARGV[3]
+local nid = tonumber(ARGV[#ARGV])
+local nkeys = #KEYS - 2 - nid
+local flushes, id = KEYS[nkeys + 2], ARGV[3]
 if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
 end
-local nkeys = #KEYS - 2
 local counts, total, a = {}, 0, 4
 for i = 1, nkeys do
   local n = tonumber(ARGV[a])
@@ -48,6 +58,22 @@ for i = 1, nkeys do
   local t = redis.call('TYPE', KEYS[i + 1])['ok']
   if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
 end
+-- dedupe: ids start at ARGV[ia]; an id set of another type would fail the write
+-- half-way, so it is refused now, as the lists of its user
+local ia = a
+if nid > 0 then
+  for i = 1, nkeys do
+    local g = tonumber(ARGV[ia + 2 * i - 2])
+    for s = 1, (g > 0 and 3 or 0) do
+      local t = redis.call('TYPE', KEYS[nkeys + 2 + 3 * (g - 1) + s])['ok']
+      if t ~= 'none' and t ~= 'set' then
+        wrong[#wrong + 1] = i
+        break
+      end
+    end
+  end
+end
+-- end dedupe
 if #wrong > 0 then return wrong end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
@@ -59,10 +85,59 @@ if limit > 0 then
 end
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
+-- dedupe: state of the list being written, and seen(): whether its next event's id was
+-- stored before (else it is added to the current bucket)
+local dups, p, idblob, idpos, prev, cur, nxt = {'duplicates', 0}, 0
+local expire_at = nid > 0 and ARGV[#ARGV - 1]
+local function seen()
+  local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
+  local eid = sub(idblob, idpos, stop - 1)
+  idpos = stop + 1
+  if eid == '' then return false end
+  if redis.call('SISMEMBER', cur, eid) == 1 or redis.call('SISMEMBER', prev, eid) == 1
+    or redis.call('SISMEMBER', nxt, eid) == 1 then
+    return true
+  end
+  redis.call('SADD', cur, eid)
+  return false
+end
+-- end dedupe
 a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
-  if n > 0 then
+  -- dedupe: this list's ids, if it has any
+  local g = nid > 0 and tonumber(ARGV[ia + 2 * i - 2]) or 0
+  if g > 0 then
+    local base = nkeys + 2 + 3 * (g - 1)
+    prev, cur, nxt = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+    idblob, idpos = ARGV[ia + 2 * i - 1], 1
+    local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
+    for j = 1, count do
+      local v
+      if n > 0 then
+        local stop = find(blob, '\\n', pos, true) or (#blob + 1)
+        v = sub(blob, pos, stop - 1)
+        pos = stop + 1
+      else
+        v = ARGV[a + j]
+      end
+      if seen() then
+        dups[#dups + 1] = p
+      else
+        m = m + 1
+        vals[m] = v
+        if m == 1000 then
+          redis.call('RPUSH', key, unpack(vals, 1, m))
+          m = 0
+        end
+      end
+      p = p + 1
+    end
+    if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
+    redis.call('EXPIREAT', cur, expire_at)
+    a = (n > 0) and a + 2 or a + 1 - n
+  -- end dedupe
+  elseif n > 0 then
     local blob, vals, m, pos = ARGV[a + 1], {}, 0, 1
     for _ = 1, n do
       local stop = find(blob, '\\n', pos, true) or (#blob + 1)
@@ -76,6 +151,7 @@ for i = 1, nkeys do
     end
     if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
     a = a + 2
+    p = p + n
   else
     local first, last = a + 1, a - n
     while first <= last do
@@ -84,14 +160,25 @@ for i = 1, nkeys do
       first = stop + 1
     end
     a = last + 1
+    p = p - n
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+-- dedupe: duplicates were not stored
+total = total - (#dups - 2)
+-- end dedupe
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', flushes, now, id)
 redis.call('ZREMRANGEBYSCORE', flushes, '-inf', now - 60)
-return redis.call('HINCRBY', KEYS[1], 'buffered', total)
+local buffered = redis.call('HINCRBY', KEYS[1], 'buffered', total)
+-- dedupe: which events were duplicates, so each request of the flush learns its own
+if #dups > 2 then
+  dups[2] = buffered
+  return dups
+end
+-- end dedupe
+return buffered
 """
 
 
@@ -102,12 +189,20 @@ class Appended:
     outcome: Literal["stored", "full", "wrongtype"]
     buffered: int = 0
     #: 0-based positions (in KEYS order, after the stats hash) of lists of another type
+    #: (or whose user's dedupe id sets are of another type)
     wrong: tuple[int, ...] = ()
+    #: 0-based positions, over all values in the order sent, of the events not stored
+    #: because their id was stored before (dedupe)
+    duplicates: tuple[int, ...] = ()
 
 
 def appended(reply: Any) -> Appended:
     """Decode APPEND's reply."""
     if isinstance(reply, list):
+        if reply and _text(reply[0]) == "duplicates":
+            return Appended(
+                "stored", buffered=int(reply[1]), duplicates=tuple(int(i) for i in reply[2:])
+            )
         return Appended("wrongtype", wrong=tuple(int(i) - 1 for i in reply))
     n = int(reply)
     return Appended("full") if n < 0 else Appended("stored", buffered=n)

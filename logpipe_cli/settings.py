@@ -161,6 +161,13 @@ class RedisSettings:
         "answering 503. The same write id is reused, so it is stored at most once.",
         minimum=0,
     )
+    dedupe_seconds: int = setting(
+        86400,
+        "An event whose event_id (or Idempotency-Key) its user stored within this long\n"
+        "is not stored again (answer: duplicate). Kept in Redis, ~1.5x the window's ids\n"
+        "on average (see README, Guarantees). 0 = off.",
+        minimum=0,
+    )
 
     def __repr__(self) -> str:
         # settings reach logs and tracebacks through repr(): never with the password
