@@ -224,23 +224,22 @@ class Buffer:
         bucket = int(now // window)
         groups: dict[str, int] = {}
         id_keys: list[str] = []
-        section: list[Any] = []
+        section: list[str] = []
         for key, where in grouped.items():
             line_ids = [ids[i] or "" for i in where]
-            parsed = keys.parse_event_key(key)
-            if parsed is None or not any(line_ids):
-                section += (0, b"")
+            if not any(line_ids) or not key.startswith(keys.EVENT_PREFIX):
+                section.append("0")
                 continue
-            g = groups.get(parsed.user_id)
+            # the committer's keys come from keys.event_key: no need to parse them again
+            user = key[len(keys.EVENT_PREFIX) :].rpartition(":")[0]
+            g = groups.get(user)
             if g is None:
-                g = groups[parsed.user_id] = len(groups) + 1
-                id_keys += (
-                    keys.id_set(parsed.user_id, b) for b in (bucket - 1, bucket, bucket + 1)
-                )
-            section += (g, "\n".join(line_ids))
-        # a bucket is kept until the end of the next one: every id at least `window` s
-        argv += section
-        argv += ((bucket + 2) * window, len(id_keys))
+                g = groups[user] = len(groups) + 1
+                id_keys += (keys.id_set(user, bucket), keys.id_set(user, bucket - 1))
+            section.append(f"{g}\n" + "\n".join(line_ids))
+        # the current bucket is kept until the end of the next one: every id at least
+        # `window` seconds (and less than twice that)
+        argv += (" ".join(section), (bucket + 2) * window, len(id_keys))
         return id_keys
 
     # ---- finding keys ---------------------------------------------------------------

@@ -18,17 +18,18 @@ def _text(value: Any) -> str:
 
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset),
--- KEYS[k+3..] = dedupe id sets, three per user whose events carry ids: its buckets
---   before, at and after the API's clock (logpipe:ids:{<user>}:<bucket>)
+-- KEYS[k+3..] = dedupe id sets, two per user whose events carry ids: its buckets at and
+--   before the API's clock (logpipe:ids:{<user>}:<bucket>)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
--- then, only if the flush has id sets: per list, in KEYS order, g and its events' ids
---   joined by newlines (an empty line for an event without one); g = 0: no ids in this
---   list, else its user's sets are KEYS[k+3+3(g-1) .. k+5+3(g-1)]; then the Unix time at
---   which the sets written now expire
+-- then, only if the flush has id sets: one argument, per list in KEYS order and joined by
+--   spaces, g then its events' ids, joined by newlines (an empty line for an event without
+--   one); g = 0: no ids in this list, else its user's sets are KEYS[k+1+2g] (the current
+--   bucket) and KEYS[k+2+2g] (the one before); then the Unix time at which the current
+--   bucket expires
 -- ARGV[#ARGV] = the number of id set keys (0: no dedupe in this flush)
 -- Returns the number of events buffered afterwards, -1 if the buffer is full,
 -- {positions of the lists that hold another type} (nothing written: a script that
@@ -58,21 +59,8 @@ for i = 1, nkeys do
   local t = redis.call('TYPE', KEYS[i + 1])['ok']
   if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
 end
--- dedupe: ids start at ARGV[ia]; an id set of another type would fail the write
--- half-way, so it is refused now, as the lists of its user
+-- dedupe: the ids argument follows the lists
 local ia = a
-if nid > 0 then
-  for i = 1, nkeys do
-    local g = tonumber(ARGV[ia + 2 * i - 2])
-    for s = 1, (g > 0 and 3 or 0) do
-      local t = redis.call('TYPE', KEYS[nkeys + 2 + 3 * (g - 1) + s])['ok']
-      if t ~= 'none' and t ~= 'set' then
-        wrong[#wrong + 1] = i
-        break
-      end
-    end
-  end
-end
 -- end dedupe
 if #wrong > 0 then return wrong end
 local limit = tonumber(ARGV[1])
@@ -86,31 +74,35 @@ end
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
 -- dedupe: state of the list being written, and seen(): whether its next event's id was
--- stored before (else it is added to the current bucket)
-local dups, p, idblob, idpos, prev, cur, nxt = {'duplicates', 0}, 0
-local expire_at = nid > 0 and ARGV[#ARGV - 1]
+-- stored before (it is in the current bucket now either way). pcall: an id set of
+-- another type (written by hand) must not fail the script half-way; its events are
+-- stored (at least once) rather than refused.
+local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
+local expire_at, expiring = nil, {}
+if nid > 0 then idall, expire_at = ARGV[ia], ARGV[ia + 1] end
 local function seen()
   local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
   local eid = sub(idblob, idpos, stop - 1)
   idpos = stop + 1
   if eid == '' then return false end
-  if redis.call('SISMEMBER', cur, eid) == 1 or redis.call('SISMEMBER', prev, eid) == 1
-    or redis.call('SISMEMBER', nxt, eid) == 1 then
-    return true
-  end
-  redis.call('SADD', cur, eid)
-  return false
+  return redis.pcall('SADD', cur, eid) == 0 or redis.pcall('SISMEMBER', prev, eid) == 1
 end
 -- end dedupe
 a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
   -- dedupe: this list's ids, if it has any
-  local g = nid > 0 and tonumber(ARGV[ia + 2 * i - 2]) or 0
+  local g = 0
+  if nid > 0 then
+    local stop = find(idall, ' ', idnext, true) or (#idall + 1)
+    local nl = find(idall, '\\n', idnext, true)
+    if nl and nl < stop then
+      g, idblob, idpos = tonumber(sub(idall, idnext, nl - 1)), sub(idall, nl + 1, stop - 1), 1
+    end
+    idnext = stop + 1
+  end
   if g > 0 then
-    local base = nkeys + 2 + 3 * (g - 1)
-    prev, cur, nxt = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
-    idblob, idpos = ARGV[ia + 2 * i - 1], 1
+    cur, prev = KEYS[nkeys + 1 + 2 * g], KEYS[nkeys + 2 + 2 * g]
     local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
     for j = 1, count do
       local v
@@ -134,7 +126,10 @@ for i = 1, nkeys do
       p = p + 1
     end
     if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
-    redis.call('EXPIREAT', cur, expire_at)
+    if not expiring[g] then
+      expiring[g] = true
+      redis.call('EXPIREAT', cur, expire_at)
+    end
     a = (n > 0) and a + 2 or a + 1 - n
   -- end dedupe
   elseif n > 0 then

@@ -201,7 +201,7 @@ def test_ids_and_duplicates_answer_as_the_handler(
     data = json.dumps(event).encode()
     headers = {"content-type": "application/json", **headers}
     app = create_app(settings_for())
-    stored: list[list[bytes]] = []
+    stored: list[list[Any]] = []
     with TestClient(app) as client:
         answers: list[list[httpx.Response]] = [[], []]  # [first, again] per path
         for send in (lambda: data, lambda: chunks(data)):

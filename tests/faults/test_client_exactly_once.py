@@ -20,6 +20,7 @@ import json
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_client_retries_through_api_kills_and_redis_restart_store_each_event_onc
 
     faults: list[str] = []
     for n, (at, fault) in enumerate([(3_000, "api"), (8_000, "redis"), (13_000, "api")], start=2):
-        wait_until(lambda at=at: accepted_at_least(at), f"{at} events stored", procs=[drain])
+        wait_until(partial(accepted_at_least, at), f"{at} events stored", procs=[drain])
         if fault == "api":
             api.kill()  # SIGKILL: in-flight batches lose their answers
             api = start_api(n)
