@@ -235,11 +235,11 @@ class Buffer:
             g = groups.get(user)
             if g is None:
                 g = groups[user] = len(groups) + 1
-                id_keys += (keys.id_set(user, bucket), keys.id_set(user, bucket - 1))
+                id_keys.append(keys.id_set(user, bucket))
             section.append(f"{g}\n" + "\n".join(line_ids))
         # the current bucket is kept until the end of the next one: every id at least
         # `window` seconds (and less than twice that)
-        argv += (" ".join(section), (bucket + 2) * window, len(id_keys))
+        argv += (" ".join(section), (bucket + 2) * window, bucket, len(id_keys))
         return id_keys
 
     # ---- finding keys ---------------------------------------------------------------

@@ -18,8 +18,9 @@ def _text(value: Any) -> str:
 
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset),
--- KEYS[k+3..] = dedupe id sets, two per user whose events carry ids: its buckets at and
---   before the API's clock (logpipe:ids:{<user>}:<bucket>)
+-- KEYS[k+3..] = dedupe id sets, one per user whose events carry ids: its bucket at the
+--   API's clock (logpipe:ids:{<user>}:<bucket>); the bucket before is named from it here
+--   (the same hash tag, so the same slot: one argument less per user, what costs most)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
@@ -27,9 +28,8 @@ APPEND = """
 --   the client most), or -n and its n values one per argument (a value holds a newline)
 -- then, only if the flush has id sets: one argument, per list in KEYS order and joined by
 --   spaces, g then its events' ids, joined by newlines (an empty line for an event without
---   one); g = 0: no ids in this list, else its user's sets are KEYS[k+1+2g] (the current
---   bucket) and KEYS[k+2+2g] (the one before); then the Unix time at which the current
---   bucket expires
+--   one); g = 0: no ids in this list, else its user's set is KEYS[k+2+g]; then the Unix
+--   time at which the current bucket expires, then the current bucket's number
 -- ARGV[#ARGV] = the number of id set keys (0: no dedupe in this flush)
 -- Returns the number of events buffered afterwards, -1 if the buffer is full,
 -- {positions of the lists that hold another type} (nothing written: a script that
@@ -78,8 +78,11 @@ local find, sub = string.find, string.sub
 -- another type (written by hand) must not fail the script half-way; its events are
 -- stored (at least once) rather than refused.
 local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
-local expire_at, expiring = nil, {}
-if nid > 0 then idall, expire_at = ARGV[ia], ARGV[ia + 1] end
+local expire_at, expiring, bucket, before = nil, {}, '', ''
+if nid > 0 then
+  idall, expire_at, bucket = ARGV[ia], ARGV[ia + 1], ARGV[ia + 2]
+  before = tostring(tonumber(bucket) - 1)
+end
 local function seen()
   local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
   local eid = sub(idblob, idpos, stop - 1)
@@ -102,7 +105,8 @@ for i = 1, nkeys do
     idnext = stop + 1
   end
   if g > 0 then
-    cur, prev = KEYS[nkeys + 1 + 2 * g], KEYS[nkeys + 2 + 2 * g]
+    cur = KEYS[nkeys + 2 + g]
+    prev = sub(cur, 1, #cur - #bucket) .. before
     local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
     for j = 1, count do
       local v
