@@ -75,7 +75,13 @@ check: lint test ## Lint, type-check and test
 bench: setup ## Benchmark against ceilings measured in the same run (needs wrk)
 	$(BIN)/python -m bench.run
 
+bench-auth: setup ## POST /log with and without a bearer token, interleaved (needs wrk)
+	$(BIN)/python -m bench.auth
+
+bench-replication: setup ## Ingest standalone vs Sentinel with min_replicas 0/1/2 (WAIT's cost)
+	$(BIN)/python -m bench.replication
+
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench clean
+.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-auth bench-replication clean

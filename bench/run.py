@@ -12,7 +12,9 @@ One run starts its own redis-server (free port, temp dir, no persistence) and me
     more into the files now there, against a raw LPOP + append + fsync loop into 1,000
     new files;
 (f) the API's peak RSS (``VmHWM``) after (c) and (d);
-(g) ``POST /log`` with a fresh ``event_id`` per request against the same without one
+(g) query: one user's day of 100,000 events (bench/query.py): first page asc and desc, the
+    full NDJSON export, and the export's peak RSS;
+(h) ``POST /log`` with a fresh ``event_id`` per request against the same without one
     (the dedupe check's cost): 4-second wrk runs, the two interleaved, medians compared.
 
 It prints one table and writes the figures as JSON to ``bench/results/<date>.json``.
@@ -42,6 +44,7 @@ from typing import Any
 import redis
 
 from bench import drain, loadgen
+from bench import query as query_bench
 from bench.procs import (
     BenchError,
     Procs,
@@ -56,7 +59,7 @@ from logpipe_cli import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("redis", "trivial", "single", "batch", "drain", "ids")
+FIGURES = ("redis", "trivial", "single", "batch", "drain", "query", "ids")
 
 TARGET_SINGLE_RATIO = 0.6
 TARGET_P99_MS = 10.0
@@ -79,7 +82,7 @@ class Plan:
     batch_events: int
     users: int
     workers: int
-    id_rounds: int  # (g): pairs of runs, one without ids and one with, interleaved
+    id_rounds: int  # (h): pairs of runs, one without ids and one with, interleaved
     id_seconds: float
 
 
@@ -332,7 +335,7 @@ class Bench:
 
     def ids(self, port: int, pids: list[int]) -> None:
         p = self.plan
-        say(f"(g) POST /log with event_id vs without: {p.id_rounds} pairs of {p.id_seconds:g} s")
+        say(f"(h) POST /log with event_id vs without: {p.id_rounds} pairs of {p.id_seconds:g} s")
         url = f"http://127.0.0.1:{port}/log"
         conns = p.connections
         users = str(p.users)
@@ -398,6 +401,12 @@ class Bench:
         self.results["drain_existing_files"] = again
         self.results["raw_drain"] = raw
 
+    def query(self) -> None:
+        say("(g) query: one user's day of 100,000 events, first page and full export")
+        self.flush()
+        self.results["query"] = query_bench.run(self.redis_port, self.tmp, 99_000)
+        self.flush()
+
     def run(self) -> None:
         self.start_redis()
         if "redis" in self.figures:
@@ -408,6 +417,8 @@ class Bench:
             self.logpipe_api()
         if "drain" in self.figures:
             self.drain()
+        if "query" in self.figures:
+            self.query()
 
 
 # ---- the table ---------------------------------------------------------------------
@@ -490,6 +501,16 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 ">= 1M/s (~0.5x raw)",
                 again["events_per_s"] >= TARGET_DRAIN_EPS,
             )
+    queried = r.get("query")
+    if queried:
+        for what, label in (("first", "asc"), ("first_desc", "desc")):
+            m = queried[what]
+            row(f"query first page of 100, {label}, 100k-event day (ms)",
+                f"{m['seconds'] * 1000:.1f}")  # fmt: skip
+        m = queried["export"]
+        row("query full export, 100k-event day (events/s)", _n(m["events"] / m["seconds"]))
+        row("query export peak RSS over imports (MB)",
+            f"{(m['rss_peak_kb'] - m['rss_base_kb']) / 1024:.1f}")  # fmt: skip
     ids = r.get("ids")
     if ids:
         n = len(ids["runs"]["id"])

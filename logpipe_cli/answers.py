@@ -12,6 +12,7 @@ from logpipe_cli.errors import (
     BufferFullError,
     InvalidEventError,
     LogpipeError,
+    RateLimitedError,
     RedisUnavailableError,
 )
 
@@ -28,7 +29,10 @@ def problem_answer(status: int, detail: str, field: str | None = None, **headers
 
 
 def error_answer(exc: LogpipeError) -> Answer:
-    """The answer for a library error: its status, Retry-After on 503s, the field at fault."""
+    """The answer for a library error: its status, Retry-After on 429s and 503s, the
+    field at fault."""
+    if isinstance(exc, RateLimitedError):
+        return problem_answer(429, exc.detail, **{"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, BufferFullError):
         return problem_answer(503, exc.detail, **{"Retry-After": "5"})
     if exc.http_status == 503:
@@ -43,8 +47,16 @@ def refusal_reason(exc: LogpipeError) -> str:
         return "buffer_full"
     if isinstance(exc, RedisUnavailableError):
         return "redis_unavailable"
+    if isinstance(exc, RateLimitedError):
+        return "rate_limited"
     return "too_large" if exc.http_status == 413 else "invalid"
 
+
+#: what Litestar says when the client disconnects before its body is read
+DISCONNECTED = "client disconnected prematurely"
+#: the status a request whose client went away is counted under (nginx's "client closed
+#: request"); never sent, as there is no one to send it to
+CLIENT_CLOSED = 499
 
 #: what Litestar answers for an exception no handler takes (debug off)
 INTERNAL_ERROR: Answer = (

@@ -14,46 +14,64 @@ concurrent requests share Redis round trips.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.enums import ParamType, ScopeType
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
+    Components,
     OpenAPIMediaType,
     OpenAPIType,
     Operation,
-    Parameter,
     RequestBody,
     Schema,
+    SecurityScheme,
 )
+from litestar.openapi.spec import Parameter as OpenAPIParameter
+from litestar.params import Parameter
+from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
-from logpipe_cli.answers import Answer, error_answer, problem_answer
+from logpipe_cli.answers import (
+    CLIENT_CLOSED,
+    DISCONNECTED,
+    INTERNAL_ERROR,
+    Answer,
+    error_answer,
+    problem_answer,
+)
+from logpipe_cli.auth import Authorizer, RouteScope, load_authorizer
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
 from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
+from logpipe_cli.gate import Cors, gate, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
+from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
 from logpipe_cli.schemas import (
+    LOGS_QUERY_PARAMETERS,
     ApiCounts,
     BatchRefused,
     BatchStored,
     DrainSummary,
+    EventsPage,
     Problem,
     Ready,
     StatsDoc,
@@ -63,6 +81,7 @@ from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect
 
 _encode = msgspec.json.encode
+log = logging.getLogger("logpipe.api")
 
 
 @dataclass(frozen=True)
@@ -105,10 +124,21 @@ def _logpipe_error_handler(_: Request[Any, Any, Any], exc: LogpipeError) -> Resp
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     detail = exc.detail
+    if exc.status_code == 500 and detail == DISCONNECTED:
+        # Litestar's word for a client gone mid-body: not a server error. The metrics
+        # middleware counts this 499 and sends nothing (there is no one to send it to).
+        return _problem(CLIENT_CLOSED, detail)
     if exc.status_code == 413:
         detail = "request body too large"
         services_of(request.app).metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
+
+
+def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Litestar logs nothing with debug off: this is the one log line (and traceback) per
+    # error. The request's headers and body are left out: they may hold a token.
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(INTERNAL_ERROR)
 
 
 def _media_type(request: Request[Any, Any, Any]) -> str:
@@ -117,8 +147,14 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
 
 _ERRORS = {
     400: ResponseSpec(Problem, description="Malformed JSON or an invalid field; `field` names it"),
-    413: ResponseSpec(Problem, description="Body larger than server.max_body_bytes"),
+    413: ResponseSpec(
+        Problem,
+        description="Body larger than server.max_body_bytes, or a batch over a count limit",
+    ),
     415: ResponseSpec(Problem, description="Content-Type is not JSON"),
+    429: ResponseSpec(
+        Problem, description="Over limits.events_per_second; retry after `Retry-After` s"
+    ),
     500: ResponseSpec(
         Problem, description="A target Redis key holds another type (written by hand)"
     ),
@@ -126,6 +162,28 @@ _ERRORS = {
         Problem, description="Redis unreachable or buffer full; retry after `Retry-After` s"
     ),
 }
+
+
+#: the answers of a route that needs a token (when tokens are configured)
+_AUTH_ERRORS = {
+    401: ResponseSpec(
+        Problem,
+        description="Tokens are configured and the request has none, or an unknown one "
+        "(`WWW-Authenticate: Bearer`)",
+    ),
+    403: ResponseSpec(Problem, description="The token's scope does not allow this route"),
+}
+#: the OpenAPI security requirement of a route that needs a token
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _needs(scope: RouteScope) -> dict[str, Any]:
+    """A route's declaration of the token scope it needs: its ``opt`` (read by the
+    gate), its security requirement and its 401/403 answers (read by OpenAPI).
+    Every route declares one; one that does not needs an admin token."""
+    if scope == "public":
+        return {"opt": {"scope": scope}}
+    return {"opt": {"scope": scope}, "security": _BEARER}
 
 
 def _openapi_schema(doc: dict[str, Any]) -> Schema:
@@ -148,7 +206,7 @@ _EVENT_SCHEMA = _openapi_schema(event_json_schema())
 
 
 def _with_body(
-    content: dict[str, Schema], description: str, headers: tuple[Parameter, ...] = ()
+    content: dict[str, Schema], description: str, headers: tuple[OpenAPIParameter, ...] = ()
 ) -> type[Operation]:
     """An OpenAPI operation documenting a body (and headers) the handler reads raw (for
     speed)."""
@@ -185,7 +243,8 @@ def _metrics_middleware(app: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
+                await send(message)
 
         try:
             await app(scope, receive, send_wrapper)
@@ -215,13 +274,14 @@ def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: f
     responses={
         200: ResponseSpec(Stored, description="Stored in Redis (or stored before: duplicate)"),
         **_ERRORS,
+        **_AUTH_ERRORS,
     },
     status_code=200,
     operation_class=_with_body(
         {"application/json": _EVENT_SCHEMA},
         "One event",
         (
-            Parameter(
+            OpenAPIParameter(
                 name="Idempotency-Key",
                 param_in=ParamType.HEADER,
                 required=False,
@@ -230,6 +290,7 @@ def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: f
             ),
         ),
     ),
+    **_needs("ingest"),
 )
 async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     # Requests with a Content-Length are answered by the ASGI fast path (see
@@ -245,7 +306,10 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
         ingest.metrics.refuse("invalid")
         return _problem(400, "Idempotency-Key: send it once", "Idempotency-Key")
     idem = keys[0] if keys else None
-    return _response(await ingest.store_one(media, await request.body(), idem))
+    client = request.client.host if request.client else None
+    body = await request.body()
+    principal = principal_of(request.scope)
+    return _response(await ingest.store_one(media, body, idem, principal=principal, client=client))
 
 
 @post(
@@ -262,8 +326,10 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
         **_ERRORS,
+        **_AUTH_ERRORS,
         400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
     },
+    **_needs("ingest"),
     status_code=200,
     operation_class=_with_body(
         {
@@ -282,10 +348,88 @@ async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if refusal is not None:
         return _response(refusal)
     encoding = request.headers.get("content-encoding", "identity")
-    return _response(await ingest.store_batch(media, encoding, await request.body()))
+    client = request.client.host if request.client else None
+    body = await request.body()
+    principal = principal_of(request.scope)
+    return _response(
+        await ingest.store_batch(media, encoding, body, principal=principal, client=client)
+    )
 
 
-@get("/healthz", summary="Liveness: 200 while the process serves")
+def _param(name: str) -> Any:
+    return Parameter(required=False, description=LOGS_QUERY_PARAMETERS[name])
+
+
+_NDJSON = "application/x-ndjson"
+
+
+@get(
+    "/logs",
+    summary="Read one user's events",
+    description=(
+        "Events from the day files and from Redis (claimed or not), in the order they "
+        "were stored, each exactly once even while a drainer moves them. Page with "
+        "`next_cursor`: no event skipped or repeated. With `Accept: application/x-ndjson` "
+        'the events are streamed one per line, then a last line `{"next_cursor": ...}`.'
+    ),
+    responses={
+        200: ResponseSpec(EventsPage, description="A page of events"),
+        400: ResponseSpec(Problem, description="A malformed parameter; `field` names it"),
+        503: ResponseSpec(Problem, description="Redis unreachable; retry after `Retry-After` s"),
+        **_AUTH_ERRORS,
+    },
+    **_needs("read"),
+)
+async def get_logs(
+    request: Request[Any, Any, Any],
+    user_id: Annotated[str | None, _param("user_id")] = None,
+    event: Annotated[list[str] | None, _param("event")] = None,
+    since: Annotated[str | None, _param("since")] = None,
+    until: Annotated[str | None, _param("until")] = None,
+    limit: Annotated[str | None, _param("limit")] = None,
+    cursor: Annotated[str | None, _param("cursor")] = None,
+    order: Annotated[str | None, _param("order")] = None,
+) -> Response[bytes] | Stream:
+    services = services_of(request.app)
+    ndjson = _NDJSON in request.headers.get("accept", "")
+    # NDJSON streams with flat memory; a JSON page is held whole
+    q = Query.parse(
+        user_id,
+        event,
+        since,
+        until,
+        limit,
+        cursor,
+        order,
+        max_limit=MAX_EXPORT_LIMIT if ndjson else MAX_LIMIT,
+    )
+    srv = services.settings.server
+    reader = EventReader(
+        services.buffer,
+        services.settings.drainer.logs_dir,
+        partition_by=srv.partition_by,
+        max_future_s=srv.max_future_seconds,
+        lock_timeout_s=2 * services.settings.drainer.lease_seconds,
+    )
+    if ndjson:
+        lines = reader.export(q)
+        first = await anext(lines)  # a bad cursor or Redis down is still a 400 / 503 here
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in lines:
+                yield chunk
+
+        return Stream(body(), media_type=_NDJSON)
+    page = await reader.page(q)
+    doc = b'{"events":[%s],"next_cursor":%s}' % (
+        b",".join(f.raw for f in page.events),
+        _encode(page.next_cursor),
+    )
+    return Response(doc, media_type=MediaType.JSON)
+
+
+@get("/healthz", summary="Liveness: 200 while the process serves", **_needs("public"))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -297,6 +441,7 @@ async def healthz() -> dict[str, str]:
         200: ResponseSpec(Ready, description="Redis answers"),
         503: ResponseSpec(Problem, description="Redis does not answer"),
     },
+    **_needs("public"),
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     try:
@@ -319,7 +464,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(StatsDoc, description="The pipeline's state"),
         503: ResponseSpec(Problem, description="Redis does not answer"),
+        **_AUTH_ERRORS,
     },
+    **_needs("read"),
 )
 async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request.app)
@@ -338,8 +485,13 @@ async def stats(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get(
     "/metrics",
     summary="Prometheus metrics",
-    description="Text exposition format. Redis-wide values are left out while Redis is down.",
+    description=(
+        "Text exposition format. Redis-wide values are left out while Redis is down. "
+        "Needs an admin token unless auth.metrics_public is true."
+    ),
     media_type=CONTENT_TYPE,
+    responses=_AUTH_ERRORS,
+    **_needs("admin"),
 )
 async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = services_of(request.app)
@@ -351,6 +503,7 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
         metrics.redis_errors += 1
     else:
         shared["buffered"] = counters.get("buffered", 0)
+        shared["buffered_bytes"] = counters.get("buffered_bytes", 0)
         shared["drained_events"] = counters.get("drained_events", 0)
         if last.get("at"):
             shared["last_drain_at"] = float(last["at"])
@@ -372,7 +525,9 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
     responses={
         200: ResponseSpec(DrainSummary, description="The pass met no error"),
         500: ResponseSpec(DrainSummary, description="The pass met an error (see `errors`)"),
+        **_AUTH_ERRORS,
     },
+    **_needs("admin"),
 )
 async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
     report = await services_of(request.app).drains.drain()
@@ -384,7 +539,10 @@ async def drain(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 def _lifespan(
-    settings: Settings, metrics: ApiMetrics, redis: aioredis.Redis | None
+    settings: Settings,
+    metrics: ApiMetrics,
+    redis: aioredis.Redis | None,
+    front: Callable[[ASGIApp], ASGIApp],
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """Open the services (and the ``POST /log`` fast path onto them) for the app's life."""
 
@@ -404,7 +562,7 @@ def _lifespan(
             stack.push_async_callback(drains.aclose)  # before its client closes
             app.state.services = Services(settings, metrics, buffer, ingest, drains)
             router = app.asgi_handler
-            app.asgi_handler = fast_post_log(router, ingest)
+            app.asgi_handler = front(fast_post_log(router, ingest))
             try:
                 yield
             finally:
@@ -412,6 +570,38 @@ def _lifespan(
                 app.state.pop("services", None)
 
     return lifespan
+
+
+def route_scopes(handlers: list[HTTPRouteHandler], settings: Settings) -> dict[str, RouteScope]:
+    """Each route's path -> the token scope it declares (``/metrics``: ``public`` when
+    ``auth.metrics_public``)."""
+    scopes: dict[str, RouteScope] = {}
+    for handler in handlers:
+        scope: RouteScope = handler.opt.get("scope", "admin")
+        for path in handler.paths:
+            for method in handler.http_methods:
+                scopes[f"{method} {path}"] = scope
+            # a path two routes share (GET and POST /logs) but for another method: the
+            # scope both agree on, else admin
+            scopes[path] = scope if scopes.get(path, scope) == scope else "admin"
+    if settings.auth.metrics_public:
+        scopes["/metrics"] = scopes["GET /metrics"] = "public"
+    return scopes
+
+
+def _front_door(
+    settings: Settings,
+    authorizer: Authorizer,
+    handlers: list[HTTPRouteHandler],
+    metrics: ApiMetrics,
+) -> Callable[[ASGIApp], ASGIApp]:
+    """What goes in front of the app: the token and CORS gate, or nothing at all when
+    neither tokens nor CORS origins are configured (no cost on the hot path)."""
+    cors = Cors.of(settings.server.cors_origins)
+    if not authorizer.enabled and cors is None:
+        return lambda app: app
+    scopes = route_scopes(handlers, settings)
+    return lambda app: gate(app, authorizer, scopes, cors, metrics)
 
 
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
@@ -424,15 +614,31 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     logs_dir = os.path.abspath(settings.drainer.logs_dir)
     settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
     metrics = ApiMetrics()
+    handlers = [post_log, post_logs, get_logs, healthz, readyz, stats, prometheus, drain]
+    front = _front_door(settings, load_authorizer(settings.auth), handlers, metrics)
     return Litestar(
-        route_handlers=[post_log, post_logs, healthz, readyz, stats, prometheus, drain],
+        route_handlers=handlers,
         middleware=[DefineMiddleware(_metrics_middleware, metrics=metrics)],
-        lifespan=[_lifespan(settings, metrics, redis)],
+        lifespan=[_lifespan(settings, metrics, redis, front)],
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
+            Exception: _unexpected_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="logpipe", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="logpipe",
+            version=__version__,
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A token from auth.*_tokens (`logpipe token new`); "
+                        "needed only when tokens are configured",
+                    )
+                }
+            ),
+        ),
         # one limit for every route; the POST /log fast path applies it too
         request_max_body_size=settings.server.max_body_bytes,
         debug=False,

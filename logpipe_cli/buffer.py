@@ -15,31 +15,26 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from logpipe_cli import keys, scripts
-from logpipe_cli.errors import BufferFullError, RedisUnavailableError, WrongTypeError
+from logpipe_cli.errors import (
+    BufferFullError,
+    RateLimitedError,
+    RedisUnavailableError,
+    ReplicationError,
+    WrongTypeError,
+)
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
+from logpipe_cli.redis_conn import make_client, recheck_master
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
 
 def connect(cfg: RedisSettings) -> aioredis.Redis:
-    """A client for ``cfg.url`` that returns bytes and never retries by itself.
-
-    Retrying a write whose answer was lost could store an event twice; the caller (or
-    the HTTP client, on a 503) decides whether to try again.
-    """
-    return aioredis.Redis.from_url(
-        cfg.url,
-        decode_responses=False,
-        socket_timeout=cfg.timeout_seconds,
-        socket_connect_timeout=cfg.timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+    """A client for the configured Redis (``redis.url``, or the Sentinels' master) that
+    returns bytes and never retries by itself (see :mod:`logpipe_cli.redis_conn`)."""
+    return make_client(cfg)
 
 
 @contextlib.contextmanager
@@ -58,6 +53,33 @@ class Stored:
 
     buffered: int
     duplicates: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``[limits]``: a token bucket per principal, ``burst`` deep, refilled at
+    ``events_per_second``."""
+
+    events_per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One request's share of an append under a rate limit: whose bucket pays, how much."""
+
+    principal: str
+    cost: int
+
+
+class RateLimitedErrors(RateLimitedError):
+    """APPEND refused some requests of a call for their rate limit (nothing stored):
+    ``refused`` maps each one's position in ``charges`` to its own error."""
+
+    def __init__(self, refused: dict[int, RateLimitedError]) -> None:
+        first = next(iter(refused.values()))
+        super().__init__(first.detail, first.retry_after_s)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,16 @@ class KeyInfo:
     ttl_s: int  # -1 = no expiry
 
 
+def _rate_limited(charge: Charge, rate: RateLimit, wait_ms: int) -> RateLimitedError:
+    # whole seconds, rounded up: a client that waits Retry-After finds the tokens there
+    retry_after_s = max(1, -(-wait_ms // 1000))
+    return RateLimitedError(
+        f"rate limit: {charge.cost} event(s) over limits.events_per_second = "
+        f"{rate.events_per_second:g} (burst {rate.burst}); retry after {retry_after_s} s",
+        retry_after_s,
+    )
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -133,18 +165,31 @@ class Buffer:
 
     # ---- the write path -------------------------------------------------------------
 
-    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
+    async def append(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        flush_id: str | None = None,
+        *,
+        charges: Sequence[Charge] = (),
+        rate: RateLimit | None = None,
+    ) -> int:
         """Append ``(list key, line)`` pairs in order, atomically, in one round trip.
 
         Calls with the same ``flush_id`` (within 60 s) write once: send the same
         id again when a call failed without an answer, and the events are stored once
         whether or not the first call ran. Returns the number of events buffered
         afterwards (:meth:`store` does the same with event ids). Raises
-        :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` would be
-        exceeded, :class:`WrongTypeError` (nothing stored) when a target key is not a
-        list, :class:`RedisUnavailableError` when Redis cannot be reached.
+        :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` or
+        ``max_buffered_bytes`` would be exceeded, :class:`WrongTypeError` (nothing
+        stored) when a target key is not a list, :class:`RedisUnavailableError` when
+        Redis cannot be reached.
+
+        With a ``rate``, each of ``charges`` (one per request whose events are in
+        ``items``) is taken from its principal's token bucket in the same script, before
+        anything is written; if any cannot pay, nothing is stored and
+        :class:`RateLimitedErrors` says which (the caller sends the others again).
         """
-        return (await self.store(items, flush_id)).buffered
+        return (await self.store(items, flush_id, charges=charges, rate=rate)).buffered
 
     async def store(
         self,
@@ -153,14 +198,20 @@ class Buffer:
         *,
         ids: Sequence[str | None] | None = None,
         now: float | None = None,
+        charges: Sequence[Charge] = (),
+        rate: RateLimit | None = None,
     ) -> Stored:
-        """:meth:`append`, and which items were duplicates.
+        """:meth:`append` (the same ``charges`` and ``rate``, the same errors), and which
+        items were duplicates.
 
         ``ids[i]`` is item ``i``'s event id (or ``None``). An item whose id its user
         (from the list's key) already stored within ``redis.dedupe_seconds`` -- or that
         an earlier item of the same call carries -- is not stored; its index is in the
         answer's ``duplicates``. ``now`` (Unix seconds) picks the dedupe bucket; tests
-        pass it, the API uses its clock.
+        pass it, the API uses its clock. A duplicate is neither stored nor counted
+        (``buffered``, ``accepted``, ``buffered_bytes``), but it is charged to its
+        request's rate limit (it was sent), and the limits are checked before the ids are
+        (so they count it too).
         """
         grouped: dict[str, list[int]] = {}
         for i, (key, _) in enumerate(items):
@@ -174,21 +225,38 @@ class Buffer:
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
+        nbytes = 0
         for where in grouped.values():
             values = [items[i][1] for i in where]
             # one argument per list (see scripts.APPEND), unless a value holds a newline
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
                 argv += (len(values), joined)
+                nbytes += len(joined) - len(values) + 1
             else:
                 argv.append(-len(values))
                 argv.extend(values)
+                nbytes += sum(map(len, values))
+        buckets: dict[str, int] = {}
+        if rate is not None and rate.events_per_second > 0:
+            for charge in charges:
+                bucket = keys.rate_bucket(charge.principal)
+                argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
+        # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
         id_keys = self._dedupe_args(grouped, ids, argv, time.time() if now is None else now)
-        with redis_errors("storing events"):
-            reply = await self._append(
-                keys=[keys.STATS, *grouped, keys.FLUSHES, *id_keys],
-                args=argv,
-            )
+        argv += (self.cfg.max_buffered_bytes, nbytes)
+        if buckets:
+            assert rate is not None
+            argv += (repr(rate.events_per_second), rate.burst)
+        else:
+            argv += (0, 0)
+        argv += (len(buckets), len(id_keys))
+        script_keys = [keys.STATS, *grouped, *buckets, *id_keys, keys.FLUSHES]
+        if self.cfg.min_replicas:
+            reply = await self._append_replicated(script_keys, argv)
+        else:
+            with redis_errors("storing events"):
+                reply = await self._append(keys=script_keys, args=argv)
         outcome = scripts.appended(reply)
         if outcome.outcome == "wrongtype":
             names = list(grouped)
@@ -198,10 +266,23 @@ class Buffer:
                 "type than expected (written by something else?); nothing stored",
                 bad,
             )
+        if outcome.outcome == "limited":
+            assert rate is not None  # only charged calls are refused
+            raise RateLimitedErrors(
+                {
+                    x.request: _rate_limited(charges[x.request], rate, x.retry_after_ms)
+                    for x in outcome.limited
+                }
+            )
         if outcome.outcome == "full":
             raise BufferFullError(
                 f"buffer full: Redis holds {self.cfg.max_buffered_events} events or more "
                 "(redis.max_buffered_events); retry after the drainer catches up"
+            )
+        if outcome.outcome == "full_bytes":
+            raise BufferFullError(
+                f"buffer full: the events in Redis hold {self.cfg.max_buffered_bytes} bytes "
+                "or more (redis.max_buffered_bytes); retry after the drainer catches up"
             )
         if not outcome.duplicates:
             return Stored(outcome.buffered)
@@ -216,10 +297,11 @@ class Buffer:
         argv: list[Any],
         now: float,
     ) -> list[str]:
-        """APPEND's dedupe arguments, appended to ``argv``; returns the id set keys."""
+        """APPEND's three dedupe values (empty when no item has an id), appended to
+        ``argv``; returns the id set keys."""
         window = self.cfg.dedupe_seconds
         if not ids or window <= 0 or not any(ids):
-            argv.append(0)
+            argv += ("", 0, 0)
             return []
         bucket = int(now // window)
         groups: dict[str, int] = {}
@@ -239,8 +321,72 @@ class Buffer:
             section.append(f"{g}\n" + "\n".join(line_ids))
         # the current bucket is kept until the end of the next one: every id at least
         # `window` seconds (and less than twice that)
-        argv += (" ".join(section), (bucket + 2) * window, bucket, len(id_keys))
+        argv += (" ".join(section), (bucket + 2) * window, bucket)
         return id_keys
+
+    async def _append_replicated(self, script_keys: list[str], argv: list[Any]) -> Any:
+        """APPEND, then WAIT for ``min_replicas``, in one pipeline (one round trip).
+
+        Between them a write to :data:`keys.REPLICATED`: WAIT waits for this
+        connection's last write, and a flush sent again (its id already done, so APPEND
+        writes nothing) must still wait until the first sending is on the replicas.
+        """
+        sha = self._append.sha
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(sha, len(script_keys), *script_keys, *argv)
+                self._add_wait(pipe)
+                with redis_errors("storing events"):
+                    replies = await pipe.execute(raise_on_error=False)
+            reply = replies[0]
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                # Redis restarted (or failed over) since the script was loaded: the
+                # flush did not run; load it and send the flush again
+                with redis_errors("loading the append script"):
+                    await self.client.script_load(scripts.APPEND)
+                continue
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise RedisUnavailableError(f"redis unavailable while storing events: {r}")
+            if scripts.appended(reply).outcome == "stored":
+                await self._check_replicas(replies[-1], "stored")
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _add_wait(self, pipe: Pipeline) -> None:
+        """End ``pipe`` with a write and a WAIT for ``min_replicas`` (see _append_replicated)."""
+        pipe.incr(keys.REPLICATED)
+        timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
+        pipe.execute_command("WAIT", self.cfg.min_replicas, timeout_ms)
+
+    async def _check_replicas(self, reply: Any, what: str) -> None:
+        """Raise :class:`ReplicationError` when WAIT saw fewer than ``min_replicas``
+        (after checking that the master did not move, see ``recheck_master``)."""
+        got, wanted = int(reply), self.cfg.min_replicas
+        if got < wanted:
+            await recheck_master(self.client)
+            raise ReplicationError(
+                f"{what} on the Redis master but written on only {got} of {wanted} replicas "
+                f"within {self.cfg.replica_timeout_seconds:g} s (redis.min_replicas)",
+                got,
+                wanted,
+            )
+
+    async def _run_replicated(
+        self, action: str, what: str, build: Callable[[Pipeline], Awaitable[None]]
+    ) -> list[Any]:
+        """:meth:`_run`, ending with a WAIT for ``min_replicas`` when that is set: the
+        replies without WAIT's, or :class:`ReplicationError` when it fell short."""
+        if not self.cfg.min_replicas:
+            return await self._run(action, build)
+
+        async def build_and_wait(pipe: Pipeline) -> None:
+            await build(pipe)
+            self._add_wait(pipe)
+
+        replies = await self._run(action, build_and_wait)
+        await self._check_replicas(replies[-1], what)
+        return replies[:-2]
 
     # ---- finding keys ---------------------------------------------------------------
 
@@ -334,7 +480,10 @@ class Buffer:
                 )
                 pipe.lrange(ek.claim, 0, count - 1)
 
-        replies = await self._run("reading events", build)
+        # the claim and the offset must be on the replicas before the batch is written
+        # to its file: a master that then died would otherwise hand a new drainer a
+        # claim without the offset to cut the file back to, and the batch is written twice
+        replies = await self._run_replicated("reading events", "claims recorded", build)
         return [
             scripts.began(ok, values)
             for ok, values in zip(replies[0::2], replies[1::2], strict=True)
@@ -363,7 +512,8 @@ class Buffer:
                     client=pipe,
                 )
 
-        return [scripts.acked(r) for r in await self._run("acknowledging events", build)]
+        replies = await self._run_replicated("acknowledging events", "acks done", build)
+        return [scripts.acked(r) for r in replies]
 
     async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
         """Extend our leases; ``False`` for each one that is no longer ours."""

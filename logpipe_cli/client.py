@@ -37,7 +37,8 @@ def base_url(server: ServerSettings) -> str:
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(server.host, server.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{server.port}"
+    scheme = "https" if server.ssl_certfile else "http"
+    return f"{scheme}://{host}:{server.port}"
 
 
 def api_url(url: str | None, server: ServerSettings) -> str:
@@ -74,10 +75,16 @@ def _reason(exc: httpx.HTTPError) -> str:
     return str(exc) or type(exc).__name__
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <token>``, or nothing without a token."""
+    return {} if not token else {"authorization": f"Bearer {token}"}
+
+
 def send_event(
     url: str,
     event: dict[str, Any],
     *,
+    token: str | None = None,
     retries: int = 0,
     timeout_s: float = 10.0,
     backoff_s: float = 0.2,
@@ -94,6 +101,7 @@ def send_event(
                 url.rstrip("/") + "/log",
                 json.dumps(event).encode(),
                 "application/json",
+                token=token,
                 retries=retries,
                 backoff_s=backoff_s,
             )
@@ -107,14 +115,16 @@ async def post(
     content: bytes,
     content_type: str,
     *,
+    token: str | None = None,
     retries: int = 0,
     backoff_s: float = 0.2,
 ) -> SendResult:
-    """POST ``content`` with ``http``; retry ``503`` and connections never made.
+    """POST ``content`` with ``http`` (and ``token``, if given); retry ``503`` and
+    connections never made.
 
     Raises :class:`ClientError` when no answer came back.
     """
-    headers = {"content-type": content_type}
+    headers = {"content-type": content_type, **auth_headers(token)}
     attempt = 0
     while True:
         attempt += 1
@@ -131,7 +141,13 @@ async def post(
         await asyncio.sleep(_delay_s(attempt, backoff_s))
 
 
-def fetch_stats(url: str, *, http: httpx.Client | None = None, timeout_s: float = 5.0) -> StatsDoc:
+def fetch_stats(
+    url: str,
+    *,
+    token: str | None = None,
+    http: httpx.Client | None = None,
+    timeout_s: float = 5.0,
+) -> StatsDoc:
     """``GET <url>/stats``, decoded into the :class:`StatsDoc` the API declares.
 
     Raises :class:`ClientError` if the API cannot be reached or does not answer with
@@ -141,7 +157,7 @@ def fetch_stats(url: str, *, http: httpx.Client | None = None, timeout_s: float 
     own = http is None
     client = http if http is not None else httpx.Client(timeout=timeout_s)
     try:
-        resp = client.get(target)
+        resp = client.get(target, headers=auth_headers(token))
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
     finally:
@@ -200,6 +216,7 @@ __all__ = [
     "Sender",
     "UnavailableError",
     "api_url",
+    "auth_headers",
     "base_url",
     "fetch_stats",
     "post",

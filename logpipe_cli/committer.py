@@ -12,6 +12,11 @@ events are stored exactly once either way. Only when Redis stays away longer do 
 requests get a 503; a client's retry then stores no event twice if the event carries
 an id (``redis.dedupe_seconds``): each request learns which of its events were
 duplicates, from the one reply of its flush.
+
+With ``redis.min_replicas`` set, a flush that ran on the master but reached too few
+replicas in time (:class:`~logpipe_cli.errors.ReplicationError`, a kind of
+:class:`RedisUnavailableError`) is sent again the same way: the same id writes nothing
+twice and waits for the replicas once more.
 """
 
 from __future__ import annotations
@@ -21,32 +26,51 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from logpipe_cli.buffer import Buffer
+from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.errors import RedisUnavailableError, WrongTypeError
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
 
-_Waiter = tuple[asyncio.Future[list[int]], Sequence[tuple[str, bytes]], Sequence[str | None] | None]
+_Waiter = tuple[
+    asyncio.Future[list[int]],
+    Sequence[tuple[str, bytes]],
+    Sequence[str | None] | None,
+    Charge | None,
+]
 
 
 class GroupCommitter:
-    def __init__(self, buffer: Buffer, retry_s: float = 0.0) -> None:
+    """Requests' appends, grouped into shared script calls; ``rate`` (if any) charges
+    each request that names a principal to that principal's token bucket."""
+
+    def __init__(self, buffer: Buffer, retry_s: float = 0.0, rate: RateLimit | None = None) -> None:
         self._buffer = buffer
         self._retry_s = retry_s
+        self._rate = rate if rate is not None and rate.events_per_second > 0 else None
         self._waiters: list[_Waiter] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def append(
-        self, items: Sequence[tuple[str, bytes]], ids: Sequence[str | None] | None = None
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ids: Sequence[str | None] | None = None,
+        *,
+        principal: str | None = None,
     ) -> list[int]:
-        """Store ``(key, line)`` pairs; returns once they are in Redis, or raises.
+        """Store ``(key, line)`` pairs; returns once they are in Redis, or raises
+        (:class:`~logpipe_cli.errors.RateLimitedError` when ``principal`` is over the rate
+        limit: nothing stored).
 
         ``ids``: each item's event id (or ``None``). Returns the indexes of the items
-        not stored because their id was stored before (see :meth:`Buffer.store`).
+        not stored because their id was stored before (see :meth:`Buffer.store`). A
+        request is charged all its events, duplicates too: they were sent.
         """
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((fut, items, ids))
+        charge = None
+        if self._rate is not None and principal is not None:
+            charge = Charge(principal, len(items))
+        self._waiters.append((fut, items, ids, charge))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
         return await fut
@@ -54,7 +78,7 @@ class GroupCommitter:
     def _take(self) -> list[_Waiter]:
         """Whole requests, up to MAX_FLUSH_EVENTS events (at least one request)."""
         taken, count = 0, 0
-        for _, items, _ids in self._waiters:
+        for _, items, _, _ in self._waiters:
             if taken and count + len(items) > MAX_FLUSH_EVENTS:
                 break
             taken += 1
@@ -66,22 +90,35 @@ class GroupCommitter:
         try:
             while self._waiters:
                 waiters = self._take()
-                items = [item for _, batch, _ids in waiters for item in batch]
+                items = [item for _, batch, _, _ in waiters for item in batch]
                 ids: list[str | None] | None = None
                 if any(w[2] for w in waiters):
                     ids = []
-                    for _, batch, batch_ids in waiters:
+                    for _, batch, batch_ids, _ in waiters:
                         ids += batch_ids if batch_ids else [None] * len(batch)
+                charges = [c for _, _, _, c in waiters if c is not None]
                 try:
-                    duplicates = await self._store(items, ids)
+                    duplicates = await self._store(items, ids, charges)
                 except asyncio.CancelledError:
-                    for fut, _, _ids in waiters:
+                    for fut, _, _, _ in waiters:
                         fut.cancel()
                     raise
+                except RateLimitedErrors as exc:
+                    # Only the requests over their limit fail; the rest go again.
+                    retry: list[_Waiter] = []
+                    charged = -1
+                    for waiter in waiters:
+                        charged += waiter[3] is not None
+                        refusal = exc.refused.get(charged) if waiter[3] is not None else None
+                        if refusal is not None:
+                            _fail(waiter[0], refusal)
+                        else:
+                            retry.append(waiter)
+                    self._waiters[:0] = retry
                 except WrongTypeError as exc:
                     # Only the requests aimed at a bad key fail; the rest go again.
                     bad = set(exc.keys)
-                    retry: list[_Waiter] = []
+                    retry = []
                     for waiter in waiters:
                         if any(key in bad for key, _ in waiter[1]):
                             _fail(waiter[0], exc)
@@ -89,7 +126,7 @@ class GroupCommitter:
                             retry.append(waiter)
                     self._waiters[:0] = retry
                 except Exception as exc:  # each request learns why its own flush failed
-                    for fut, _, _ids in waiters:
+                    for fut, _, _, _ in waiters:
                         _fail(fut, exc)
                 else:
                     _answer(waiters, duplicates)
@@ -97,7 +134,10 @@ class GroupCommitter:
             self._flusher = None
 
     async def _store(
-        self, items: list[tuple[str, bytes]], ids: list[str | None] | None
+        self,
+        items: list[tuple[str, bytes]],
+        ids: list[str | None] | None,
+        charges: list[Charge],
     ) -> list[int]:
         """One flush, sent again under the same id while Redis does not answer; the
         indexes of its duplicates."""
@@ -106,10 +146,14 @@ class GroupCommitter:
         delay = 0.05
         while True:
             try:
+                rate = self._rate
                 if ids is None:
-                    await self._buffer.append(items, flush_id)
+                    await self._buffer.append(items, flush_id, charges=charges, rate=rate)
                     return []
-                return (await self._buffer.store(items, flush_id, ids=ids)).duplicates
+                stored = await self._buffer.store(
+                    items, flush_id, ids=ids, charges=charges, rate=rate
+                )
+                return stored.duplicates
             except RedisUnavailableError:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -122,7 +166,7 @@ def _answer(waiters: list[_Waiter], duplicates: list[int]) -> None:
     dups = iter(duplicates)
     nxt = next(dups, -1)
     start = 0
-    for fut, batch, _ids in waiters:
+    for fut, batch, _, _ in waiters:
         end = start + len(batch)
         mine: list[int] = []
         while 0 <= nxt < end:

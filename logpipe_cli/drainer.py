@@ -350,7 +350,12 @@ class Drainer:
         lock_timeout_s = 2 * self.cfg.lease_seconds
 
         def open_one(c: Claim) -> LockedFile:
-            return LockedFile.open(path_for(self.logs_dir, c.key), lock_timeout_s)
+            return LockedFile.open(
+                path_for(self.logs_dir, c.key),
+                lock_timeout_s,
+                file_mode=self.cfg.file_mode_bits,
+                dir_mode=self.cfg.dir_mode_bits,
+            )
 
         results = await asyncio.gather(
             *(_in_file_thread(open_one, c) for c in claims), return_exceptions=True

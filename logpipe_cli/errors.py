@@ -44,6 +44,17 @@ class BufferFullError(LogpipeError):
     http_status = 503
 
 
+class RateLimitedError(LogpipeError):
+    """A client sent more events than `[limits]` allows: retry after ``retry_after_s``."""
+
+    exit_code = 1
+    http_status = 429
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class WrongTypeError(LogpipeError):
     """A Redis key logpipe writes to holds another type (written by something else)."""
 
@@ -60,6 +71,20 @@ class RedisUnavailableError(LogpipeError):
 
     exit_code = 1
     http_status = 503
+
+
+class ReplicationError(RedisUnavailableError):
+    """A write reached the master but not ``redis.min_replicas`` replicas in time.
+
+    It did happen on the master: it is kept unless the master dies before a replica
+    has it. A subclass of :class:`RedisUnavailableError` so that it is answered and
+    retried the same way (the API resends under the same flush id).
+    """
+
+    def __init__(self, detail: str, replicas: int, wanted: int) -> None:
+        super().__init__(detail)
+        self.replicas = replicas
+        self.wanted = wanted
 
 
 class SinkError(LogpipeError):

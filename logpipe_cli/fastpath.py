@@ -8,6 +8,7 @@ exactly as the handler would go to Litestar.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,10 +17,18 @@ from litestar.enums import ScopeType
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from logpipe_cli.answers import INTERNAL_ERROR, Answer, problem_answer
+from logpipe_cli.answers import (
+    CLIENT_CLOSED,
+    DISCONNECTED,
+    INTERNAL_ERROR,
+    Answer,
+    problem_answer,
+)
+from logpipe_cli.gate import principal_of
 from logpipe_cli.ingest import Ingest
 
 _HTTP: str = ScopeType.HTTP
+log = logging.getLogger("logpipe.api")
 
 
 class _Disconnected(Exception):
@@ -59,11 +68,17 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
                 media = "application/json"
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
-            status, content, headers = await _store(ingest, media, receive, idem)
-        except Exception:  # as Litestar's default handler answers
+            client = scope.get("client")
+            host = client[0] if client else None
+            status, content, headers = await _store(
+                ingest, media, receive, idem, principal_of(scope), host
+            )
+        except Exception:  # as api._unexpected_error_handler logs and answers
+            log.exception("unexpected error on POST /log")
             status, content, headers = INTERNAL_ERROR
         try:
-            await _send_answer(scope, receive, send, (status, content, headers))
+            if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
+                await _send_answer(scope, receive, send, (status, content, headers))
         finally:
             pair = series.get(status)
             if pair is None:
@@ -99,7 +114,14 @@ def _length_and_type(scope: Scope) -> tuple[int, bytes | None, str | None]:
     return length, ctype, idem
 
 
-async def _store(ingest: Ingest, media: str, receive: Receive, idem: str | None) -> Answer:
+async def _store(
+    ingest: Ingest,
+    media: str,
+    receive: Receive,
+    idem: str | None,
+    principal: str | None,
+    client: str | None,
+) -> Answer:
     """The media type checked, the body read (not if refused), the event stored."""
     answer = ingest.log_media_refusal(media)
     if answer is not None:
@@ -114,11 +136,11 @@ async def _store(ingest: Ingest, media: str, receive: Receive, idem: str | None)
         else:
             body = await _read_body(receive, limit, message)
     except _Disconnected:
-        return problem_answer(500, "client disconnected prematurely")
+        return problem_answer(CLIENT_CLOSED, DISCONNECTED)
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
-    return await ingest.store_one(media, body, idem)
+    return await ingest.store_one(media, body, idem, principal=principal, client=client)
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:

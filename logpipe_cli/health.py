@@ -6,17 +6,33 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logpipe_cli.buffer import Buffer
+from logpipe_cli.redis_conn import SentinelMasterClient
 from logpipe_cli.settings import Settings, mask_url
 
-EVICTING_POLICIES = {
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
-    "volatile-lru",
-    "volatile-lfu",
-    "volatile-random",
-    "volatile-ttl",
-}
+
+@dataclass
+class Replica:
+    """One replica as the master's ``INFO replication`` lists it."""
+
+    address: str
+    state: str  # "online" once in sync
+    lag_s: int  # seconds since its last acknowledgement
+    behind_bytes: int  # replication stream the master sent that it has not acknowledged
+
+
+@dataclass
+class Replication:
+    """Where the writes go and who copies them (sentinel mode, or min_replicas set)."""
+
+    mode: str
+    master: str  # host:port, as the Sentinels name it (or the url's, standalone)
+    role: str  # what the server written to says it is ("master")
+    min_replicas: int
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def online(self) -> int:
+        return sum(1 for r in self.replicas if r.state == "online")
 
 
 @dataclass
@@ -32,9 +48,14 @@ class HealthReport:
     buffered_events: int
     buffered_keys: int
     warnings: list[str] = field(default_factory=list)
+    #: None for a standalone Redis with min_replicas 0 (the report stays as it was)
+    replication: Replication | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.replication is None:
+            del out["replication"]
+        return out
 
 
 async def check(buffer: Buffer, settings: Settings) -> HealthReport:
@@ -60,8 +81,42 @@ async def check(buffer: Buffer, settings: Settings) -> HealthReport:
         buffered_events=stats.get("buffered", 0),
         buffered_keys=nkeys,
     )
+    cfg = settings.redis
+    if cfg.mode == "sentinel" or cfg.min_replicas:
+        report.replication = await _replication(buffer, settings, info)
     report.warnings = risks(report, settings)
     return report
+
+
+async def _replication(buffer: Buffer, settings: Settings, info: dict[str, Any]) -> Replication:
+    """The master's address and its replicas with their lag, from ``INFO replication``."""
+    client = buffer.client
+    if isinstance(client, SentinelMasterClient):
+        host, port = await client.master_address()
+        master = f"{host}:{port}"
+    else:
+        master = mask_url(settings.redis.url)
+    offset = int(info.get("master_repl_offset", 0))
+    replicas = []
+    for name, value in sorted(info.items()):
+        # redis-py parses "slave0:ip=...,port=...,state=online,offset=...,lag=0" to a dict
+        if not (name.startswith("slave") and name[5:].isdigit() and isinstance(value, dict)):
+            continue
+        replicas.append(
+            Replica(
+                address=f"{value.get('ip', '?')}:{value.get('port', '?')}",
+                state=str(value.get("state", "?")),
+                lag_s=int(value.get("lag", -1)),
+                behind_bytes=max(0, offset - int(value.get("offset", 0))),
+            )
+        )
+    return Replication(
+        mode=settings.redis.mode,
+        master=master,
+        role=str(info.get("role", "?")),
+        min_replicas=settings.redis.min_replicas,
+        replicas=replicas,
+    )
 
 
 async def _config(buffer: Buffer) -> dict[str, str]:
@@ -81,10 +136,15 @@ def _text(value: str | bytes | None) -> str:
 def risks(report: HealthReport, settings: Settings) -> list[str]:
     """Ways this setup can lose buffered events."""
     out: list[str] = []
-    if report.maxmemory_policy in EVICTING_POLICIES:
+    if report.maxmemory_policy not in ("noeviction", "?"):
         out.append(
             f"maxmemory-policy is {report.maxmemory_policy}: Redis may evict buffered events "
             "when full; use noeviction"
+        )
+    if report.maxmemory == 0:
+        out.append(
+            "Redis has no maxmemory: a backlog can take all the host's memory; set one "
+            "(with maxmemory-policy noeviction) above redis.max_buffered_bytes"
         )
     if not report.aof_enabled and not report.rdb_saves:
         out.append("persistence is off (no AOF, no RDB saves): a Redis restart loses the buffer")
@@ -94,4 +154,18 @@ def risks(report: HealthReport, settings: Settings) -> list[str]:
             f"redis.key_expiration_seconds ({ttl}) is under twice drainer.interval_seconds "
             f"({settings.drainer.interval_seconds:g}): events can expire before they are drained"
         )
+    rep = report.replication
+    if rep is not None:
+        if rep.mode == "sentinel" and rep.min_replicas == 0:
+            out.append(
+                "redis.min_replicas is 0: a 200 is answered before any replica has the "
+                "events, so a failover can lose the last ones acknowledged; set it to 1"
+            )
+        if rep.min_replicas > rep.online:
+            out.append(
+                f"redis.min_replicas is {rep.min_replicas} but {rep.online} replicas are "
+                "online: every write is answered 503 (and the drainer stops) until more are"
+            )
+        if rep.role != "master":
+            out.append(f"the server written to is a {rep.role}, not a master")
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from logpipe_cli.answers import Answer, error_answer, problem_answer, refusal_reason
-from logpipe_cli.buffer import Buffer
+from logpipe_cli.buffer import Buffer, RateLimit
 from logpipe_cli.committer import GroupCommitter
 from logpipe_cli.errors import InvalidEventError, LogpipeError
 from logpipe_cli.events import (
@@ -62,8 +62,13 @@ class Ingest:
         self.max_body_bytes = srv.max_body_bytes
         self.max_batch_events = srv.max_batch_events
         self.max_future_s = srv.max_future_seconds
+        self.max_past_s = srv.max_past_seconds
+        self.max_keys = srv.max_keys_per_request
         self.by_ingest = srv.partition_by == "ingest"
-        self.committer = GroupCommitter(buffer, settings.redis.write_retry_seconds)
+        limits = settings.limits
+        self.rate = RateLimit(limits.events_per_second, limits.burst)
+        self.rate_limited = limits.events_per_second > 0
+        self.committer = GroupCommitter(buffer, settings.redis.write_retry_seconds, self.rate)
         self.metrics = metrics if metrics is not None else ApiMetrics()
 
     # ---- POST /log -------------------------------------------------------------------
@@ -76,13 +81,21 @@ class Ingest:
         return None
 
     async def store_one(
-        self, media: str, body: bytes, idempotency_key: str | None = None
+        self,
+        media: str,
+        body: bytes,
+        idempotency_key: str | None = None,
+        *,
+        principal: str | None = None,
+        client: str | None = None,
     ) -> Answer:
         """``POST /log``: validate one event, store it, and say how it went.
 
         ``idempotency_key``: the ``Idempotency-Key`` header, if sent; it becomes the
         event's ``event_id``. An event whose id was stored before is not stored again
-        and the answer says ``"duplicate":true``.
+        and the answer says ``"duplicate":true``. ``principal`` (the API token's id) or
+        else ``client`` (the client's address) names whose rate limit the event counts
+        against (a duplicate counts too: it was sent).
         """
         refusal = self.log_media_refusal(media)
         if refusal is not None:
@@ -92,10 +105,12 @@ class Ingest:
             event = parse_event(body, now=now, max_future_s=self.max_future_s)
             if idempotency_key is not None:
                 event = with_event_id(event, idempotency_key)
+            if self.max_past_s and event.timestamp < now - self.max_past_s:
+                raise self._too_old(event.timestamp, now)
             key = self.route(event, now)
-            if event.event_id is None:
-                await self.committer.append([(key, event.line)])
-            elif await self.committer.append([(key, event.line)], [event.event_id]):
+            payer = bucket_of(principal, client) if self.rate_limited else None
+            ids = None if event.event_id is None else [event.event_id]
+            if await self.committer.append([(key, event.line)], ids, principal=payer):
                 self.metrics.duplicates += 1
                 return 200, b'{"stored":true,"key":' + _encode(key) + b',"duplicate":true}', {}
         except LogpipeError as exc:
@@ -114,10 +129,20 @@ class Ingest:
             415, f"Content-Type must be application/x-ndjson or application/json, got {media}"
         )
 
-    async def store_batch(self, media: str, encoding: str, body: bytes) -> Answer:
+    async def store_batch(
+        self,
+        media: str,
+        encoding: str,
+        body: bytes,
+        *,
+        principal: str | None = None,
+        client: str | None = None,
+    ) -> Answer:
         """``POST /logs``: all events stored, or none (every bad one listed).
 
         ``encoding`` is the Content-Encoding header as sent (``identity`` or ``gzip``).
+        ``principal`` and ``client`` are as for :meth:`store_one`; a batch counts its
+        events against the rate limit.
         """
         refusal = self.batch_media_refusal(media)
         if refusal is not None:
@@ -132,8 +157,23 @@ class Ingest:
             return problem_answer(
                 413, f"batch has {len(docs)} events; at most {self.max_batch_events} allowed"
             )
+        if self.rate_limited and len(docs) > self.rate.burst:
+            # it could never pass, so a 429 with a Retry-After would be a lie
+            self.metrics.refuse("too_large", len(docs))
+            return problem_answer(
+                413,
+                f"batch has {len(docs)} events; at most limits.burst = {self.rate.burst} "
+                "per request while the rate limit is on",
+            )
         now = time.time()
         events, refusals = validate_batch(docs, now=now, max_future_s=self.max_future_s, raw=ndjson)
+        if self.max_past_s and not refusals:
+            floor = now - self.max_past_s
+            refusals = [
+                (i, self._too_old(e.timestamp, now).detail)
+                for i, e in enumerate(events)
+                if e.timestamp < floor
+            ]
         if refusals:
             self.metrics.refuse("invalid", len(docs))
             refused = BatchRefused(
@@ -143,11 +183,21 @@ class Ingest:
             return 400, _encode(refused), {}
         items = self.route_batch(events, now)
         duplicates: list[int] = []
+        nkeys = len({key for key, _ in items})
+        if nkeys > self.max_keys:
+            self.metrics.refuse("too_large", len(items))
+            return problem_answer(
+                413,
+                f"batch writes to {nkeys} distinct keys (user and day); at most "
+                f"{self.max_keys} allowed (server.max_keys_per_request); nothing stored",
+            )
         if items:
             ids = [e.event_id for e in events]
             try:
                 duplicates = await self.committer.append(
-                    items, ids if any(i is not None for i in ids) else None
+                    items,
+                    ids if any(i is not None for i in ids) else None,
+                    principal=bucket_of(principal, client) if self.rate_limited else None,
                 )
             except LogpipeError as exc:
                 return self._refusal(exc, len(items))
@@ -178,10 +228,25 @@ class Ingest:
             items.append((hit[1], event.line))
         return items
 
+    def _too_old(self, ts: int, now: float) -> InvalidEventError:
+        return InvalidEventError(
+            f"timestamp: {ts} is {int(now) - ts} s behind the server's clock "
+            f"(at most {self.max_past_s} s allowed)",
+            "timestamp",
+        )
+
     def _refusal(self, exc: LogpipeError, events: int = 1) -> Answer:
         """Count ``events`` refused for ``exc``'s reason; the answer that says why."""
         self.metrics.refuse(refusal_reason(exc), events)
         return error_answer(exc)
+
+
+def bucket_of(principal: str | None, client: str | None) -> str:
+    """Whose rate limit a request counts against: its token, else its address (requests
+    with neither, e.g. over a Unix socket, share one bucket)."""
+    if principal is not None:
+        return "token:" + principal
+    return "addr:" + (client or "unknown")
 
 
 class _TooLarge(InvalidEventError):
@@ -189,22 +254,36 @@ class _TooLarge(InvalidEventError):
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    """``body`` decoded per its Content-Encoding; at most ``limit`` bytes of it."""
+    """``body`` decoded per its Content-Encoding; at most ``limit`` bytes of it.
+
+    A gzip body may be several members one after another (``cat a.gz b.gz``, or a
+    client that compresses in chunks): all are decoded, within one ``limit``, as
+    ``gunzip`` does. Anything after a member that is not another member is refused.
+    """
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding != "gzip":
         raise InvalidEventError(f"Content-Encoding {encoding!r} not supported (use gzip)")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidEventError(f"body is not valid gzip: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _TooLarge(f"decompressed body larger than {limit} bytes")
-    if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
-        raise InvalidEventError("body is not valid gzip: the stream is truncated")
-    return out
+    parts: list[bytes] = []
+    size = 0
+    data = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(data, limit - size + 1)  # never 0 (= no limit)
+        except zlib.error as exc:
+            member = f" (member {len(parts) + 1})" if parts else ""
+            raise InvalidEventError(f"body is not valid gzip{member}: {exc}") from None
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise _TooLarge(f"decompressed body larger than {limit} bytes")
+        if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
+            raise InvalidEventError("body is not valid gzip: the stream is truncated")
+        parts.append(out)
+        data = inflater.unused_data
+        if not data:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def split_batch(body: bytes, ndjson: bool) -> list[Any]:

@@ -26,10 +26,15 @@ HOLDER_PREFIX = _NS + "holder:"
 FLUSHES = _NS + "flushes"
 #: dedupe: per user and time bucket, a set of the event ids stored (see :func:`id_set`)
 IDS_PREFIX = _NS + "ids:"
-#: hash of counters: buffered (events in Redis), accepted, drained_events, ...
+#: a rate limit's token bucket per principal (hash: tokens, ts in ms), expiring once full
+RATE_PREFIX = _NS + "rate:"
+#: hash of counters: buffered (events in Redis), buffered_bytes, accepted, drained_events, ...
 STATS = _NS + "stats"
 #: hash of the last drain's outcome
 LAST_DRAIN = _NS + "last_drain"
+#: a counter written before each WAIT (redis.min_replicas > 0): WAIT waits for this
+#: connection's last write, and a flush sent again (its id already done) writes nothing
+REPLICATED = _NS + "replicated"
 
 #: user ids: 1-128 of ASCII letters, digits and . _ - @ +, not starting with "."
 USER_ID_RE = re.compile(r"[A-Za-z0-9_@+\-][A-Za-z0-9._@+\-]{0,127}")
@@ -81,6 +86,11 @@ def id_set(user_id: str, bucket: int) -> str:
     whole by its expiry, so no per-id bookkeeping is needed (see scripts.APPEND).
     """
     return f"{IDS_PREFIX}{{{user_id}}}:{bucket}"
+
+
+def rate_bucket(principal: str) -> str:
+    """The token bucket of ``principal`` (``token:<id>`` or ``addr:<client address>``)."""
+    return RATE_PREFIX + principal
 
 
 def parse_event_key(key: str | bytes) -> EventKey | None:

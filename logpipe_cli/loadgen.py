@@ -46,6 +46,8 @@ class LoadPlan:
     retries: int = 0
     timeout_s: float = 10.0
     backoff_s: float = 0.2
+    #: the bearer token, if the API wants one (kept out of the repr)
+    token: str | None = field(default=None, repr=False)
 
     @property
     def target(self) -> str:
@@ -244,6 +246,7 @@ async def _send(
             plan.target,
             req.body,
             plan.content_type,
+            token=plan.token,
             retries=plan.retries,
             backoff_s=plan.backoff_s,
         )

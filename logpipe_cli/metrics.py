@@ -16,7 +16,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 LAST_PASS_AGE = "logpipe_last_drain_pass_age_seconds"
 #: a drainer's: seconds since its last successful pass; the one to alert on
 DRAIN_LAG = "logpipe_drain_lag_seconds"
-REFUSAL_REASONS = ("invalid", "too_large", "media_type", "buffer_full", "redis_unavailable")
+REFUSAL_REASONS = (
+    "invalid",
+    "too_large",
+    "media_type",
+    "buffer_full",
+    "redis_unavailable",
+    "rate_limited",
+)
 
 
 class ApiMetrics(Collector):
@@ -82,6 +89,13 @@ class ApiMetrics(Collector):
                 "logpipe_buffered_events",
                 "Events waiting in Redis (all API processes)",
                 value=shared["buffered"],
+            )
+        if "buffered_bytes" in shared:
+            yield GaugeMetricFamily(
+                "logpipe_buffered_bytes",
+                "Bytes of the events waiting in Redis (all API processes); the API answers "
+                "503 at redis.max_buffered_bytes",
+                value=shared["buffered_bytes"],
             )
         if "drained_events" in shared:
             yield CounterMetricFamily(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -151,3 +151,23 @@ def drain_summary(report: DrainReport) -> DrainSummary:
         errors=list(report.errors),
         ok=report.ok,
     )
+
+
+class EventsPage(msgspec.Struct):
+    """``GET /logs``: one page of a user's events, each as stored, oldest first (or
+    newest first with ``order=desc``); ``next_cursor`` is ``null`` when there are no more."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+#: ``GET /logs``'s query parameters and what each one means (for the OpenAPI document)
+LOGS_QUERY_PARAMETERS: dict[str, str] = {
+    "user_id": "The user whose events to read (required).",
+    "event": "Only events with this `event` name; repeat it for any of several.",
+    "since": "Events with `timestamp` at or after this: Unix seconds or ISO 8601 (UTC).",
+    "until": "Events with `timestamp` before this: Unix seconds or ISO 8601 (UTC).",
+    "limit": "Events per page: 1 to 10,000 (default 100); NDJSON: up to 1,000,000.",
+    "cursor": "`next_cursor` of the previous page, to read the next one.",
+    "order": "`asc` (oldest first, the default) or `desc` (newest first).",
+}

@@ -17,30 +17,45 @@ def _text(value: Any) -> str:
 
 
 APPEND = """
--- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct), KEYS[k+2] = flush ids (zset),
--- KEYS[k+3..] = dedupe id sets, one per user whose events carry ids: its bucket at the
---   API's clock (logpipe:ids:{<user>}:<bucket>); the bucket before is named from it here
---   (the same hash tag, so the same slot: one argument less per user, what costs most)
+-- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct),
+-- KEYS[k+2..k+b+1] = rate buckets (distinct), KEYS[k+b+2..k+b+u+1] = dedupe id sets,
+--   one per user whose events carry ids: its bucket at the API's clock
+--   (logpipe:ids:{<user>}:<bucket>); the bucket before is named from it here (the same
+--   hash tag, so the same slot: one argument less per user, what costs most)
+-- KEYS[#KEYS] = flush ids (zset)
+-- (b = ARGV[#ARGV-1], u = ARGV[#ARGV], k = #KEYS - 2 - b - u)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
--- then, only if the flush has id sets: one argument, per list in KEYS order and joined by
---   spaces, g then its events' ids, joined by newlines (an empty line for an event without
---   one); g = 0: no ids in this list, else its user's set is KEYS[k+2+g]; then the Unix
---   time at which the current bucket expires, then the current bucket's number
--- ARGV[#ARGV] = the number of id set keys (0: no dedupe in this flush)
--- Returns the number of events buffered afterwards, -1 if the buffer is full,
--- {positions of the lists that hold another type} (nothing written: a script that
--- fails half-way keeps its earlier writes, so every check comes before any write), or
+-- then, per rate-limited request in flush order: its bucket (1..b) and its cost (events,
+--   duplicates included: they were sent)
+-- then a fixed tail of 9 values (T = #ARGV - 9):
+-- ARGV[T+1] = the ids (u > 0; else ''): one argument, per list in KEYS order and joined
+--   by spaces, g then its events' ids, joined by newlines (an empty line for an event
+--   without one); g = 0: no ids in this list, else its user's set is KEYS[k+b+1+g]
+-- ARGV[T+2] = the Unix time at which the current bucket expires, ARGV[T+3] = the
+--   current bucket's number (both unused when u = 0)
+-- ARGV[T+4] = max buffered bytes (0 = no limit), ARGV[T+5] = this flush's bytes,
+-- ARGV[T+6] = events per second, ARGV[T+7] = burst (both unused when b = 0),
+-- ARGV[T+8] = b, the number of rate buckets, ARGV[T+9] = u, the number of id sets
+-- Returns the number of events buffered afterwards, -1 if the buffer is full (events),
+-- -2 if it is full (bytes), {positions of the lists that hold another type},
+-- {'limited', request, ms, request, ms, ...}: the rate-limited requests (1-based among
+-- the rate-limited ones) and the wait in ms after which each would pass, or
 -- {'duplicates', buffered, 0-based positions (over all values, in ARGV order) of the
--- events not stored because their id was stored before}.
+-- events not stored because their id was stored before}. A refusal writes no event,
+-- id or bucket (only refused_full): a script that fails half-way keeps its earlier
+-- writes, so every check comes before any write. The limits are checked before the
+-- ids are known (duplicates count there); what is counted afterwards (accepted,
+-- buffered, buffered_bytes) leaves the duplicates out.
 -- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
 -- (Redis died after running it) can be sent again without duplicates.
-local nid = tonumber(ARGV[#ARGV])
-local nkeys = #KEYS - 2 - nid
-local flushes, id = KEYS[nkeys + 2], ARGV[3]
+local T = #ARGV - 9
+local nbuckets, nid = tonumber(ARGV[T + 8]), tonumber(ARGV[T + 9])
+local nkeys = #KEYS - 2 - nbuckets - nid
+local flushes, id = KEYS[#KEYS], ARGV[3]
 if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
 end
@@ -59,10 +74,40 @@ for i = 1, nkeys do
   local t = redis.call('TYPE', KEYS[i + 1])['ok']
   if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
 end
--- dedupe: the ids argument follows the lists
-local ia = a
--- end dedupe
 if #wrong > 0 then return wrong end
+-- ---- limits: checks (nothing written here; the buckets are saved at the end) ----
+-- Token buckets: a bucket holds up to burst tokens and gains events-per-second tokens
+-- a second; a request passes if its bucket holds its cost. Requests of one bucket in
+-- this flush are charged in order, so a refusal's wait counts those before it.
+local tokens, stale, now_ms = {}, {}, 0
+if nbuckets > 0 then
+  local rate, burst = tonumber(ARGV[T + 6]), tonumber(ARGV[T + 7])
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for b = 1, nbuckets do
+    -- pcall: a bucket overwritten by hand with another type counts as full (and is
+    -- replaced at the end), rather than failing every write of its flush
+    local h, have = redis.pcall('HMGET', KEYS[nkeys + 1 + b], 'tokens', 'ts'), burst
+    if h['err'] then
+      stale[b] = true
+    else
+      local left, ts = tonumber(h[1]), tonumber(h[2])
+      if left and ts then have = math.min(burst, left + math.max(0, now_ms - ts) * rate / 1000) end
+    end
+    tokens[b] = have
+  end
+  local limited = {'limited'}
+  for c = a, T - 1, 2 do
+    local b, cost = tonumber(ARGV[c]), tonumber(ARGV[c + 1])
+    if tokens[b] + 1e-9 >= cost then
+      tokens[b] = tokens[b] - cost
+    else
+      limited[#limited + 1] = (c - a) / 2 + 1
+      limited[#limited + 1] = math.ceil((cost - tokens[b]) * 1000 / rate)
+    end
+  end
+  if #limited > 1 then return limited end
+end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local buffered = tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
@@ -71,6 +116,15 @@ if limit > 0 then
     return -1
   end
 end
+local nbytes, max_bytes = tonumber(ARGV[T + 5]), tonumber(ARGV[T + 4])
+if max_bytes > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'buffered_bytes') or '0')
+  if held + nbytes > max_bytes then
+    redis.call('HINCRBY', KEYS[1], 'refused_full', total)
+    return -2
+  end
+end
+-- ---- end of the limits' checks ----
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
 -- dedupe: state of the list being written, and seen(): whether its next event's id was
@@ -80,7 +134,7 @@ local find, sub = string.find, string.sub
 local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
 local expire_at, expiring, bucket, before = nil, {}, '', ''
 if nid > 0 then
-  idall, expire_at, bucket = ARGV[ia], ARGV[ia + 1], ARGV[ia + 2]
+  idall, expire_at, bucket = ARGV[T + 1], ARGV[T + 2], ARGV[T + 3]
   before = tostring(tonumber(bucket) - 1)
 end
 local function seen()
@@ -105,7 +159,7 @@ for i = 1, nkeys do
     idnext = stop + 1
   end
   if g > 0 then
-    cur = KEYS[nkeys + 2 + g]
+    cur = KEYS[nkeys + nbuckets + 1 + g]
     prev = sub(cur, 1, #cur - #bucket) .. before
     local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
     for j = 1, count do
@@ -119,6 +173,7 @@ for i = 1, nkeys do
       end
       if seen() then
         dups[#dups + 1] = p
+        nbytes = nbytes - #v
       else
         m = m + 1
         vals[m] = v
@@ -166,6 +221,19 @@ end
 -- dedupe: duplicates were not stored
 total = total - (#dups - 2)
 -- end dedupe
+-- ---- limits: counters (after the writes) ----
+redis.call('HINCRBY', KEYS[1], 'buffered_bytes', nbytes)
+if nbuckets > 0 then
+  -- a bucket left alone refills to burst within this time; then it may as well be gone
+  local full_ms = math.ceil(tonumber(ARGV[T + 7]) * 1000 / tonumber(ARGV[T + 6])) + 1000
+  for b = 1, nbuckets do
+    local key = KEYS[nkeys + 1 + b]
+    if stale[b] then redis.call('DEL', key) end
+    redis.call('HSET', key, 'tokens', string.format('%.17g', tokens[b]), 'ts', now_ms)
+    redis.call('PEXPIRE', key, full_ms)
+  end
+end
+-- ---- end of the limits' counters ----
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', flushes, now, id)
@@ -182,10 +250,20 @@ return buffered
 
 
 @dataclass(frozen=True)
-class Appended:
-    """APPEND's reply: stored (``buffered`` events now), refused as full, or wrong types."""
+class Limited:
+    """A request APPEND refused for its rate limit, and how long until it would pass."""
 
-    outcome: Literal["stored", "full", "wrongtype"]
+    #: 0-based position among the rate-limited requests (the charges) of the call
+    request: int
+    retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class Appended:
+    """APPEND's reply: stored (``buffered`` events now), refused as full (of events or
+    of bytes), wrong types, or rate-limited requests."""
+
+    outcome: Literal["stored", "full", "full_bytes", "wrongtype", "limited"]
     buffered: int = 0
     #: 0-based positions (in KEYS order, after the stats hash) of lists of another type
     #: (or whose user's dedupe id sets are of another type)
@@ -193,6 +271,7 @@ class Appended:
     #: 0-based positions, over all values in the order sent, of the events not stored
     #: because their id was stored before (dedupe)
     duplicates: tuple[int, ...] = ()
+    limited: tuple[Limited, ...] = ()
 
 
 def appended(reply: Any) -> Appended:
@@ -202,8 +281,14 @@ def appended(reply: Any) -> Appended:
             return Appended(
                 "stored", buffered=int(reply[1]), duplicates=tuple(int(i) for i in reply[2:])
             )
+        if reply and _text(reply[0]) == "limited":
+            pairs = zip(reply[1::2], reply[2::2], strict=True)
+            limited = tuple(Limited(int(i) - 1, int(ms)) for i, ms in pairs)
+            return Appended("limited", limited=limited)
         return Appended("wrongtype", wrong=tuple(int(i) - 1 for i in reply))
     n = int(reply)
+    if n == -2:
+        return Appended("full_bytes")
     return Appended("full") if n < 0 else Appended("stored", buffered=n)
 
 
@@ -362,11 +447,15 @@ ACK = """
 -- ARGV[4] = events written, ARGV[5] = bytes written, ARGV[6] = file size now,
 -- ARGV[7..] = quarantined values
 -- Drops the batch that is now safely on disk; returns what is left, or -1 if not our lease.
+-- The bytes it drops from the buffer (buffered_bytes, as APPEND counted them: the values'
+-- lengths) are the bytes written less their newlines, plus the quarantined values.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[3])
 redis.call('LTRIM', KEYS[1], n, -1)
 redis.call('DEL', KEYS[3])
+local dropped = tonumber(ARGV[5]) - tonumber(ARGV[4])
 if #ARGV > 6 then
+  for i = 7, #ARGV do dropped = dropped + #ARGV[i] end
   for i = 7, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[5], unpack(ARGV, i, math.min(#ARGV, i + 999)))
   end
@@ -374,6 +463,9 @@ if #ARGV > 6 then
 end
 if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered', -n)) < 0 then
   redis.call('HSET', KEYS[4], 'buffered', 0)
+end
+if tonumber(redis.call('HINCRBY', KEYS[4], 'buffered_bytes', -dropped)) < 0 then
+  redis.call('HSET', KEYS[4], 'buffered_bytes', 0)
 end
 redis.call('HINCRBY', KEYS[4], 'drained_events', tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[4], 'drained_bytes', tonumber(ARGV[5]))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from litestar import Litestar
 
 from logpipe_cli.api import create_app
+from logpipe_cli.auth import describe, exposure_problem, load_authorizer
 from logpipe_cli.config_file import load
+from logpipe_cli.errors import ConfigError
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 #: seconds in-flight requests get to finish after SIGTERM before uvicorn stops anyway
 GRACEFUL_SHUTDOWN_S = 15
@@ -40,12 +46,43 @@ def app_factory() -> Litestar:
     return create_app(load(os.environ.get("LOGPIPE_CONFIG")))
 
 
+def tls_options(settings: Settings) -> dict[str, str]:
+    """uvicorn's ``ssl_certfile``/``ssl_keyfile`` for HTTPS, or nothing for plain HTTP.
+
+    Raises :class:`ConfigError` when only one is given or a file cannot be read, so a
+    typo stops ``serve`` with one line instead of a TLS traceback.
+    """
+    srv = settings.server
+    if not srv.ssl_certfile and not srv.ssl_keyfile:
+        return {}
+    if not (srv.ssl_certfile and srv.ssl_keyfile):
+        raise ConfigError("HTTPS needs both server.ssl_certfile and server.ssl_keyfile")
+    for name, value in (("ssl_certfile", srv.ssl_certfile), ("ssl_keyfile", srv.ssl_keyfile)):
+        if not Path(value).is_file():
+            raise ConfigError(f"server.{name}: no such file: {value}")
+    return {"ssl_certfile": srv.ssl_certfile, "ssl_keyfile": srv.ssl_keyfile}
+
+
+def check_exposure(settings: Settings) -> str:
+    """Refuse (:class:`ConfigError`, exit 2) to serve a non-loopback address with no
+    tokens unless ``auth.allow_anonymous``; else say whether auth is on."""
+    authorizer = load_authorizer(settings.auth)
+    problem = exposure_problem(settings.server.host, authorizer, settings.auth.allow_anonymous)
+    if problem is not None:
+        raise ConfigError(problem)
+    return describe(authorizer)
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish first.
 
-    Exits with code 3 (uvicorn's) if the server could not start, e.g. the port is taken.
+    Exits with code 3 (uvicorn's) if the server could not start, e.g. the port is taken;
+    raises :class:`ConfigError` before starting for an unsafe or unusable setup.
     """
     srv = settings.server
+    auth = check_exposure(settings)
+    tls = tls_options(settings)
+    logger.info("auth: %s; %s", auth, "HTTPS" if tls else "plain HTTP")
     common: dict[str, Any] = {
         "host": srv.host,
         "port": srv.port,
@@ -58,6 +95,7 @@ def serve(settings: Settings) -> None:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "server_header": False,
         "date_header": False,
+        **tls,
     }
     if srv.workers > 1:
         # The workers re-read settings from the environment: pass them down that way.

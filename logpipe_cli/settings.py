@@ -31,6 +31,11 @@ CONFIG_ENV = "LOGPIPE_CONFIG"
 RESERVED_ENV = frozenset({CONFIG_ENV, "LOGPIPE_TOKEN"})
 DEFAULT_CONFIG_NAME = "config.toml"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: the type of a list-valued setting (a tuple: settings are frozen); in the environment,
+#: comma-separated
+StrList = tuple[str, ...]
+#: what ``config show`` and reprs print in place of a secret
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,38 @@ def redis_url_problem(url: str) -> str | None:
     return None
 
 
+def sentinels_problem(addresses: tuple[str, ...]) -> str | None:
+    """Why ``addresses`` is not a list of ``host:port`` Sentinel addresses, or None."""
+    for address in addresses:
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            return f"{address!r} is not host:port"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"the port of {address!r} is not a number in 1-65535"
+    return None
+
+
+def octal_mode_problem(value: str, most: int) -> str | None:
+    """Why ``value`` is not an octal permission string within ``most``, or None."""
+    try:
+        bits = int(value, 8)
+    except (TypeError, ValueError):
+        return 'must be an octal permission string such as "0640"'
+    if not 0 <= bits <= most:
+        return f"must be within 0000-{most:04o}"
+    return None
+
+
+def _origins_problem(origins: StrList) -> str | None:
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+        ):
+            return f"{origin!r} is not an origin like https://app.example[:port] (or *)"
+    return None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = setting("127.0.0.1", "Address the API listens on.")
@@ -133,6 +170,26 @@ class ServerSettings:
     keepalive_seconds: float = setting(
         5.0, "Idle time allowed between requests on one connection.", minimum=0.1
     )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        'Browser origins allowed to call the API (CORS), e.g. ["https://app.example"].\n'
+        "Empty: no CORS headers at all.",
+        problem=_origins_problem,
+    )
+    ssl_certfile: str = setting(
+        "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."
+    )
+    ssl_keyfile: str = setting("", "The private key (PEM) of ssl_certfile.")
+    max_keys_per_request: int = setting(
+        100,
+        "Most distinct keys (user and day) one POST /logs batch may write to; more: 413.",
+        minimum=1,
+    )
+    max_past_seconds: int = setting(
+        0,
+        "Refuse events timestamped further behind the server's clock (400). 0 = no limit.",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -154,12 +211,49 @@ class RedisSettings:
         "Backpressure: POST /log answers 503 once Redis holds this many events. 0 = no limit.",
         minimum=0,
     )
+    max_buffered_bytes: int = setting(
+        1024**3,
+        "Backpressure: 503 once the events buffered in Redis hold this many bytes\n"
+        "(their JSON lines). 0 = no limit. Keep it under Redis' maxmemory.",
+        minimum=0,
+    )
     timeout_seconds: float = setting(5.0, "Connect and command timeout for Redis.", minimum=0.001)
     write_retry_seconds: float = setting(
         2.0,
         "How long the API sends a write again while Redis does not answer, before\n"
         "answering 503. The same write id is reused, so it is stored at most once.",
         minimum=0,
+    )
+    tls_ca_file: str = setting(
+        "", "rediss:// only: CA bundle (PEM) that signed Redis's certificate. Empty: system CAs."
+    )
+    tls_cert_file: str = setting(
+        "", "rediss:// only: client certificate (PEM) when Redis asks for one."
+    )
+    tls_key_file: str = setting("", "rediss:// only: the private key (PEM) of tls_cert_file.")
+    mode: str = setting(
+        "standalone",
+        '"standalone": the Redis at url; "sentinel": the master that redis.sentinels\n'
+        "name for sentinel_master (url then gives only the password, user and db).",
+        choices=("standalone", "sentinel"),
+    )
+    sentinels: tuple[str, ...] = setting(
+        (),
+        'Sentinel addresses, ["host:port", ...] (env: comma-separated), for mode "sentinel".',
+        problem=sentinels_problem,
+    )
+    sentinel_master: str = setting("", "The master's name in the Sentinels' configuration.")
+    sentinel_password: str = setting(
+        "", "Password of the Sentinels themselves (empty = none); masked when shown."
+    )
+    min_replicas: int = setting(
+        0,
+        "Answer 200 only once this many replicas have each write (WAIT); else 503.\n"
+        "The drainer waits for its claims and acks the same way. 0 = do not wait.",
+        minimum=0,
+    )
+    replica_timeout_seconds: float = setting(
+        1.0, "How long one write waits for min_replicas replicas.", minimum=0.001
     )
     dedupe_seconds: int = setting(
         86400,
@@ -173,7 +267,11 @@ class RedisSettings:
         # settings reach logs and tracebacks through repr(): never with the password
         parts = []
         for f in dataclasses.fields(self):
-            value = mask_url(self.url) if f.name == "url" else getattr(self, f.name)
+            value = getattr(self, f.name)
+            if f.name == "url":
+                value = mask_url(value)
+            elif f.name == "sentinel_password" and value:
+                value = "***"
             parts.append(f"{f.name}={value!r}")
         return f"RedisSettings({', '.join(parts)})"
 
@@ -197,6 +295,40 @@ class DrainerSettings:
     fsync: bool = setting(
         True, "fsync each file before deleting its events from Redis (keep true)."
     )
+    file_mode: str = setting(
+        "0640",
+        "Permissions of new log files (octal; the umask still applies).",
+        problem=lambda v: octal_mode_problem(v, 0o666),
+    )
+    dir_mode: str = setting(
+        "0750",
+        "Permissions of new user_<id> directories (octal; the umask still applies).",
+        problem=lambda v: octal_mode_problem(v, 0o777),
+    )
+
+    @property
+    def file_mode_bits(self) -> int:
+        return int(self.file_mode, 8)
+
+    @property
+    def dir_mode_bits(self) -> int:
+        return int(self.dir_mode, 8)
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    events_per_second: float = setting(
+        0.0,
+        "Rate limit per API token (per client address without auth), shared by every\n"
+        "API process through Redis; over it: 429 with Retry-After. 0 = no limit.",
+        minimum=0,
+    )
+    burst: int = setting(
+        100,
+        "Events a client may send at once before events_per_second applies; also the\n"
+        "largest batch accepted while the rate limit is on (larger: 413).",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -206,12 +338,53 @@ class LoggingSettings:
     )
 
 
+def mask_token(token: str) -> str:
+    """A token as it may be shown: a ``sha256:`` digest as written (it is not the
+    secret), a plain token as ``***``."""
+    return token if token.startswith("sha256:") else MASK
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    ingest_tokens: tuple[str, ...] = setting(
+        (),
+        "Bearer tokens that may POST /log and /logs. A token may be written as\n"
+        '"sha256:<hex digest>" so this file never holds the secret (`logpipe token new`).\n'
+        "When any token is configured, every route but /healthz and /readyz needs one.",
+    )
+    read_tokens: tuple[str, ...] = setting((), "Bearer tokens that may read: GET /stats.")
+    admin_tokens: tuple[str, ...] = setting(
+        (), "Bearer tokens that may do everything: POST /drain, /metrics, and the rest."
+    )
+    tokens_file: str = setting(
+        "", 'A file of tokens, one "<scope> <token>" per line (scope: ingest, read, admin).'
+    )
+    metrics_public: bool = setting(False, "Serve GET /metrics without a token.")
+    allow_anonymous: bool = setting(
+        False,
+        "Let `serve` listen on a non-loopback address with no tokens configured\n"
+        "(anyone who reaches the port may then post, read and drain).",
+    )
+
+    def __repr__(self) -> str:
+        # tokens reach logs and tracebacks through repr(): never the secrets
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_tokens"):
+                value = tuple(mask_token(t) for t in value)
+            parts.append(f"{f.name}={value!r}")
+        return f"AuthSettings({', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     drainer: DrainerSettings = field(default_factory=DrainerSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     #: where each value came from, keyed "section.key"
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False, repr=False)
     #: the file the settings were read from, if any
@@ -222,8 +395,13 @@ class Settings:
         out: dict[str, dict[str, Any]] = {}
         for name in SECTIONS:
             out[name] = dataclasses.asdict(getattr(self, name))
+        out["redis"]["sentinels"] = list(self.redis.sentinels)
         if mask_secrets:
             out["redis"]["url"] = mask_url(self.redis.url)
+            for key in ("ingest_tokens", "read_tokens", "admin_tokens"):
+                out["auth"][key] = [mask_token(t) for t in out["auth"][key]]
+            if self.redis.sentinel_password:
+                out["redis"]["sentinel_password"] = "***"
         return out
 
 
@@ -231,7 +409,9 @@ SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "redis": RedisSettings,
     "drainer": DrainerSettings,
+    "limits": LimitsSettings,
     "logging": LoggingSettings,
+    "auth": AuthSettings,
 }
 
 
@@ -292,6 +472,8 @@ def _mask_param(param: str) -> str:
 
 
 def _type_name(tp: type[Any]) -> str:
+    if tp == StrList:
+        return "a list of strings"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
@@ -308,6 +490,10 @@ def _coerce(value: Any, tp: type[Any], where: str, name: str) -> Any:
             return float(value)
     elif tp is str and isinstance(value, str):
         return value
+    elif (
+        tp == StrList and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    ):
+        return tuple(value)
     raise ConfigError(f"{where}: {name} must be {_type_name(tp)}, got {value!r}")
 
 
@@ -324,10 +510,15 @@ def _parse_env(raw: str, tp: type[Any], var: str) -> Any:
             return int(raw)
         if tp is float:
             return float(raw)
+        if tp == StrList:
+            # comma-separated; blanks dropped, so "" is the empty list
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         raise ConfigError(
             f"environment variable {var}: must be {_type_name(tp)}, got {raw!r}"
         ) from None
+    if tp == StrList:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
 
@@ -343,7 +534,8 @@ def _check(info: SettingInfo, value: Any, where: str) -> None:
     problem = spec.problem(value) if spec.problem is not None else None
     if problem is not None:
         # a URL may hold a password: never echo it
-        raise ConfigError(f"{where}: {name} {mask_url(value)!r} is not usable: {problem}")
+        shown = mask_url(value) if isinstance(value, str) else value
+        raise ConfigError(f"{where}: {name} {shown!r} is not usable: {problem}")
 
 
 def _did_you_mean(word: str, known: Sequence[str], prefix: str = "") -> str:
@@ -426,7 +618,26 @@ def load_settings(
         sources[name] = "flag"
 
     built = {s: SECTIONS[s](**values[s]) for s in SECTIONS}
+    _check_sentinel(built["redis"], sources)
     return Settings(**built, sources=sources, path=path)
+
+
+def _check_sentinel(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
+    """Sentinel mode needs the Sentinels and the master's name: refused at load, not at
+    the first connection."""
+    if cfg.mode != "sentinel":
+        return
+    where = f'redis.mode = "sentinel" (from {sources.get("redis.mode", "default")})'
+    if not cfg.sentinels:
+        raise ConfigError(f'{where} needs redis.sentinels, e.g. ["127.0.0.1:26379"]')
+    if not cfg.sentinel_master:
+        raise ConfigError(f"{where} needs redis.sentinel_master, the master's name")
+    scheme = urlsplit(cfg.url).scheme
+    if scheme != "redis":
+        raise ConfigError(
+            f"{where}: redis.url must be a redis:// URL (it gives the password, user and "
+            f"db; the master's address comes from the Sentinels), got {scheme}://"
+        )
 
 
 def resolve_config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:

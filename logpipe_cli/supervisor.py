@@ -24,12 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
 
 from logpipe_cli import redis_binary
 from logpipe_cli.errors import LogpipeError
+from logpipe_cli.redis_options import redis_client_kwargs
 from logpipe_cli.settings import Settings, mask_url
 
 log = logging.getLogger("logpipe.run")
@@ -42,14 +44,16 @@ class RedisRefusedError(LogpipeError):
     """Something answers at the Redis URL but will not serve us (auth, ACL, protocol)."""
 
 
-def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+def redis_answers(url: str, timeout_s: float = 1.0, **client_options: Any) -> bool:
     """True if a Redis answers PING at ``url``; False if nothing does.
 
     Raises :class:`RedisRefusedError` when something answers but refuses us (a password
     or ACL we do not have, or not Redis at all): starting another Redis would only fail
     on the busy port, so the operator needs the real reason.
     """
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **client_options
+    )
     try:
         return bool(client.ping())
     except (
@@ -194,7 +198,11 @@ def run(
     code = 0
     try:
         url = mask_url(settings.redis.url)
-        if not redis_answers(settings.redis.url):
+        if settings.redis.mode == "sentinel":
+            # the master lives where the Sentinels say: nothing local to start
+            notify(f"using the master the Sentinels name {settings.redis.sentinel_master!r}")
+        # the same TLS options as every other client (rediss:// with a private CA)
+        elif not redis_answers(settings.redis.url, **redis_client_kwargs(settings.redis)):
             binary = redis_binary.find(redis_server)
             notify(f"no Redis at {url}: starting redis-server {binary} (data in {STATE_DIR}/redis)")
             redis_proc = start_redis(settings.redis.url, binary=str(binary))

@@ -1,5 +1,5 @@
 -- POST /log: one valid 63-byte event per request, user_id cycling over N users.
--- wrk ... -s post_log.lua http://host:port/log -- <users>
+-- wrk ... -s post_log.lua http://host:port/log -- <users> [<bearer token>]
 -- done() prints one line "BENCHJSON {...}" for bench/wrkrun.py to parse.
 
 local reqs = {}
@@ -8,11 +8,15 @@ local i = 0
 
 function init(args)
   local users = tonumber(args[1] or "100")
+  local headers = {["Content-Type"] = "application/json"}
+  if args[2] then
+    headers["Authorization"] = "Bearer " .. args[2]
+  end
   local ts = os.time()
   for u = 0, users - 1 do
     local body = string.format(
       '{"user_id":"user_%03d","event":"visited","timestamp":%d}', u, ts)
-    reqs[u + 1] = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+    reqs[u + 1] = wrk.format("POST", nil, headers, body)
   end
   n = users
   i = math.random(0, n - 1)

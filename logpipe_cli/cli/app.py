@@ -10,7 +10,18 @@ from typing import Annotated, Any
 import typer
 
 from logpipe_cli import __version__
-from logpipe_cli.cli import config_cmd, drain, inspect_cmd, redis_check, run, send, serve, stats_cmd
+from logpipe_cli.cli import (
+    config_cmd,
+    drain,
+    inspect_cmd,
+    query_cmd,
+    redis_check,
+    run,
+    send,
+    serve,
+    stats_cmd,
+    token_cmd,
+)
 from logpipe_cli.cli.common import State
 from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.cli.render import print_error
@@ -78,8 +89,11 @@ app.command("redis-check")(redis_check.redis_check)
 app.command("send")(send.send)
 app.command("run")(run.run)
 app.command("stats")(stats_cmd.stats)
+app.command("query")(query_cmd.query)
+app.command("tail")(query_cmd.tail)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inspect_cmd.app, name="inspect")
+app.add_typer(token_cmd.app, name="token")
 
 
 def main() -> None:

@@ -49,3 +49,9 @@ def with_buffer(settings: Settings, fn: Callable[[Buffer], Awaitable[T]]) -> T:
 
 
 JsonOption = typer.Option("--json", help="Print machine-readable JSON only.")
+TokenOption = typer.Option(
+    "--token",
+    envvar="LOGPIPE_TOKEN",
+    show_envvar=True,
+    help="Bearer token for the API, when it has tokens configured (`logpipe token new`).",
+)

@@ -103,4 +103,6 @@ def toml_value(value: Any) -> str:
         return f"{value:_}"  # TOML's own digit separator: 1_048_576
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value), ensure_ascii=False)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from logpipe_cli import health
+from logpipe_cli.auth import describe, load_authorizer
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 
@@ -21,18 +22,23 @@ def redis_check(
     ] = False,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
-    """Ping Redis: version, round trip, memory, persistence, buffered events. Exit 1 if down."""
+    """Ping Redis: version, round trip, memory, persistence, replicas, buffered events.
+    Exit 1 if down."""
     settings = settings_from(ctx, **{"redis.url": url})
+    authorizer = load_authorizer(settings.auth)
     report = with_buffer(settings, lambda buf: health.check(buf, settings))
     if as_json:
-        render.print_json(report.as_dict())
+        auth = {"enabled": authorizer.enabled, "tokens": dict(authorizer.counts)}
+        render.print_json({**report.as_dict(), "api_auth": auth})
     else:
-        health_table(report)
+        health_table(report, api_auth=describe(authorizer))
     if strict and report.warnings:
         raise typer.Exit(1)
 
 
-def health_table(report: health.HealthReport, c: Console | None = None) -> None:
+def health_table(
+    report: health.HealthReport, c: Console | None = None, *, api_auth: str | None = None
+) -> None:
     c = c or render.console()
     table = Table(title=fmt.inert(f"redis {report.url}"), show_header=False)
     table.add_column("what", no_wrap=True)
@@ -48,8 +54,24 @@ def health_table(report: health.HealthReport, c: Console | None = None) -> None:
         ", ".join(p for p, on in (("AOF", report.aof_enabled), ("RDB", report.rdb_saves)) if on)
         or "off",
     )
+    rep = report.replication
+    if rep is not None:
+        table.add_row("mode", fmt.inert(rep.mode))
+        table.add_row("master", fmt.inert(rep.master))
+        for r in rep.replicas:
+            table.add_row(
+                "replica",
+                fmt.inert(
+                    f"{r.address} {r.state}, lag {r.lag_s} s, {fmt.size(r.behind_bytes)} behind"
+                ),
+            )
+        if not rep.replicas:
+            table.add_row("replicas", "none")
+        table.add_row("min_replicas", str(rep.min_replicas))
     table.add_row("buffered keys", fmt.number(report.buffered_keys))
     table.add_row("buffered events", fmt.number(report.buffered_events))
+    if api_auth is not None:
+        table.add_row("API auth", api_auth)
     c.print(table)
     for w in report.warnings:
         render.print_warning(w)

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from logpipe_cli import loadgen
 from logpipe_cli.cli import fmt, render
-from logpipe_cli.cli.common import JsonOption, settings_from
+from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from
 from logpipe_cli.client import api_url, send_event
 from logpipe_cli.errors import ConfigError
 
@@ -54,6 +54,7 @@ def send(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Replay a file: one JSON event per line.")
     ] = None,
+    token: Annotated[str | None, TokenOption] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Send one event to POST /log, or many (--count N, --file F); exit 1 if any was refused."""
@@ -62,7 +63,7 @@ def send(
     if count is None and file is None:
         if concurrency is not None or users is not None or batch is not None:
             raise ConfigError("--concurrency, --users and --batch need --count N or --file F")
-        _send_one(base, user, event, timestamp, retries, as_json)
+        _send_one(base, user, event, timestamp, retries, as_json, token)
         return
     lines, total = _events(count, file, user, event, timestamp, users)
     plan = loadgen.LoadPlan(
@@ -70,6 +71,7 @@ def send(
         batch=batch is not None,
         concurrency=concurrency or DEFAULT_CONCURRENCY,
         retries=retries,
+        token=token,
     )
     with render.progress_bar("sending", "events", total=total, enabled=not as_json) as progress:
         summary = loadgen.run(plan, loadgen.requests(lines, batch), total, progress)
@@ -83,6 +85,7 @@ def _send_one(
     timestamp: int | None,
     retries: int,
     as_json: bool,
+    token: str | None,
 ) -> None:
     if user is None or event is None:
         raise ConfigError("give --user and --event (or --count N or --file F to send many)")
@@ -91,7 +94,7 @@ def _send_one(
         "event": event,
         "timestamp": int(time.time()) if timestamp is None else timestamp,
     }
-    result = send_event(base, body, retries=retries)
+    result = send_event(base, body, retries=retries, token=token)
     if as_json:
         render.print_json(
             {"status": result.status, "body": result.body, "attempts": result.attempts}

@@ -21,9 +21,30 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="uvicorn worker processes [default: from server.workers].")
     ] = None,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve HTTPS with this certificate (PEM) [default: server.ssl_certfile]."
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None,
+        typer.Option(help="The certificate's private key (PEM) [default: server.ssl_keyfile]."),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (POST /log, POST /logs, GET /healthz, /readyz) until Ctrl-C."""
+    """Serve the HTTP API (POST /log, POST /logs, GET /healthz, /readyz) until Ctrl-C.
+
+    Refuses a non-loopback --host when no tokens are configured ([auth]), unless
+    auth.allow_anonymous is true.
+    """
     settings = settings_from(
-        ctx, **{"server.host": host, "server.port": port, "server.workers": workers}
+        ctx,
+        **{
+            "server.host": host,
+            "server.port": port,
+            "server.workers": workers,
+            "server.ssl_certfile": ssl_certfile,
+            "server.ssl_keyfile": ssl_keyfile,
+        },
     )
     server.serve(settings)

@@ -18,7 +18,7 @@ from rich.text import Text
 from logpipe_cli import client
 from logpipe_cli import stats as stats_lib
 from logpipe_cli.cli import fmt, render
-from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
+from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from, with_buffer
 from logpipe_cli.errors import ClientError
 from logpipe_cli.inspection import day_date
 from logpipe_cli.schemas import ApiCounts, LastDrain, StatsDoc
@@ -46,6 +46,7 @@ def stats(
     interval: Annotated[
         float, typer.Option("--interval", min=0.1, help="Seconds between refreshes with --watch.")
     ] = 2.0,
+    token: Annotated[str | None, TokenOption] = None,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Buffered events, totals, the last drain and the API's counters; exit 1 if the API is down.
@@ -56,7 +57,7 @@ def stats(
     base = client.api_url(url, settings.server)
 
     def fetch() -> StatsDoc:
-        doc = client.fetch_stats(base)
+        doc = client.fetch_stats(base, token=token)
         if not count_keys:
             return doc
         pattern = settings.drainer.log_pattern

@@ -242,3 +242,85 @@ def test_a_repeated_idempotency_key_is_refused_by_both(settings_for: MakeSetting
         )
     assert answer.status_code == 400
     assert answer.json()["field"] == "Idempotency-Key"
+
+
+# ---- limits (issue 9): the fast path refuses as the handler does -------------------------
+
+
+def test_rate_limited_is_the_same_429(settings_for: MakeSettings, store: redis.Redis) -> None:
+    # so slow that no token comes back during the test: both answers say 1000 s
+    app = create_app(settings_for(limits={"events_per_second": 0.001, "burst": 1}))
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
+    headers = {"content-type": "application/json"}
+    with TestClient(app) as client:
+        assert client.post("/log", content=body, headers=headers).status_code == 200
+        answer = same(both(client, body, headers))
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "1000"
+    assert store.llen(f"logs:user_u1:{NOW // 86400}") == 1
+    assert 'logpipe_events_refused_total{reason="rate_limited"} 2.0' in metrics
+
+
+def test_too_old_is_the_same_400(settings_for: MakeSettings, store: redis.Redis) -> None:
+    app = create_app(settings_for(server={"max_past_seconds": 60}))
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW - 3600}).encode()
+    with TestClient(app) as client:
+        answer = same(both(client, body, {"content-type": "application/json"}))
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "timestamp"
+    assert not list(store.scan_iter(match="logs:*"))
+
+
+def test_bytes_full_is_the_same_503(settings_for: MakeSettings, store: redis.Redis) -> None:
+    body = json.dumps({"user_id": "u1", "event": "e", "timestamp": NOW}).encode()
+    app = create_app(settings_for(redis={"max_buffered_bytes": len(body)}))
+    headers = {"content-type": "application/json"}
+    with TestClient(app) as client:
+        assert client.post("/log", content=body, headers=headers).status_code == 200
+        answer = same(both(client, body, headers))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert "redis.max_buffered_bytes" in answer.json()["detail"]
+    assert store.llen(f"logs:user_u1:{NOW // 86400}") == 1
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "handler"])
+def test_a_client_gone_mid_body_is_counted_499_and_sent_nothing(
+    settings_for: MakeSettings, store: redis.Redis, fast: bool
+) -> None:
+    app = create_app(settings_for())
+    headers = [(b"content-type", b"application/json")]
+    if fast:
+        headers.append((b"content-length", b"50"))
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/log",
+        "raw_path": b"/log",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+        "extensions": {},
+    }
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    with TestClient(app) as client:
+        client.blocking_portal.call(app, scope, receive, send)  # type: ignore[call-arg,arg-type]
+        metrics = client.get("/metrics").text
+    assert sent == []
+    assert 'route="/log",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert not list(store.scan_iter(match="logs:*"))

@@ -155,7 +155,7 @@ def test_client_retries_through_api_kills_and_redis_restart_store_each_event_onc
     row = record(
         fault_report,
         "client_exactly_once",
-        "7. Client library through API kills and a Redis restart",
+        "8. Client library through API kills and a Redis restart",
         trials=len(faults),
         sent=len(sent_ids),
         accepted=lines,

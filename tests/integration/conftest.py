@@ -21,7 +21,9 @@ from logpipe_cli.drainer import Drainer
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
+from tests.cli.conftest import invoke, workdir  # noqa: F401 - fixtures (redis-check tests)
 from tests.conftest import MakeSettings
+from tests.redis_sentinel import sentinel_setup  # noqa: F401 - fixture
 
 DAY = 19675
 #: polls for a condition (a lease running out) give up after this long

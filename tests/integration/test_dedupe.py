@@ -13,8 +13,9 @@ import redis
 import redis.asyncio as aioredis
 
 from logpipe_cli import keys
-from logpipe_cli.buffer import Buffer, connect
+from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors, connect
 from logpipe_cli.committer import GroupCommitter
+from logpipe_cli.errors import BufferFullError
 from logpipe_cli.settings import RedisSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -119,3 +120,53 @@ async def test_a_replayed_flush_stores_nothing_more(buffer: Buffer, raw: redis.R
 
 def test_settings_default_window() -> None:
     assert replace(RedisSettings()).dedupe_seconds == 86400
+
+
+# ---- with the limits (merged from main): bytes, charges, refusals ------------------------
+
+
+async def test_duplicates_add_no_bytes(buffer: Buffer, raw: redis.Redis) -> None:
+    await buffer.store([(A, b'{"n":1}'), (B, b"{}")], ids=["x", "y"], now=NOW)
+    assert raw.hget(keys.STATS, "buffered_bytes") == b"9"
+    # both grouped shapes: joined by newlines (A) and one value per argument (B)
+    again = await buffer.store(
+        [(A, b'{"n":1}'), (A, b'{"n":22}'), (B, b"{\n}"), (B, b"{}")],
+        ids=["x", "z", None, "y"],
+        now=NOW,
+    )
+    assert again.duplicates == [0, 3]
+    assert raw.hget(keys.STATS, "buffered_bytes") == str(9 + 8 + 3).encode()
+    assert raw.hget(keys.STATS, "accepted") == b"4" == raw.hget(keys.STATS, "buffered")
+
+
+async def test_duplicates_are_charged_and_a_refused_flush_stores_no_id(
+    buffer: Buffer, raw: redis.Redis
+) -> None:
+    rate = RateLimit(events_per_second=0.001, burst=3)  # no token comes back in the test
+    two = [Charge("token:t", 2)]
+    first = await buffer.store(
+        [(A, b"{}"), (A, b"{}")], ids=["p", "q"], now=NOW, charges=two, rate=rate
+    )
+    assert first.duplicates == []
+    # two duplicates, still two events sent: one token left, so the request is refused
+    with pytest.raises(RateLimitedErrors) as refused:
+        await buffer.store(
+            [(A, b"{}"), (A, b"{}")], ids=["p", "r"], now=NOW, charges=two, rate=rate
+        )
+    assert list(refused.value.refused) == [0]
+    # nothing of the refused flush was written: "r" is new afterwards
+    one = [Charge("token:t", 1)]
+    last = await buffer.store([(A, b"{}")], ids=["r"], now=NOW, charges=one, rate=rate)
+    assert last.duplicates == []
+    assert raw.llen(A) == 3
+
+
+async def test_a_full_buffer_refuses_before_any_id_is_kept(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    cfg = RedisSettings(url=redis_url, max_buffered_events=1)
+    async with Buffer.connect(cfg) as buffer:
+        with pytest.raises(BufferFullError):
+            await buffer.store([(A, b"{}"), (A, b"{}")], ids=["s", "t"], now=NOW)
+        assert not list(raw.scan_iter(match=keys.IDS_PREFIX + "*"))
+        assert (await buffer.store([(A, b"{}")], ids=["s"], now=NOW)).duplicates == []

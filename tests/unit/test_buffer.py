@@ -41,7 +41,7 @@ async def test_append_groups_by_key_in_order(fake: Any) -> None:
     assert await fake.lrange("logs:user_a:1", 0, -1) == [b'{"n":1}', b'{"n":3}']
     assert await fake.lrange("logs:user_b:1", 0, -1) == [b'{"n":2}', b'{"n":5}']
     assert await fake.lrange("logs:user_a:2", 0, -1) == [b'{"n":4}']
-    assert await buf.stats() == {"accepted": 5, "buffered": 5}
+    assert await buf.stats() == {"accepted": 5, "buffered": 5, "buffered_bytes": 35}
 
 
 async def test_append_adds_to_what_is_there(fake: Any) -> None:
@@ -72,7 +72,12 @@ async def test_backpressure_refuses_the_whole_batch(fake: Any) -> None:
     assert "max_buffered_events" in info.value.detail
     assert await fake.llen("logs:user_a:1") == 2
     assert await fake.exists("logs:user_b:1") == 0
-    assert await buf.stats() == {"accepted": 2, "buffered": 2, "refused_full": 2}
+    assert await buf.stats() == {
+        "accepted": 2,
+        "buffered": 2,
+        "buffered_bytes": 4,
+        "refused_full": 2,
+    }
     assert await buf.append([("logs:user_a:1", b'{"x":3}')]) == 3  # exactly at the limit
     with pytest.raises(BufferFullError):
         await buf.append([("logs:user_a:1", b'{"x":4}')])

@@ -22,9 +22,11 @@ class CountingBuffer(Buffer):
         super().__init__(client, cfg)
         self.flushes: list[int] = []
 
-    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
+    async def append(
+        self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None, **limits: Any
+    ) -> int:
         self.flushes.append(len(items))
-        return await super().append(items, flush_id)
+        return await super().append(items, flush_id, **limits)
 
 
 @pytest.fixture

@@ -52,9 +52,11 @@ class LostAnswerBuffer(Buffer):
         self.fail_times = fail_times
         self.ids: list[str | None] = []
 
-    async def append(self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None) -> int:
+    async def append(
+        self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None, **limits: Any
+    ) -> int:
         self.ids.append(flush_id)
-        result = await super().append(items, flush_id)
+        result = await super().append(items, flush_id, **limits)
         if len(self.ids) <= self.fail_times:
             raise RedisUnavailableError("redis unavailable while storing events: lost")
         return result

@@ -16,7 +16,7 @@ def report(**changes: Any) -> HealthReport:
         "version": "7",
         "rtt_ms": 0.1,
         "used_memory": 0,
-        "maxmemory": 0,
+        "maxmemory": 2 * 1024**3,
         "maxmemory_policy": "noeviction",
         "aof_enabled": True,
         "rdb_saves": False,
@@ -32,11 +32,19 @@ def test_safe_setup_has_no_risks() -> None:
     assert risks(report(aof_enabled=False, rdb_saves=True), load_settings()) == []
 
 
-@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "allkeys-random"])
+@pytest.mark.parametrize(
+    "policy", ["allkeys-lru", "volatile-ttl", "allkeys-random", "allkeys-lrm", "volatile-lfu"]
+)
 def test_evicting_policy(policy: str) -> None:
     (warning,) = risks(report(maxmemory_policy=policy), load_settings())
     assert policy in warning
     assert "noeviction" in warning
+
+
+def test_no_maxmemory() -> None:
+    (warning,) = risks(report(maxmemory=0), load_settings())
+    assert "no maxmemory" in warning
+    assert "redis.max_buffered_bytes" in warning
 
 
 def test_no_persistence() -> None:

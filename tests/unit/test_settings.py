@@ -152,6 +152,19 @@ def test_env_out_of_range() -> None:
         load_settings(None, {"LOGPIPE_SERVER_PORT": "70000"})
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("abc", "octal"), ("0777", "0000-0666"), ("640", None), ("0600", None)]
+)
+def test_file_mode_is_an_octal_string(raw: str, expected: str | None) -> None:
+    env = {"LOGPIPE_DRAINER_FILE_MODE": raw}
+    if expected is None:
+        assert load_settings(None, env).drainer.file_mode_bits == int(raw, 8)
+        return
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_settings(None, env)
+    assert "LOGPIPE_DRAINER_FILE_MODE" in info.value.detail
+
+
 def test_unrelated_env_is_ignored() -> None:
     s = load_settings(None, {"PATH": "/bin", "LOGPIPE_CONFIG": "x.toml", "LOGPIPE_TOKEN": "t"})
     assert s == Settings()
@@ -323,7 +336,7 @@ def test_as_dict_masks_unless_asked() -> None:
 
 def test_sample_parses_back_to_the_defaults() -> None:
     data = tomllib.loads(render_sample())
-    assert set(data) == {"server", "redis", "drainer", "logging"}
+    assert set(data) == {"server", "redis", "drainer", "limits", "logging", "auth"}
     settings = load_settings(data, {})
     assert settings == Settings()
     # every key is written out, so the sample is a complete reference

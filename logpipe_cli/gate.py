@@ -1,0 +1,153 @@
+"""The API's front door, in front of the ``POST /log`` fast path and Litestar's router:
+bearer tokens (:mod:`logpipe_cli.auth`) and CORS.
+
+One ASGI layer for every route, so the fast path, which Litestar middleware never sees,
+is guarded exactly as the handlers are. It is installed only when tokens or CORS origins
+are configured; otherwise requests do not pass through it at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from logpipe_cli.auth import Authorizer, Grant, RouteScope
+from logpipe_cli.metrics import ApiMetrics
+
+#: what a preflight allows (RFC: Access-Control-Allow-Headers lists request headers)
+ALLOW_METHODS = b"GET, POST"
+ALLOW_HEADERS = b"Authorization, Content-Type, Content-Encoding"
+#: how long a browser may cache a preflight's answer
+MAX_AGE_S = 600
+#: answer headers a page's script may read (a 503's and a 401's)
+EXPOSE_HEADERS = b"Retry-After, WWW-Authenticate"
+#: routes not declared (404s, Litestar's own) need an admin token: closed unless said
+DEFAULT_SCOPE: RouteScope = "admin"
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Which browser origins may call the API."""
+
+    origins: frozenset[bytes]
+
+    @classmethod
+    def of(cls, origins: tuple[str, ...]) -> Cors | None:
+        return cls(frozenset(o.encode() for o in origins)) if origins else None
+
+    def allows(self, origin: bytes) -> bool:
+        return origin in self.origins or b"*" in self.origins
+
+
+def principal_of(scope: Scope) -> str | None:
+    """The principal the gate granted this request to (``None``: anonymous)."""
+    state = scope.get("state")
+    return state.get("principal") if isinstance(state, dict) else None
+
+
+def route_scope(scopes: Mapping[str, RouteScope], path: str) -> RouteScope:
+    """The scope ``path`` needs: as its route declares, ``read`` for the OpenAPI
+    document, :data:`DEFAULT_SCOPE` for anything else."""
+    found = scopes.get(path)
+    if found is not None:
+        return found
+    return "read" if path == "/schema" or path.startswith("/schema/") else DEFAULT_SCOPE
+
+
+def gate(
+    app: ASGIApp,
+    authorizer: Authorizer,
+    scopes: Mapping[str, RouteScope],
+    cors: Cors | None,
+    metrics: ApiMetrics,
+) -> ASGIApp:
+    """``app`` behind the token check (when ``authorizer.enabled``) and CORS (``cors``).
+
+    ``scopes`` maps each route's ``"METHOD /path"`` (and, for other methods, its path)
+    to the scope it declares. A refused request gets
+    ``401``/``403`` with ``{"detail": ...}`` and ``WWW-Authenticate``, and is counted in
+    the request metrics as the routes' own answers are.
+    """
+    auth_on = authorizer.enabled
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = scope["method"]
+        authorization: bytes | None = None
+        origin: bytes | None = None
+        preflight = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = True
+        if origin is not None and cors is not None and cors.allows(origin):
+            if preflight and method == "OPTIONS":
+                # the browser asks before a request with Authorization or JSON: answered
+                # here, with no token (browsers never send one on a preflight)
+                await _send(send, 204, b"", _preflight_headers(origin))
+                return
+            send = _with_cors(send, origin)
+        if auth_on:
+            path = scope["path"]
+            needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
+            verdict = authorizer.check(authorization, needs)
+            if not isinstance(verdict, Grant):
+                start = time.perf_counter()
+                body = msgspec.json.encode({"detail": verdict.detail})
+                extra = [(b"www-authenticate", verdict.challenge.encode())]
+                await _send(send, verdict.status, body, extra, json=True)
+                route = path if path in scopes else "other"
+                metrics.requests.labels(route, method, str(verdict.status)).inc()
+                metrics.latency.labels(route).observe(time.perf_counter() - start)
+                return
+            scope.setdefault("state", {})["principal"] = verdict.principal
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def _preflight_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-methods", ALLOW_METHODS),
+        (b"access-control-allow-headers", ALLOW_HEADERS),
+        (b"access-control-max-age", str(MAX_AGE_S).encode()),
+        (b"vary", b"Origin"),
+    ]
+
+
+def _with_cors(send: Send, origin: bytes) -> Send:
+    """``send`` that adds an allowed origin's CORS headers to the answer."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            headers += [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", EXPOSE_HEADERS),
+                (b"vary", b"Origin"),
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], json: bool = False
+) -> None:
+    head = [(b"content-length", str(len(body)).encode()), *headers]
+    if json:
+        head.insert(0, (b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,127 @@
+"""Making the Redis client: the one place that knows ``redis.mode``.
+
+Standalone: the Redis at ``redis.url``. Sentinel: the master that the Sentinels name for
+``redis.sentinel_master``, found again after a failover without a restart (redis-py's
+``SentinelConnectionPool`` asks the Sentinels for the master's address whenever it opens
+a connection, and drops a connection whose server answers ``READONLY``, i.e. was
+demoted). Both clients return bytes and never retry by themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from logpipe_cli.redis_options import redis_client_kwargs
+from logpipe_cli.settings import RedisSettings
+
+
+def client_options(cfg: RedisSettings) -> dict[str, Any]:
+    """What every connection logpipe opens shares.
+
+    No silent retries: retrying a write whose answer was lost could store an event
+    twice; the caller (or the HTTP client, on a 503) decides whether to try again.
+    """
+    return {
+        "decode_responses": False,
+        "socket_timeout": cfg.timeout_seconds,
+        "socket_connect_timeout": cfg.timeout_seconds,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        **redis_client_kwargs(cfg),  # TLS files for rediss://
+    }
+
+
+class Sentinels(Sentinel):
+    """redis-py's Sentinel, with a one-line reason when no Sentinel names a master.
+
+    redis-py's own message holds the repr of every Sentinel client (hundreds of
+    characters each); it would reach every 503's detail and every drain report.
+    """
+
+    def __init__(self, addresses: list[str], **kwargs: Any) -> None:
+        pairs = [parse_address(a) for a in addresses]
+        super().__init__(pairs, **kwargs)  # type: ignore[no-untyped-call]
+        self.addresses = addresses
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            raise MasterNotFoundError(
+                f"no Sentinel of {', '.join(self.addresses)} names a master for "
+                f"{service_name!r} now (Sentinels unreachable, or a failover under way)"
+            ) from None
+
+
+class SentinelMasterClient(aioredis.Redis):
+    """A client of the Sentinels' current master that closes its Sentinel clients too."""
+
+    # (not ``sentinel``/``sentinel_master``: those are Redis commands of the client)
+    watchers: Sentinels | None = None
+    master_name: str = ""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            if self.watchers is not None:
+                await self.watchers.aclose()
+
+    async def master_address(self) -> tuple[str, int]:
+        """The master's ``(host, port)`` as the Sentinels give it now."""
+        assert self.watchers is not None
+        host, port = await self.watchers.discover_master(self.master_name)
+        return str(host), int(port)
+
+
+async def recheck_master(client: aioredis.Redis) -> None:
+    """Ask the Sentinels again where the master is; if it moved, drop idle connections.
+
+    redis-py asks only when it opens a connection, and a demoted master answers
+    ``READONLY`` only once Sentinel has reconfigured it (up to ~10 s after a manual
+    failover or a partition): until then a pooled connection still writes to it, and
+    with ``min_replicas`` set its ``WAIT`` falls short (its replicas have left). Called
+    on such a shortfall, so the write is sent again to the new master at once.
+    """
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        # no Sentinel answers: the next connection will ask again anyway
+        with contextlib.suppress(RedisError):
+            await pool.get_master_address()  # type: ignore[no-untyped-call]
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (checked at load, see ``settings.sentinels_problem``) as a pair."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def make_client(cfg: RedisSettings) -> aioredis.Redis:
+    """A client for the configured Redis (see the module's docstring)."""
+    options = client_options(cfg)
+    if cfg.mode != "sentinel":
+        return aioredis.Redis.from_url(cfg.url, **options)
+    # url gives the master's credentials and db; its address comes from the Sentinels
+    parsed = aioredis.connection.parse_url(cfg.url)
+    credentials = {k: parsed[k] for k in ("username", "password", "db") if k in parsed}
+    sentinel_options = {k: v for k, v in options.items() if k != "decode_responses"}
+    if cfg.sentinel_password:
+        sentinel_options["password"] = cfg.sentinel_password
+    sentinel = Sentinels(
+        list(cfg.sentinels),
+        sentinel_kwargs=sentinel_options,
+        **options,
+        **credentials,
+    )
+    client = sentinel.master_for(cfg.sentinel_master, redis_class=SentinelMasterClient)
+    assert isinstance(client, SentinelMasterClient)
+    client.watchers = sentinel
+    client.master_name = cfg.sentinel_master
+    return client
