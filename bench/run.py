@@ -11,9 +11,11 @@ One run starts its own redis-server (free port, temp dir, no persistence) and me
     files (a day's first pass: 1,000 directories and files made durably), then once
     more into the files now there, against a raw LPOP + append + fsync loop into 1,000
     new files;
-(f) the API's peak RSS (``VmHWM``) after (c) and (d).
+(f) the API's peak RSS (``VmHWM``) after (c) and (d);
 (g) query: one user's day of 100,000 events (bench/query.py): first page asc and desc, the
-    full NDJSON export, and the export's peak RSS.
+    full NDJSON export, and the export's peak RSS;
+(h) ``POST /log`` with a fresh ``event_id`` per request against the same without one
+    (the dedupe check's cost): 4-second wrk runs, the two interleaved, medians compared.
 
 It prints one table and writes the figures as JSON to ``bench/results/<date>.json``.
 Ratios within one run are what count: absolute figures drift 20-40 % on a shared box.
@@ -29,6 +31,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,13 +59,15 @@ from logpipe_cli import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("redis", "trivial", "single", "batch", "drain", "query")
+FIGURES = ("redis", "trivial", "single", "batch", "drain", "query", "ids")
 
 TARGET_SINGLE_RATIO = 0.6
 TARGET_P99_MS = 10.0
 TARGET_BATCH_RATIO = 0.35
 TARGET_DRAIN_EPS = 1_000_000
 TARGET_RSS_MB = 120.0
+#: single-event ingest with an event_id, against without: within 10 %
+TARGET_IDS_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class Plan:
     batch_events: int
     users: int
     workers: int
+    id_rounds: int  # (h): pairs of runs, one without ids and one with, interleaved
+    id_seconds: float
 
 
 def plan_for(args: argparse.Namespace) -> Plan:
@@ -92,6 +99,8 @@ def plan_for(args: argparse.Namespace) -> Plan:
         batch_events=1000,
         users=100,
         workers=args.workers,
+        id_rounds=2 if quick else 5,
+        id_seconds=2.0 if quick else 4.0,
     )
 
 
@@ -250,6 +259,8 @@ class Bench:
                 self.single(port)
             if "batch" in self.figures:
                 self.batch(port)
+            if "ids" in self.figures:
+                self.ids(port, worker_pids(proc.pid) or [proc.pid])
             # with --workers N the API is N worker processes under a supervisor: the
             # figure is the largest worker's
             pids = worker_pids(proc.pid) or [proc.pid]
@@ -308,6 +319,61 @@ class Bench:
         self.results["batch"] = out
         self.flush()
 
+    def cpu_s(self, pids: list[int]) -> float:
+        """CPU seconds used so far by ``pids`` (the API) and by redis-server."""
+        tick = os.sysconf("SC_CLK_TCK")
+        api = 0.0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            api += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        client = redis.Redis(port=self.redis_port)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        return api + float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def ids(self, port: int, pids: list[int]) -> None:
+        p = self.plan
+        say(f"(h) POST /log with event_id vs without: {p.id_rounds} pairs of {p.id_seconds:g} s")
+        url = f"http://127.0.0.1:{port}/log"
+        conns = p.connections
+        users = str(p.users)
+        stamp = str(int(time.time()))
+        script = "post_log_ids.lua"
+        loadgen.wrk(
+            self.procs, url, script, seconds=p.warmup_s or 1, connections=conns,
+            args=(users, "id", f"w{stamp}"),
+        )  # fmt: skip
+        runs: dict[str, list[float]] = {"none": [], "id": []}
+        #: API + Redis CPU microseconds per request: steadier than req/s on a shared box
+        cpu_us: dict[str, list[float]] = {"none": [], "id": []}
+        errors = 0
+        for r in range(p.id_rounds):
+            # alternate which goes first, so a drift in the machine's load hits both
+            for mode in ("none", "id") if r % 2 == 0 else ("id", "none"):
+                cpu0 = self.cpu_s(pids)
+                res = loadgen.wrk(
+                    self.procs, url, script, seconds=p.id_seconds, connections=conns,
+                    args=(users, mode, f"{mode}{r}x{stamp}"),
+                )  # fmt: skip
+                cpu_us[mode].append(round((self.cpu_s(pids) - cpu0) / res.requests * 1e6, 1))
+                runs[mode].append(round(res.rps, 1))
+                errors += res.failed
+            self.flush()
+        without, with_id = statistics.median(runs["none"]), statistics.median(runs["id"])
+        self.results["ids"] = {
+            "without_id_req_per_s": round(without, 1),
+            "with_id_req_per_s": round(with_id, 1),
+            "ratio": round(with_id / without, 3),
+            "runs": runs,
+            "cpu_us_per_request": cpu_us,
+            "cpu_ratio": round(
+                statistics.median(cpu_us["id"]) / statistics.median(cpu_us["none"]), 3
+            ),
+            "errors": errors,
+        }
+
     def drain(self) -> None:
         p = self.plan
         say(f"(e) drain: {p.drain_events:,} events over {p.drain_keys:,} keys, fsync on")
@@ -347,7 +413,7 @@ class Bench:
             self.redis_ceiling()
         if "trivial" in self.figures:
             self.trivial()
-        if self.figures & {"single", "batch"}:
+        if self.figures & {"single", "batch", "ids"}:
             self.logpipe_api()
         if "drain" in self.figures:
             self.drain()
@@ -445,6 +511,26 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         row("query full export, 100k-event day (events/s)", _n(m["events"] / m["seconds"]))
         row("query export peak RSS over imports (MB)",
             f"{(m['rss_peak_kb'] - m['rss_base_kb']) / 1024:.1f}")  # fmt: skip
+    ids = r.get("ids")
+    if ids:
+        n = len(ids["runs"]["id"])
+        row(
+            f"POST /log with event_id, median of {n} (req/s)",
+            _n(ids["with_id_req_per_s"]),
+            _n(ids["without_id_req_per_s"]),
+            ids["ratio"],
+            f">= {TARGET_IDS_RATIO}x without",
+            ids["ratio"] >= TARGET_IDS_RATIO and not ids["errors"],
+        )
+        cpu = ids["cpu_us_per_request"]
+        row(
+            "API + Redis CPU per POST /log with event_id (us)",
+            f"{statistics.median(cpu['id']):.0f}",
+            f"{statistics.median(cpu['none']):.0f}",
+            ids["cpu_ratio"],
+            f"<= {1 / TARGET_IDS_RATIO:.2f}x without",
+            ids["cpu_ratio"] <= 1 / TARGET_IDS_RATIO,
+        )
     rss = r.get("api_rss")
     if rss:
         label = f"API peak RSS per worker, {rss.get('workers', 1)} worker(s) (MB)"

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, MediaType, Request, Response, get, post
-from litestar.enums import ScopeType
+from litestar.enums import ParamType, ScopeType
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import DefineMiddleware
@@ -41,6 +41,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 from litestar.params import Parameter
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -204,8 +205,11 @@ def _openapi_schema(doc: dict[str, Any]) -> Schema:
 _EVENT_SCHEMA = _openapi_schema(event_json_schema())
 
 
-def _with_body(content: dict[str, Schema], description: str) -> type[Operation]:
-    """An OpenAPI operation documenting a body the handler reads raw (for speed)."""
+def _with_body(
+    content: dict[str, Schema], description: str, headers: tuple[OpenAPIParameter, ...] = ()
+) -> type[Operation]:
+    """An OpenAPI operation documenting a body (and headers) the handler reads raw (for
+    speed)."""
 
     @dataclass
     class BodyOperation(Operation):
@@ -215,6 +219,8 @@ def _with_body(content: dict[str, Schema], description: str) -> type[Operation]:
                 description=description,
                 required=True,
             )
+            if headers:
+                self.parameters = [*(self.parameters or []), *headers]
 
     return BodyOperation
 
@@ -259,10 +265,31 @@ def _observe(metrics: ApiMetrics, route: str, method: str, status: int, start: f
 @post(
     "/log",
     summary="Ingest one event",
-    description="Stores one JSON event in Redis. `200` means it is in Redis.",
-    responses={200: ResponseSpec(Stored, description="Stored in Redis"), **_ERRORS, **_AUTH_ERRORS},
+    description=(
+        "Stores one JSON event in Redis. `200` means it is in Redis. An `Idempotency-Key` "
+        "header (1-128 of letters, digits and . _ : -) becomes the event's `event_id`; "
+        "if the event has another `event_id`: 400. An event whose id its user stored "
+        'within redis.dedupe_seconds is not stored again: `200` with `"duplicate": true`.'
+    ),
+    responses={
+        200: ResponseSpec(Stored, description="Stored in Redis (or stored before: duplicate)"),
+        **_ERRORS,
+        **_AUTH_ERRORS,
+    },
     status_code=200,
-    operation_class=_with_body({"application/json": _EVENT_SCHEMA}, "One event"),
+    operation_class=_with_body(
+        {"application/json": _EVENT_SCHEMA},
+        "One event",
+        (
+            OpenAPIParameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                description="The event's id, if the body has no `event_id` (or the same one)",
+                schema=_openapi_schema(event_json_schema()["properties"]["event_id"]),
+            ),
+        ),
+    ),
     **_needs("ingest"),
 )
 async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -274,10 +301,15 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     refusal = ingest.log_media_refusal(media)  # before reading a body it would refuse
     if refusal is not None:
         return _response(refusal)
+    keys = request.headers.getall("idempotency-key", [])
+    if len(keys) > 1:
+        ingest.metrics.refuse("invalid")
+        return _problem(400, "Idempotency-Key: send it once", "Idempotency-Key")
+    idem = keys[0] if keys else None
     client = request.client.host if request.client else None
     body = await request.body()
     principal = principal_of(request.scope)
-    return _response(await ingest.store_one(media, body, principal=principal, client=client))
+    return _response(await ingest.store_one(media, body, idem, principal=principal, client=client))
 
 
 @post(
@@ -286,7 +318,10 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     description=(
         "NDJSON (`application/x-ndjson`) or a JSON array, optionally gzip-encoded. "
         "Every event is validated first: one bad event refuses the whole batch (400, "
-        "listing each bad event's index and reason) and nothing is stored."
+        "listing each bad event's index and reason) and nothing is stored. Events whose "
+        "`event_id` their user stored within redis.dedupe_seconds (or earlier in the "
+        "batch) are not stored again: `duplicates` counts them and `duplicate_indexes` "
+        "lists them (both only when there are some)."
     ),
     responses={
         200: ResponseSpec(BatchStored, description="Every event stored in Redis"),

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -269,11 +269,14 @@ class Receipt:
 
 @dataclass(frozen=True)
 class BatchReceipt:
-    """A stored batch: how many events the server took, their ids in order, attempts."""
+    """A stored batch: how many events the server took, their ids in order, attempts,
+    and the indexes of the events it had stored before (the answer's
+    ``duplicate_indexes``: a retry of an answer that was lost, or an id sent twice)."""
 
     accepted: int
     event_ids: list[str]
     attempts: int
+    duplicates: list[int] = field(default_factory=list)
 
 
 def _json(resp: httpx.Response) -> Any:
@@ -357,10 +360,12 @@ def _receipt(event: Event, resp: httpx.Response, attempts: int) -> Receipt:
 def _batch_receipt(events: list[Event], resp: httpx.Response, attempts: int) -> BatchReceipt:
     body = _json(resp)
     accepted = body.get("accepted") if isinstance(body, dict) else None
+    dups = body.get("duplicate_indexes") if isinstance(body, dict) else None
     return BatchReceipt(
         accepted if isinstance(accepted, int) else len(events),
         [str(e["event_id"]) for e in events],
         attempts,
+        [i for i in dups if isinstance(i, int)] if isinstance(dups, list) else [],
     )
 
 

@@ -10,7 +10,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,6 +44,15 @@ def redis_errors(action: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What :meth:`Buffer.store` did: events buffered now, and the items not stored
+    because their event id was stored before (indexes into the call's items)."""
+
+    buffered: int
+    duplicates: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ class Buffer:
         Calls with the same ``flush_id`` (within 60 s) write once: send the same
         id again when a call failed without an answer, and the events are stored once
         whether or not the first call ran. Returns the number of events buffered
-        afterwards. Raises
+        afterwards (:meth:`store` does the same with event ids). Raises
         :class:`BufferFullError` (nothing stored) when ``max_buffered_events`` or
         ``max_buffered_bytes`` would be exceeded, :class:`WrongTypeError` (nothing
         stored) when a target key is not a list, :class:`RedisUnavailableError` when
@@ -180,20 +189,45 @@ class Buffer:
         anything is written; if any cannot pay, nothing is stored and
         :class:`RateLimitedErrors` says which (the caller sends the others again).
         """
-        grouped: dict[str, list[bytes]] = {}
-        for key, value in items:
-            values = grouped.get(key)
-            if values is None:
-                grouped[key] = [value]
+        return (await self.store(items, flush_id, charges=charges, rate=rate)).buffered
+
+    async def store(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        flush_id: str | None = None,
+        *,
+        ids: Sequence[str | None] | None = None,
+        now: float | None = None,
+        charges: Sequence[Charge] = (),
+        rate: RateLimit | None = None,
+    ) -> Stored:
+        """:meth:`append` (the same ``charges`` and ``rate``, the same errors), and which
+        items were duplicates.
+
+        ``ids[i]`` is item ``i``'s event id (or ``None``). An item whose id its user
+        (from the list's key) already stored within ``redis.dedupe_seconds`` -- or that
+        an earlier item of the same call carries -- is not stored; its index is in the
+        answer's ``duplicates``. ``now`` (Unix seconds) picks the dedupe bucket; tests
+        pass it, the API uses its clock. A duplicate is neither stored nor counted
+        (``buffered``, ``accepted``, ``buffered_bytes``), but it is charged to its
+        request's rate limit (it was sent), and the limits are checked before the ids are
+        (so they count it too).
+        """
+        grouped: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(items):
+            where = grouped.get(key)
+            if where is None:
+                grouped[key] = [i]
             else:
-                values.append(value)
+                where.append(i)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
         nbytes = 0
-        for values in grouped.values():
+        for where in grouped.values():
+            values = [items[i][1] for i in where]
             # one argument per list (see scripts.APPEND), unless a value holds a newline
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
@@ -208,11 +242,16 @@ class Buffer:
             for charge in charges:
                 bucket = keys.rate_bucket(charge.principal)
                 argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
-            argv += (self.cfg.max_buffered_bytes, nbytes, repr(rate.events_per_second))
-            argv += (rate.burst, len(buckets))
+        # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
+        id_keys = self._dedupe_args(grouped, ids, argv, time.time() if now is None else now)
+        argv += (self.cfg.max_buffered_bytes, nbytes)
+        if buckets:
+            assert rate is not None
+            argv += (repr(rate.events_per_second), rate.burst)
         else:
-            argv += (self.cfg.max_buffered_bytes, nbytes, 0, 0, 0)
-        script_keys = [keys.STATS, *grouped, *buckets, keys.FLUSHES]
+            argv += (0, 0)
+        argv += (len(buckets), len(id_keys))
+        script_keys = [keys.STATS, *grouped, *buckets, *id_keys, keys.FLUSHES]
         if self.cfg.min_replicas:
             reply = await self._append_replicated(script_keys, argv)
         else:
@@ -223,8 +262,8 @@ class Buffer:
             names = list(grouped)
             bad = [names[i] for i in outcome.wrong]
             raise WrongTypeError(
-                f"Redis key {bad[0]} holds another type than a list (written by something "
-                "else?); nothing stored",
+                f"Redis key {bad[0]} (or its user's logpipe:ids:* dedupe set) holds another "
+                "type than expected (written by something else?); nothing stored",
                 bad,
             )
         if outcome.outcome == "limited":
@@ -245,7 +284,45 @@ class Buffer:
                 f"buffer full: the events in Redis hold {self.cfg.max_buffered_bytes} bytes "
                 "or more (redis.max_buffered_bytes); retry after the drainer catches up"
             )
-        return outcome.buffered
+        if not outcome.duplicates:
+            return Stored(outcome.buffered)
+        # the script counts positions in grouped order; the caller's are item indexes
+        order = [i for where in grouped.values() for i in where]
+        return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
+
+    def _dedupe_args(
+        self,
+        grouped: dict[str, list[int]],
+        ids: Sequence[str | None] | None,
+        argv: list[Any],
+        now: float,
+    ) -> list[str]:
+        """APPEND's three dedupe values (empty when no item has an id), appended to
+        ``argv``; returns the id set keys."""
+        window = self.cfg.dedupe_seconds
+        if not ids or window <= 0 or not any(ids):
+            argv += ("", 0, 0)
+            return []
+        bucket = int(now // window)
+        groups: dict[str, int] = {}
+        id_keys: list[str] = []
+        section: list[str] = []
+        for key, where in grouped.items():
+            line_ids = [ids[i] or "" for i in where]
+            if not any(line_ids) or not key.startswith(keys.EVENT_PREFIX):
+                section.append("0")
+                continue
+            # the committer's keys come from keys.event_key: no need to parse them again
+            user = key[len(keys.EVENT_PREFIX) :].rpartition(":")[0]
+            g = groups.get(user)
+            if g is None:
+                g = groups[user] = len(groups) + 1
+                id_keys.append(keys.id_set(user, bucket))
+            section.append(f"{g}\n" + "\n".join(line_ids))
+        # the current bucket is kept until the end of the next one: every id at least
+        # `window` seconds (and less than twice that)
+        argv += (" ".join(section), (bucket + 2) * window, bucket)
+        return id_keys
 
     async def _append_replicated(self, script_keys: list[str], argv: list[Any]) -> Any:
         """APPEND, then WAIT for ``min_replicas``, in one pipeline (one round trip).

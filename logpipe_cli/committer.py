@@ -9,7 +9,9 @@ The script writes all or nothing, and each flush carries an id that Redis rememb
 once it has run: when Redis goes away without answering (it may or may not have run
 the flush), the committer sends the same flush again, for up to ``retry_s``, and the
 events are stored exactly once either way. Only when Redis stays away longer do the
-requests get a 503, and only then can a client's retry duplicate an event.
+requests get a 503; a client's retry then stores no event twice if the event carries
+an id (``redis.dedupe_seconds``): each request learns which of its events were
+duplicates, from the one reply of its flush.
 
 With ``redis.min_replicas`` set, a flush that ran on the master but reached too few
 replicas in time (:class:`~logpipe_cli.errors.ReplicationError`, a kind of
@@ -30,7 +32,12 @@ from logpipe_cli.errors import RedisUnavailableError, WrongTypeError
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
 
-_Waiter = tuple[asyncio.Future[None], Sequence[tuple[str, bytes]], Charge | None]
+_Waiter = tuple[
+    asyncio.Future[list[int]],
+    Sequence[tuple[str, bytes]],
+    Sequence[str | None] | None,
+    Charge | None,
+]
 
 
 class GroupCommitter:
@@ -45,24 +52,33 @@ class GroupCommitter:
         self._flusher: asyncio.Task[None] | None = None
 
     async def append(
-        self, items: Sequence[tuple[str, bytes]], principal: str | None = None
-    ) -> None:
+        self,
+        items: Sequence[tuple[str, bytes]],
+        ids: Sequence[str | None] | None = None,
+        *,
+        principal: str | None = None,
+    ) -> list[int]:
         """Store ``(key, line)`` pairs; returns once they are in Redis, or raises
         (:class:`~logpipe_cli.errors.RateLimitedError` when ``principal`` is over the rate
-        limit: nothing stored)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        limit: nothing stored).
+
+        ``ids``: each item's event id (or ``None``). Returns the indexes of the items
+        not stored because their id was stored before (see :meth:`Buffer.store`). A
+        request is charged all its events, duplicates too: they were sent.
+        """
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         charge = None
         if self._rate is not None and principal is not None:
             charge = Charge(principal, len(items))
-        self._waiters.append((fut, items, charge))
+        self._waiters.append((fut, items, ids, charge))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
-        await fut
+        return await fut
 
     def _take(self) -> list[_Waiter]:
         """Whole requests, up to MAX_FLUSH_EVENTS events (at least one request)."""
         taken, count = 0, 0
-        for _, items, _ in self._waiters:
+        for _, items, _, _ in self._waiters:
             if taken and count + len(items) > MAX_FLUSH_EVENTS:
                 break
             taken += 1
@@ -74,11 +90,17 @@ class GroupCommitter:
         try:
             while self._waiters:
                 waiters = self._take()
-                items = [item for _, batch, _ in waiters for item in batch]
+                items = [item for _, batch, _, _ in waiters for item in batch]
+                ids: list[str | None] | None = None
+                if any(w[2] for w in waiters):
+                    ids = []
+                    for _, batch, batch_ids, _ in waiters:
+                        ids += batch_ids if batch_ids else [None] * len(batch)
+                charges = [c for _, _, _, c in waiters if c is not None]
                 try:
-                    await self._store(items, [c for _, _, c in waiters if c is not None])
+                    duplicates = await self._store(items, ids, charges)
                 except asyncio.CancelledError:
-                    for fut, _, _ in waiters:
+                    for fut, _, _, _ in waiters:
                         fut.cancel()
                     raise
                 except RateLimitedErrors as exc:
@@ -86,8 +108,8 @@ class GroupCommitter:
                     retry: list[_Waiter] = []
                     charged = -1
                     for waiter in waiters:
-                        charged += waiter[2] is not None
-                        refusal = exc.refused.get(charged) if waiter[2] is not None else None
+                        charged += waiter[3] is not None
+                        refusal = exc.refused.get(charged) if waiter[3] is not None else None
                         if refusal is not None:
                             _fail(waiter[0], refusal)
                         else:
@@ -104,27 +126,34 @@ class GroupCommitter:
                             retry.append(waiter)
                     self._waiters[:0] = retry
                 except Exception as exc:  # each request learns why its own flush failed
-                    for fut, _, _ in waiters:
+                    for fut, _, _, _ in waiters:
                         _fail(fut, exc)
                 else:
-                    for fut, _, _ in waiters:
-                        if not fut.done():
-                            fut.set_result(None)
+                    _answer(waiters, duplicates)
         finally:
             self._flusher = None
 
-    async def _store(self, items: list[tuple[str, bytes]], charges: list[Charge]) -> None:
-        """One flush, sent again under the same id while Redis does not answer."""
+    async def _store(
+        self,
+        items: list[tuple[str, bytes]],
+        ids: list[str | None] | None,
+        charges: list[Charge],
+    ) -> list[int]:
+        """One flush, sent again under the same id while Redis does not answer; the
+        indexes of its duplicates."""
         flush_id = uuid.uuid4().hex
         deadline = time.monotonic() + self._retry_s
         delay = 0.05
         while True:
             try:
-                if self._rate is None:
-                    await self._buffer.append(items, flush_id)
-                else:
-                    await self._buffer.append(items, flush_id, charges=charges, rate=self._rate)
-                return
+                rate = self._rate
+                if ids is None:
+                    await self._buffer.append(items, flush_id, charges=charges, rate=rate)
+                    return []
+                stored = await self._buffer.store(
+                    items, flush_id, ids=ids, charges=charges, rate=rate
+                )
+                return stored.duplicates
             except RedisUnavailableError:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -132,6 +161,22 @@ class GroupCommitter:
             delay = min(delay * 2, 0.5)
 
 
-def _fail(fut: asyncio.Future[None], exc: Exception) -> None:
+def _answer(waiters: list[_Waiter], duplicates: list[int]) -> None:
+    """Wake each request with its own duplicates (flush indexes made its own)."""
+    dups = iter(duplicates)
+    nxt = next(dups, -1)
+    start = 0
+    for fut, batch, _, _ in waiters:
+        end = start + len(batch)
+        mine: list[int] = []
+        while 0 <= nxt < end:
+            mine.append(nxt - start)
+            nxt = next(dups, -1)
+        start = end
+        if not fut.done():
+            fut.set_result(mine)
+
+
+def _fail(fut: asyncio.Future[list[int]], exc: Exception) -> None:
     if not fut.done():
         fut.set_exception(exc)

@@ -12,6 +12,10 @@ import msgspec
 from logpipe_cli.errors import InvalidEventError
 from logpipe_cli.keys import USER_ID_RE
 
+#: event ids (the ``event_id`` field, the ``Idempotency-Key`` header): 1-128 of these
+EVENT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+EVENT_ID_RULE = "must be 1-128 characters of letters, digits and . _ : -"
+
 SECONDS_PER_DAY = 86400
 
 
@@ -36,6 +40,11 @@ class EventRules:
     #: beyond any real event and far below where a recursive decoder or encoder runs out
     #: of stack (~1000 levels, less in a thread that is already deep).
     max_depth: int = 64
+    #: ``event_id`` (optional): 1-128 of ASCII letters, digits and . _ : -; an event whose
+    #: id its user already stored within ``redis.dedupe_seconds`` is not stored again.
+    #: It counts as one of the extra fields.
+    event_id_pattern: str = EVENT_ID_RE.pattern
+    event_id_max_chars: int = 128
     #: fields beyond user_id, event and timestamp
     max_extra_fields: int = 64
     max_field_name_chars: int = 128
@@ -59,6 +68,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _encode = _encoder.encode
 _user_id_ok = USER_ID_RE.fullmatch
+_event_id_ok = EVENT_ID_RE.fullmatch
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -71,6 +81,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     user_id: str
     timestamp: int
     line: bytes
+    #: the ``event_id`` field, if the event has one (the dedupe key)
+    event_id: str | None = None
 
 
 def day_of(timestamp: float) -> int:
@@ -104,6 +116,17 @@ def event_json_schema() -> dict[str, Any]:
                 "description": (
                     "Unix seconds, written as an integer (not 1.0: JSON Schema calls that "
                     "an integer too); at most server.max_future_seconds ahead of the server"
+                ),
+            },
+            "event_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": RULES.event_id_max_chars,
+                "pattern": f"^(?:{RULES.event_id_pattern})$",
+                "description": (
+                    "Optional. ASCII letters, digits and . _ : -. An event whose id its user "
+                    "already stored within redis.dedupe_seconds is not stored again (the "
+                    'answer says "duplicate"). Counts as an extra field.'
                 ),
             },
         },
@@ -205,6 +228,8 @@ def _nests_deeper(value: Any, limit: int) -> bool:
 
 
 _CONTAINERS = (dict, list)
+#: ``obj.get("event_id", _NO_ID)``: tells an absent id from ``"event_id": null``
+_NO_ID: Any = object()
 _MAX_FIELDS = len(_REQUIRED) + MAX_EXTRA_FIELDS
 
 
@@ -283,7 +308,13 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
             except RecursionError:  # too deep to encode: the checks below name the field
                 line = b""
             if 0 < len(line) <= MAX_EVENT_BYTES and (len(obj) == 3 or _extras_ok(obj, line)):
-                return Event(user_id, ts, line)
+                if len(obj) == 3:
+                    return Event(user_id, ts, line)
+                eid = obj.get("event_id", _NO_ID)
+                if eid is _NO_ID:
+                    return Event(user_id, ts, line)
+                if type(eid) is str and _event_id_ok(eid):
+                    return Event(user_id, ts, line, eid)
     return _validate_in_detail(obj, now=now, max_future_s=max_future_s)
 
 
@@ -334,10 +365,18 @@ def _validate_in_detail(obj: Any, *, now: float, max_future_s: int) -> Event:
             f"(at most {max_future_s} s allowed)",
             "timestamp",
         )
+    eid = obj.get("event_id", _NO_ID)
+    if eid is not _NO_ID:
+        if not isinstance(eid, str):
+            raise InvalidEventError(
+                f"event_id: must be a string, got {_type_name(eid)}", "event_id"
+            )
+        if not EVENT_ID_RE.fullmatch(eid):
+            raise InvalidEventError(f"event_id: {EVENT_ID_RULE}", "event_id")
     _check_extras(obj)
     line = _encode(obj)
     _check_size(obj, line)
-    return Event(user_id, ts, line)
+    return Event(user_id, ts, line, None if eid is _NO_ID else eid)
 
 
 def validate_batch(
@@ -376,8 +415,13 @@ def validate_batch(
                 except RecursionError:
                     line = b""
                 if 0 < len(line) <= MAX_EVENT_BYTES and (len(obj) == 3 or _extras_ok(obj, line)):
-                    events.append(Event(user_id, ts, line))
-                    continue
+                    eid = obj.get("event_id", _NO_ID) if len(obj) > 3 else _NO_ID
+                    if eid is _NO_ID:
+                        events.append(Event(user_id, ts, line))
+                        continue
+                    if type(eid) is str and _event_id_ok(eid):
+                        events.append(Event(user_id, ts, line, eid))
+                        continue
         try:
             events.append(
                 validate_event(decode_json(doc) if raw else doc, now=now, max_future_s=max_future_s)
@@ -434,3 +478,30 @@ def split_valid(values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     for v in values:
         (good if is_valid_line(v) else bad).append(v)
     return good, bad
+
+
+def with_event_id(event: Event, key: str) -> Event:
+    """``event`` with the id an ``Idempotency-Key`` header gives it.
+
+    The header's id is added to the stored line as ``event_id`` (so the files say which
+    id an event was stored under); an event that already has the same id is unchanged,
+    one with another id is refused, as is a key outside the id rule.
+    """
+    if not EVENT_ID_RE.fullmatch(key):
+        raise InvalidEventError(f"Idempotency-Key: {EVENT_ID_RULE}", "Idempotency-Key")
+    if event.event_id is not None:
+        if event.event_id != key:
+            raise InvalidEventError(
+                "event_id: differs from the Idempotency-Key header; send one or the other, "
+                "or the same id in both",
+                "event_id",
+            )
+        return event
+    line = event.line[:-1] + b',"event_id":' + _encode(key) + b"}"
+    if len(line) > MAX_EVENT_BYTES:
+        raise InvalidEventError(
+            f"event_id: the event with its Idempotency-Key is {len(line)} bytes as JSON; "
+            f"at most {MAX_EVENT_BYTES} are allowed",
+            "event_id",
+        )
+    return Event(event.user_id, event.timestamp, line, key)

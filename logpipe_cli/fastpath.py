@@ -58,7 +58,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype = _length_and_type(scope)
+        length, ctype, idem = _length_and_type(scope)
         if not 0 <= length <= max_body_bytes:
             await handler(scope, receive, send)
             return
@@ -71,7 +71,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             client = scope.get("client")
             host = client[0] if client else None
             status, content, headers = await _store(
-                ingest, media, receive, principal_of(scope), host
+                ingest, media, receive, idem, principal_of(scope), host
             )
         except Exception:  # as api._unexpected_error_handler logs and answers
             log.exception("unexpected error on POST /log")
@@ -92,25 +92,35 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     return app
 
 
-def _length_and_type(scope: Scope) -> tuple[int, bytes | None]:
-    """Content-Length (-1 if absent, -2 if unusable or either header repeated) and
-    Content-Type (``None`` if absent)."""
+def _length_and_type(scope: Scope) -> tuple[int, bytes | None, str | None]:
+    """Content-Length (-1 if absent, -2 if unusable or any of the three headers
+    repeated), Content-Type and Idempotency-Key (``None`` if absent)."""
     length = -1
     ctype: bytes | None = None
+    idem: str | None = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             if length != -1 or not value.isdigit():
-                return -2, ctype
+                return -2, ctype, idem
             length = int(value)
         elif name == b"content-type":
             if ctype is not None:
-                return -2, ctype
+                return -2, ctype, idem
             ctype = value
-    return length, ctype
+        elif name == b"idempotency-key":
+            if idem is not None:
+                return -2, ctype, idem
+            idem = value.decode("latin-1")
+    return length, ctype, idem
 
 
 async def _store(
-    ingest: Ingest, media: str, receive: Receive, principal: str | None, client: str | None
+    ingest: Ingest,
+    media: str,
+    receive: Receive,
+    idem: str | None,
+    principal: str | None,
+    client: str | None,
 ) -> Answer:
     """The media type checked, the body read (not if refused), the event stored."""
     answer = ingest.log_media_refusal(media)
@@ -130,7 +140,7 @@ async def _store(
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
-    return await ingest.store_one(media, body, principal=principal, client=client)
+    return await ingest.store_one(media, body, idem, principal=principal, client=client)
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:

@@ -28,6 +28,7 @@ from logpipe_cli.events import (
     decode_json,
     parse_event,
     validate_batch,
+    with_event_id,
 )
 from logpipe_cli.keys import event_key
 from logpipe_cli.metrics import ApiMetrics
@@ -83,14 +84,18 @@ class Ingest:
         self,
         media: str,
         body: bytes,
+        idempotency_key: str | None = None,
         *,
         principal: str | None = None,
         client: str | None = None,
     ) -> Answer:
         """``POST /log``: validate one event, store it, and say how it went.
 
-        ``principal`` (the API token's id) or else ``client`` (the client's address)
-        names whose rate limit the event counts against.
+        ``idempotency_key``: the ``Idempotency-Key`` header, if sent; it becomes the
+        event's ``event_id``. An event whose id was stored before is not stored again
+        and the answer says ``"duplicate":true``. ``principal`` (the API token's id) or
+        else ``client`` (the client's address) names whose rate limit the event counts
+        against (a duplicate counts too: it was sent).
         """
         refusal = self.log_media_refusal(media)
         if refusal is not None:
@@ -98,13 +103,16 @@ class Ingest:
         now = time.time()
         try:
             event = parse_event(body, now=now, max_future_s=self.max_future_s)
+            if idempotency_key is not None:
+                event = with_event_id(event, idempotency_key)
             if self.max_past_s and event.timestamp < now - self.max_past_s:
                 raise self._too_old(event.timestamp, now)
             key = self.route(event, now)
-            if self.rate_limited:
-                await self.committer.append([(key, event.line)], bucket_of(principal, client))
-            else:
-                await self.committer.append([(key, event.line)])
+            payer = bucket_of(principal, client) if self.rate_limited else None
+            ids = None if event.event_id is None else [event.event_id]
+            if await self.committer.append([(key, event.line)], ids, principal=payer):
+                self.metrics.duplicates += 1
+                return 200, b'{"stored":true,"key":' + _encode(key) + b',"duplicate":true}', {}
         except LogpipeError as exc:
             return self._refusal(exc)
         self.metrics.accepted += 1
@@ -174,6 +182,7 @@ class Ingest:
             )
             return 400, _encode(refused), {}
         items = self.route_batch(events, now)
+        duplicates: list[int] = []
         nkeys = len({key for key, _ in items})
         if nkeys > self.max_keys:
             self.metrics.refuse("too_large", len(items))
@@ -183,15 +192,20 @@ class Ingest:
                 f"{self.max_keys} allowed (server.max_keys_per_request); nothing stored",
             )
         if items:
+            ids = [e.event_id for e in events]
             try:
-                if self.rate_limited:
-                    await self.committer.append(items, bucket_of(principal, client))
-                else:
-                    await self.committer.append(items)
+                duplicates = await self.committer.append(
+                    items,
+                    ids if any(i is not None for i in ids) else None,
+                    principal=bucket_of(principal, client) if self.rate_limited else None,
+                )
             except LogpipeError as exc:
                 return self._refusal(exc, len(items))
-        self.metrics.accepted += len(items)
-        return 200, _encode(BatchStored(len(items))), {}
+        self.metrics.accepted += len(items) - len(duplicates)
+        if not duplicates:
+            return 200, _encode(BatchStored(len(items))), {}
+        self.metrics.duplicates += len(duplicates)
+        return 200, _encode(BatchStored(len(items), len(duplicates), duplicates)), {}
 
     # ---- routing ---------------------------------------------------------------------
 

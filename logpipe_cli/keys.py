@@ -3,7 +3,8 @@
 Event lists are ``logs:user_<id>:<day>``. While a drainer works on one it is renamed
 to a claim, guarded by a lease; the offset a claim's file had before an append is kept
 beside it so a crash can be undone, and a holder record says who held the claim last and
-how much of its file is acknowledged. Counters live in one hash.
+how much of its file is acknowledged. Counters live in one hash. The event ids seen
+per user (dedupe) live in time-bucketed sets, ``logpipe:ids:{<user>}:<bucket>``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ QUARANTINE_PREFIX = _NS + "quarantine:"
 HOLDER_PREFIX = _NS + "holder:"
 #: sorted set of the write ids done in the last 60 s, so a write sent again is not done twice
 FLUSHES = _NS + "flushes"
+#: dedupe: per user and time bucket, a set of the event ids stored (see :func:`id_set`)
+IDS_PREFIX = _NS + "ids:"
 #: a rate limit's token bucket per principal (hash: tokens, ts in ms), expiring once full
 RATE_PREFIX = _NS + "rate:"
 #: hash of counters: buffered (events in Redis), buffered_bytes, accepted, drained_events, ...
@@ -73,6 +76,16 @@ class EventKey:
 def event_key(user_id: str, day: int) -> str:
     """The list that buffers ``user_id``'s events of ``day`` (no validation: hot path)."""
     return f"{EVENT_PREFIX}{user_id}:{day}"
+
+
+def id_set(user_id: str, bucket: int) -> str:
+    """The set of ``user_id``'s event ids stored in dedupe bucket ``bucket``
+    (``floor(unix time / redis.dedupe_seconds)``): ``logpipe:ids:{<user>}:<bucket>``.
+
+    The user is the hash tag, so a user's buckets share a slot; a bucket is dropped
+    whole by its expiry, so no per-id bookkeeping is needed (see scripts.APPEND).
+    """
+    return f"{IDS_PREFIX}{{{user_id}}}:{bucket}"
 
 
 def rate_bucket(principal: str) -> str:

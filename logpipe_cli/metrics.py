@@ -50,6 +50,8 @@ class ApiMetrics(Collector):
             registry=self.registry,
         )
         self.accepted = 0
+        #: events not stored because their id was stored before (answered 200, duplicate)
+        self.duplicates = 0
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
         self.redis_errors = 0
         self.started_at = time.time()
@@ -64,6 +66,11 @@ class ApiMetrics(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield CounterMetricFamily(
             "logpipe_events_accepted", "Events this process stored in Redis", value=self.accepted
+        )
+        yield CounterMetricFamily(
+            "logpipe_events_duplicate",
+            "Events this process answered as duplicates (their event_id was stored before)",
+            value=self.duplicates,
         )
         refused = CounterMetricFamily(
             "logpipe_events_refused", "Events this process refused, by reason", labels=["reason"]

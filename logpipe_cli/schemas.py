@@ -17,11 +17,13 @@ class Problem(msgspec.Struct):
     field: str | None = None
 
 
-class Stored(msgspec.Struct):
-    """``POST /log`` succeeded: the event is in Redis."""
+class Stored(msgspec.Struct, omit_defaults=True):
+    """``POST /log`` succeeded: the event is in Redis. ``duplicate`` (only present, and
+    ``true``, then): its ``event_id`` was stored before, so it was not stored again."""
 
     stored: bool
     key: str
+    duplicate: bool | None = None
 
 
 class BatchError(msgspec.Struct):
@@ -29,8 +31,15 @@ class BatchError(msgspec.Struct):
     detail: str
 
 
-class BatchStored(msgspec.Struct):
+class BatchStored(msgspec.Struct, omit_defaults=True):
+    """``POST /logs`` succeeded. ``accepted`` counts the batch's events; when some were
+    not stored because their ``event_id`` was stored before (or came earlier in the
+    batch), ``duplicates`` counts them and ``duplicate_indexes`` lists their 0-based
+    indexes. Both fields are left out when there are none."""
+
     accepted: int
+    duplicates: int | None = None
+    duplicate_indexes: list[int] | None = None
 
 
 class BatchRefused(msgspec.Struct):

@@ -18,29 +18,47 @@ def _text(value: Any) -> str:
 
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct),
--- KEYS[k+2..k+b+1] = rate buckets (distinct; b = ARGV[#ARGV]), KEYS[#KEYS] = flush ids (zset)
+-- KEYS[k+2..k+b+1] = rate buckets (distinct), KEYS[k+b+2..k+b+u+1] = dedupe id sets,
+--   one per user whose events carry ids: its bucket at the API's clock
+--   (logpipe:ids:{<user>}:<bucket>); the bucket before is named from it here (the same
+--   hash tag, so the same slot: one argument less per user, what costs most)
+-- KEYS[#KEYS] = flush ids (zset)
+-- (b = ARGV[#ARGV-1], u = ARGV[#ARGV], k = #KEYS - 2 - b - u)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
 --   argument (one argument per list, not per event: packing arguments is what costs
 --   the client most), or -n and its n values one per argument (a value holds a newline)
--- then, per rate-limited request in flush order: its bucket (1..b) and its cost (events)
--- ARGV[#ARGV-4] = max buffered bytes (0 = no limit), ARGV[#ARGV-3] = this flush's bytes,
--- ARGV[#ARGV-2] = events per second, ARGV[#ARGV-1] = burst, ARGV[#ARGV] = b
+-- then, per rate-limited request in flush order: its bucket (1..b) and its cost (events,
+--   duplicates included: they were sent)
+-- then a fixed tail of 9 values (T = #ARGV - 9):
+-- ARGV[T+1] = the ids (u > 0; else ''): one argument, per list in KEYS order and joined
+--   by spaces, g then its events' ids, joined by newlines (an empty line for an event
+--   without one); g = 0: no ids in this list, else its user's set is KEYS[k+b+1+g]
+-- ARGV[T+2] = the Unix time at which the current bucket expires, ARGV[T+3] = the
+--   current bucket's number (both unused when u = 0)
+-- ARGV[T+4] = max buffered bytes (0 = no limit), ARGV[T+5] = this flush's bytes,
+-- ARGV[T+6] = events per second, ARGV[T+7] = burst (both unused when b = 0),
+-- ARGV[T+8] = b, the number of rate buckets, ARGV[T+9] = u, the number of id sets
 -- Returns the number of events buffered afterwards, -1 if the buffer is full (events),
--- -2 if it is full (bytes), {positions of the lists that hold another type}, or
+-- -2 if it is full (bytes), {positions of the lists that hold another type},
 -- {'limited', request, ms, request, ms, ...}: the rate-limited requests (1-based among
--- the rate-limited ones) and the wait in ms after which each would pass. Nothing is
--- written then: a script that fails half-way keeps its earlier writes, so every check
--- comes before any write.
+-- the rate-limited ones) and the wait in ms after which each would pass, or
+-- {'duplicates', buffered, 0-based positions (over all values, in ARGV order) of the
+-- events not stored because their id was stored before}. A refusal writes no event,
+-- id or bucket (only refused_full): a script that fails half-way keeps its earlier
+-- writes, so every check comes before any write. The limits are checked before the
+-- ids are known (duplicates count there); what is counted afterwards (accepted,
+-- buffered, buffered_bytes) leaves the duplicates out.
 -- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
 -- (Redis died after running it) can be sent again without duplicates.
+local T = #ARGV - 9
+local nbuckets, nid = tonumber(ARGV[T + 8]), tonumber(ARGV[T + 9])
+local nkeys = #KEYS - 2 - nbuckets - nid
 local flushes, id = KEYS[#KEYS], ARGV[3]
 if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
 end
-local nbuckets = tonumber(ARGV[#ARGV])
-local nkeys = #KEYS - 2 - nbuckets
 local counts, total, a = {}, 0, 4
 for i = 1, nkeys do
   local n = tonumber(ARGV[a])
@@ -63,7 +81,7 @@ if #wrong > 0 then return wrong end
 -- this flush are charged in order, so a refusal's wait counts those before it.
 local tokens, stale, now_ms = {}, {}, 0
 if nbuckets > 0 then
-  local rate, burst = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
+  local rate, burst = tonumber(ARGV[T + 6]), tonumber(ARGV[T + 7])
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for b = 1, nbuckets do
@@ -79,7 +97,7 @@ if nbuckets > 0 then
     tokens[b] = have
   end
   local limited = {'limited'}
-  for c = a, #ARGV - 6, 2 do
+  for c = a, T - 1, 2 do
     local b, cost = tonumber(ARGV[c]), tonumber(ARGV[c + 1])
     if tokens[b] + 1e-9 >= cost then
       tokens[b] = tokens[b] - cost
@@ -98,7 +116,7 @@ if limit > 0 then
     return -1
   end
 end
-local nbytes, max_bytes = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 4])
+local nbytes, max_bytes = tonumber(ARGV[T + 5]), tonumber(ARGV[T + 4])
 if max_bytes > 0 then
   local held = tonumber(redis.call('HGET', KEYS[1], 'buffered_bytes') or '0')
   if held + nbytes > max_bytes then
@@ -109,10 +127,71 @@ end
 -- ---- end of the limits' checks ----
 local ttl = tonumber(ARGV[2])
 local find, sub = string.find, string.sub
+-- dedupe: state of the list being written, and seen(): whether its next event's id was
+-- stored before (it is in the current bucket now either way). pcall: an id set of
+-- another type (written by hand) must not fail the script half-way; its events are
+-- stored (at least once) rather than refused.
+local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
+local expire_at, expiring, bucket, before = nil, {}, '', ''
+if nid > 0 then
+  idall, expire_at, bucket = ARGV[T + 1], ARGV[T + 2], ARGV[T + 3]
+  before = tostring(tonumber(bucket) - 1)
+end
+local function seen()
+  local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
+  local eid = sub(idblob, idpos, stop - 1)
+  idpos = stop + 1
+  if eid == '' then return false end
+  return redis.pcall('SADD', cur, eid) == 0 or redis.pcall('SISMEMBER', prev, eid) == 1
+end
+-- end dedupe
 a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
-  if n > 0 then
+  -- dedupe: this list's ids, if it has any
+  local g = 0
+  if nid > 0 then
+    local stop = find(idall, ' ', idnext, true) or (#idall + 1)
+    local nl = find(idall, '\\n', idnext, true)
+    if nl and nl < stop then
+      g, idblob, idpos = tonumber(sub(idall, idnext, nl - 1)), sub(idall, nl + 1, stop - 1), 1
+    end
+    idnext = stop + 1
+  end
+  if g > 0 then
+    cur = KEYS[nkeys + nbuckets + 1 + g]
+    prev = sub(cur, 1, #cur - #bucket) .. before
+    local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
+    for j = 1, count do
+      local v
+      if n > 0 then
+        local stop = find(blob, '\\n', pos, true) or (#blob + 1)
+        v = sub(blob, pos, stop - 1)
+        pos = stop + 1
+      else
+        v = ARGV[a + j]
+      end
+      if seen() then
+        dups[#dups + 1] = p
+        nbytes = nbytes - #v
+      else
+        m = m + 1
+        vals[m] = v
+        if m == 1000 then
+          redis.call('RPUSH', key, unpack(vals, 1, m))
+          m = 0
+        end
+      end
+      p = p + 1
+    end
+    if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
+    if not expiring[g] then
+      expiring[g] = true
+      redis.call('EXPIREAT', cur, expire_at)
+    end
+    a = (n > 0) and a + 2 or a + 1 - n
+  -- end dedupe
+  elseif n > 0 then
     local blob, vals, m, pos = ARGV[a + 1], {}, 0, 1
     for _ = 1, n do
       local stop = find(blob, '\\n', pos, true) or (#blob + 1)
@@ -126,6 +205,7 @@ for i = 1, nkeys do
     end
     if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
     a = a + 2
+    p = p + n
   else
     local first, last = a + 1, a - n
     while first <= last do
@@ -134,14 +214,18 @@ for i = 1, nkeys do
       first = stop + 1
     end
     a = last + 1
+    p = p - n
   end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
+-- dedupe: duplicates were not stored
+total = total - (#dups - 2)
+-- end dedupe
 -- ---- limits: counters (after the writes) ----
 redis.call('HINCRBY', KEYS[1], 'buffered_bytes', nbytes)
 if nbuckets > 0 then
   -- a bucket left alone refills to burst within this time; then it may as well be gone
-  local full_ms = math.ceil(tonumber(ARGV[#ARGV - 1]) * 1000 / tonumber(ARGV[#ARGV - 2])) + 1000
+  local full_ms = math.ceil(tonumber(ARGV[T + 7]) * 1000 / tonumber(ARGV[T + 6])) + 1000
   for b = 1, nbuckets do
     local key = KEYS[nkeys + 1 + b]
     if stale[b] then redis.call('DEL', key) end
@@ -154,7 +238,14 @@ redis.call('HINCRBY', KEYS[1], 'accepted', total)
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', flushes, now, id)
 redis.call('ZREMRANGEBYSCORE', flushes, '-inf', now - 60)
-return redis.call('HINCRBY', KEYS[1], 'buffered', total)
+local buffered = redis.call('HINCRBY', KEYS[1], 'buffered', total)
+-- dedupe: which events were duplicates, so each request of the flush learns its own
+if #dups > 2 then
+  dups[2] = buffered
+  return dups
+end
+-- end dedupe
+return buffered
 """
 
 
@@ -175,13 +266,21 @@ class Appended:
     outcome: Literal["stored", "full", "full_bytes", "wrongtype", "limited"]
     buffered: int = 0
     #: 0-based positions (in KEYS order, after the stats hash) of lists of another type
+    #: (or whose user's dedupe id sets are of another type)
     wrong: tuple[int, ...] = ()
+    #: 0-based positions, over all values in the order sent, of the events not stored
+    #: because their id was stored before (dedupe)
+    duplicates: tuple[int, ...] = ()
     limited: tuple[Limited, ...] = ()
 
 
 def appended(reply: Any) -> Appended:
     """Decode APPEND's reply."""
     if isinstance(reply, list):
+        if reply and _text(reply[0]) == "duplicates":
+            return Appended(
+                "stored", buffered=int(reply[1]), duplicates=tuple(int(i) for i in reply[2:])
+            )
         if reply and _text(reply[0]) == "limited":
             pairs = zip(reply[1::2], reply[2::2], strict=True)
             limited = tuple(Limited(int(i) - 1, int(ms)) for i, ms in pairs)

@@ -255,6 +255,13 @@ class RedisSettings:
     replica_timeout_seconds: float = setting(
         1.0, "How long one write waits for min_replicas replicas.", minimum=0.001
     )
+    dedupe_seconds: int = setting(
+        86400,
+        "An event whose event_id (or Idempotency-Key) its user stored within this long\n"
+        "is not stored again (answer: duplicate). Kept in Redis, ~1.5x the window's ids\n"
+        "on average (see README, Guarantees). 0 = off.",
+        minimum=0,
+    )
 
     def __repr__(self) -> str:
         # settings reach logs and tracebacks through repr(): never with the password

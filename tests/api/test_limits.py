@@ -230,7 +230,7 @@ def test_an_unexpected_500_is_logged_once_with_its_route(
     settings_for: MakeSettings, api_log: list[logging.LogRecord]
 ) -> None:
     class Broken:
-        async def append(self, items: Any, principal: str | None = None) -> None:
+        async def append(self, items: Any, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("boom")
 
     app = create_app(settings_for())

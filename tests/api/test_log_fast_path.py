@@ -177,6 +177,73 @@ def test_an_unexpected_error_is_litestars_500(settings_for: MakeSettings) -> Non
     assert answer.status_code == 500
 
 
+EVENT = {"user_id": "u1", "event": "e", "timestamp": NOW}
+ID_CASES = [
+    pytest.param({**EVENT, "event_id": "id-1"}, {}, 200, id="event-id"),
+    pytest.param(EVENT, {"idempotency-key": "key.1"}, 200, id="idempotency-key"),
+    pytest.param({**EVENT, "event_id": "k"}, {"idempotency-key": "k"}, 200, id="both-same"),
+    pytest.param({**EVENT, "event_id": "k"}, {"idempotency-key": "j"}, 400, id="both-differ"),
+    pytest.param(EVENT, {"idempotency-key": "a b"}, 400, id="bad-key"),
+    pytest.param(EVENT, {"idempotency-key": ""}, 400, id="empty-key"),
+    pytest.param({**EVENT, "event_id": "a/b"}, {}, 400, id="bad-event-id"),
+    pytest.param({**EVENT, "event_id": 7}, {}, 400, id="event-id-number"),
+]
+
+
+@pytest.mark.parametrize(("event", "headers", "status"), ID_CASES)
+def test_ids_and_duplicates_answer_as_the_handler(
+    settings_for: MakeSettings,
+    store: redis.Redis,
+    event: dict[str, Any],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    data = json.dumps(event).encode()
+    headers = {"content-type": "application/json", **headers}
+    app = create_app(settings_for())
+    stored: list[list[Any]] = []
+    with TestClient(app) as client:
+        answers: list[list[httpx.Response]] = [[], []]  # [first, again] per path
+        for send in (lambda: data, lambda: chunks(data)):
+            for i in range(2):
+                answers[i].append(client.post("/log", content=send(), headers=headers))
+            stored.append([v for k in store.scan_iter("logs:*") for v in store.lrange(k, 0, -1)])
+            store.flushall()
+        metrics = client.get("/metrics").text
+    first, again = same(answers[0]), same(answers[1])
+    assert first.status_code == again.status_code == status
+    assert stored[0] == stored[1]
+    if status == 200:
+        key = first.json()["key"]
+        assert first.content == b'{"stored":true,"key":' + json.dumps(key).encode() + b"}"
+        assert again.json() == {"stored": True, "key": key, "duplicate": True}
+        [line] = stored[0]
+        assert json.loads(line)["event_id"] == event.get("event_id", headers.get("idempotency-key"))
+        assert "logpipe_events_duplicate_total 2.0" in metrics
+    else:
+        assert first.json()["field"] in ("event_id", "Idempotency-Key")
+        assert stored[0] == []
+
+
+def test_a_repeated_idempotency_key_is_refused_by_both(settings_for: MakeSettings) -> None:
+    app = create_app(settings_for())
+    data = json.dumps(EVENT).encode()
+    headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "a"),
+        ("idempotency-key", "b"),
+    ]
+    with TestClient(app) as client:
+        answer = same(
+            [
+                client.post("/log", content=data, headers=headers),
+                client.post("/log", content=chunks(data), headers=headers),
+            ]
+        )
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "Idempotency-Key"
+
+
 # ---- limits (issue 9): the fast path refuses as the handler does -------------------------
 
 

@@ -167,6 +167,7 @@ def test_log_many_fills_ids_keeps_given_ones_and_gzips_big_bodies(clock: FakeClo
     assert [e["event_id"] for e in big_req.events()] == second.event_ids
     assert len(set(second.event_ids)) == 200
     assert second.accepted == 200
+    assert second.duplicates == []  # the answer had none
 
 
 def test_a_refused_batch_lists_the_bad_events(clock: FakeClock) -> None:
@@ -185,6 +186,18 @@ def test_a_refused_batch_lists_the_bad_events(clock: FakeClock) -> None:
     ):
         c.log_many([{"user_id": "u1", "event": "a"}, {"user_id": "u1"}])
     assert err.value.errors == [(1, "event: field is required")]
+
+
+def test_a_batch_receipt_lists_the_duplicates() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"accepted": 3, "duplicates": 2, "duplicate_indexes": [0, 2]}
+        )
+
+    with Client("http://t", transport=httpx.MockTransport(answer)) as c:
+        receipt = c.log_many([{"user_id": "u1", "event": "a"}] * 3)
+    assert receipt.duplicates == [0, 2]
+    assert receipt.accepted == 3
 
 
 def test_a_body_that_is_not_json_is_refused_before_sending(clock: FakeClock) -> None:

@@ -93,6 +93,27 @@ CASES: list[tuple[str, Any, bool, bool]] = [
     ("deep object one too deep", ev(x={"a": {"b": nest(MAX_DEPTH - 2)}}), False, False),
     ("largest event", sized(MAX_EVENT_BYTES), True, False),
     ("one byte too large", sized(MAX_EVENT_BYTES + 1), False, False),
+    ("event_id", ev(event_id="a.B_0:9-z"), True, True),
+    ("event_id at max length", ev(event_id="i" * RULES.event_id_max_chars), True, True),
+    ("event_id one too long", ev(event_id="i" * (RULES.event_id_max_chars + 1)), False, True),
+    ("event_id empty", ev(event_id=""), False, True),
+    ("event_id space", ev(event_id="a b"), False, True),
+    ("event_id slash", ev(event_id="a/b"), False, True),
+    ("event_id non-ASCII", ev(event_id="é"), False, True),
+    ("event_id number", ev(event_id=5), False, True),
+    ("event_id null", ev(event_id=None), False, True),
+    (
+        "event_id with most extra fields",
+        ev(event_id="i", **{f"f{i}": i for i in range(63)}),
+        True,
+        True,
+    ),
+    (
+        "event_id as one extra field too many",
+        ev(event_id="i", **{f"f{i}": i for i in range(64)}),
+        False,
+        True,
+    ),
     ("not an object", [ev()], False, True),
     ("null", None, False, True),
 ]
@@ -153,6 +174,9 @@ def test_the_schema_is_valid_and_names_every_rule() -> None:
     assert props["user_id"]["maxLength"] == RULES.user_id_max_chars
     assert props["event"]["maxLength"] == RULES.event_max_chars
     assert props["timestamp"]["minimum"] == RULES.timestamp_min
+    assert props["event_id"]["pattern"] == f"^(?:{RULES.event_id_pattern})$"
+    assert props["event_id"]["maxLength"] == RULES.event_id_max_chars
+    assert "event_id" not in schema["required"]
     assert schema["maxProperties"] == 3 + RULES.max_extra_fields
     assert schema["propertyNames"]["maxLength"] == RULES.max_field_name_chars
     for limit in (RULES.max_depth, RULES.max_event_bytes, RULES.max_extra_fields):
@@ -190,11 +214,25 @@ names = st.one_of(
     st.text(max_size=8),
     st.integers(MAX_FIELD_NAME_CHARS - 1, MAX_FIELD_NAME_CHARS + 1).map(lambda n: "k" * n),
 )
+event_ids = st.one_of(
+    st.just(...),  # no event_id
+    st.from_regex(RULES.event_id_pattern, fullmatch=True),
+    st.text(alphabet="aZ9._:- /\n\x00é", max_size=130),
+    st.none(),
+    st.integers(),
+)
 docs = st.builds(
-    lambda uid, event, ts, extras: {"user_id": uid, "event": event, "timestamp": ts, **extras},
+    lambda uid, event, ts, eid, extras: {
+        "user_id": uid,
+        "event": event,
+        "timestamp": ts,
+        **({} if eid is ... else {"event_id": eid}),
+        **extras,
+    },
     user_ids,
     events,
     timestamps,
+    event_ids,
     st.dictionaries(names, values, max_size=MAX_EXTRA_FIELDS + 2),
 )
 
