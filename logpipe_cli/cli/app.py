@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import (  # typer vendors click; its exceptions live here
+    ClickException,
+    NoArgsIsHelpError,
+)
 
 from logpipe_cli import __version__
 from logpipe_cli.cli import (
@@ -29,7 +34,37 @@ from logpipe_cli.errors import LogpipeError
 
 
 class LogpipeGroup(FullHelpGroup):
-    """Turns library errors into ``error: <detail>`` on stderr and the error's exit code."""
+    """Turns library errors into ``error: <detail>`` on stderr and the error's exit code.
+
+    Usage errors (an unknown option, a bad value) too: one line, exit 2, instead of
+    click's three-line usage block.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except NoArgsIsHelpError as exc:  # `logpipe` alone: the help, as click shows it
+            exc.show()
+            rv = exc.exit_code
+        except ClickException as exc:
+            if not standalone_mode:
+                raise
+            ctx = getattr(exc, "ctx", None)  # usage errors know their command
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print_error(exc.format_message() + hint)
+            sys.exit(exc.exit_code)
+        if not standalone_mode:
+            return rv
+        # click returns an Exit's code in this mode; a command's own result is None
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:

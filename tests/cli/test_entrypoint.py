@@ -80,3 +80,27 @@ def test_unknown_option_is_a_usage_error(invoke: Invoke) -> None:
     result = invoke("drain", "--nope")
     assert result.exit_code == 2
     assert "No such option" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["drain", "--nope"], "No such option: --nope"),
+        (["nope"], "No such command 'nope'"),
+        (["token", "new", "--scope", "bogus"], "Invalid value for '--scope'"),
+        (["send", "--count", "5", "--batch", "0"], "Invalid value for '--batch'"),
+    ],
+)
+def test_usage_errors_are_one_line(invoke: Invoke, args: list[str], says: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert says in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Usage:" not in result.stderr
+
+
+def test_no_command_shows_the_help(invoke: Invoke) -> None:
+    result = invoke()
+    assert "Usage:" in result.stdout + result.stderr
+    assert "error:" not in result.stderr
