@@ -55,7 +55,7 @@ from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.schemas import (
     ApiCounts,
-    BatchRefused,
+    BatchProblem,
     BatchStored,
     DrainSummary,
     Problem,
@@ -258,7 +258,13 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
         200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
         **_ERRORS,
         **_AUTH_ERRORS,
-        400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
+        # a bad event lists every bad one (BatchRefused); a body that is no batch at all
+        # (not JSON, not an array, bad gzip) is a Problem
+        400: ResponseSpec(
+            BatchProblem,
+            description="Batch refused, nothing stored: every bad event listed in `errors`, "
+            "or a body that is not a batch (`detail` says why)",
+        ),
     },
     **_needs("ingest"),
     status_code=200,
