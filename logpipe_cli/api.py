@@ -64,7 +64,7 @@ from logpipe_cli.schemas import (
     Stored,
 )
 from logpipe_cli.settings import Settings
-from logpipe_cli.stats import collect
+from logpipe_cli.stats import collect, last_drain_of
 
 _encode = msgspec.json.encode
 
@@ -365,8 +365,9 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
     else:
         shared["buffered"] = counters.get("buffered", 0)
         shared["drained_events"] = counters.get("drained_events", 0)
-        if last.get("at"):
-            shared["last_drain_at"] = float(last["at"])
+        done = last_drain_of(last)
+        if done is not None and done.at:
+            shared["last_drain_at"] = done.at
     return Response(metrics.render(shared), media_type=CONTENT_TYPE)
 
 

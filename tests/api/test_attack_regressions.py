@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import math
+from typing import Any
 
+import msgspec
 import pytest
 import redis
 from litestar.testing import TestClient
 
 from logpipe_cli.api import create_app
+from logpipe_cli.schemas import StatsDoc
 from tests.conftest import MakeSettings
 
 NDJSON_GZIP = {"content-type": "application/x-ndjson", "content-encoding": "gzip"}
@@ -77,3 +81,30 @@ def test_a_gzip_body_with_no_member_is_refused(settings_for: MakeSettings, body:
         resp = client.post("/logs", content=body, headers=NDJSON_GZIP)
     assert resp.status_code == 400, resp.text
     assert resp.json()["detail"].startswith("body is not valid gzip"), resp.text
+
+
+@pytest.mark.parametrize(
+    ("name", "mapping"),
+    [
+        ("logpipe:stats", {"buffered": "\x1b[2J", "accepted": "1e400", "drained_keys": "nan"}),
+        ("logpipe:last_drain", {"at": "abc", "events": "x", "seconds": "inf", "ok": "\x1b"}),
+        ("logpipe:last_drain", {"at": "nan", "keys": "1.5", "error": "[bold]\x1b[31mboom"}),
+        ("logpipe:last_drain", {"at": "1" + "0" * 400, "events": "9" * 30}),
+    ],
+)
+def test_counters_written_by_hand_never_break_stats_or_metrics(
+    settings_for: MakeSettings, store: redis.Redis, name: str, mapping: Any
+) -> None:
+    # Anyone with Redis access can write these hashes; what is not a number logpipe
+    # could have written is left out, never a 500 (each of these was one)
+    store.hset(name, mapping=mapping)
+    with TestClient(create_app(settings_for())) as client:
+        stats = client.get("/stats")
+        metrics = client.get("/metrics")
+    assert stats.status_code == 200, stats.text
+    assert metrics.status_code == 200, metrics.text
+    doc = msgspec.json.decode(stats.content, type=StatsDoc, strict=True)
+    assert doc.buffered.events == 0
+    if doc.last_drain is not None:
+        assert math.isfinite(doc.last_drain.at)
+        assert math.isfinite(doc.last_drain.seconds)
