@@ -8,6 +8,7 @@ headers and body as documented.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,7 +101,7 @@ def test_every_answer_is_as_documented(
     operation = api_schema[path][method]
 
     @settings(
-        max_examples=40,
+        max_examples=int(os.environ.get("LOGPIPE_SCHEMATHESIS_EXAMPLES", "40")),
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,
