@@ -14,6 +14,7 @@ concurrent requests share Redis round trips.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -43,7 +44,7 @@ from litestar.openapi.spec import (
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from logpipe_cli import __version__
-from logpipe_cli.answers import Answer, error_answer, problem_answer
+from logpipe_cli.answers import INTERNAL_ERROR, Answer, error_answer, problem_answer
 from logpipe_cli.auth import Authorizer, RouteScope, load_authorizer
 from logpipe_cli.buffer import Buffer, connect
 from logpipe_cli.drain_runner import DrainRunner
@@ -67,6 +68,7 @@ from logpipe_cli.settings import Settings
 from logpipe_cli.stats import collect, last_drain_of
 
 _encode = msgspec.json.encode
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,12 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
         detail = "request body too large"
         services_of(request.app).metrics.refuse("too_large")
     return _problem(exc.status_code, detail, **(exc.headers or {}))
+
+
+def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Litestar logs these only in debug mode: a bug would answer 500 and leave no trace
+    logger.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(INTERNAL_ERROR)
 
 
 def _media_type(request: Request[Any, Any, Any]) -> str:
@@ -479,6 +487,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
         exception_handlers={
             LogpipeError: _logpipe_error_handler,
             HTTPException: _http_error_handler,
+            Exception: _unexpected_error_handler,
         },
         openapi_config=OpenAPIConfig(
             title="logpipe",

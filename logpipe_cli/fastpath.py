@@ -8,6 +8,7 @@ exactly as the handler would go to Litestar.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from logpipe_cli.gate import principal_of
 from logpipe_cli.ingest import Ingest
 
 _HTTP: str = ScopeType.HTTP
+logger = logging.getLogger("logpipe_cli.api")  # the app's: one logger for the API's errors
 
 
 class _Disconnected(Exception):
@@ -61,7 +63,8 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
             status, content, headers = await _store(ingest, media, receive, principal_of(scope))
-        except Exception:  # as Litestar's default handler answers
+        except Exception:  # as the app's handler answers (and logs) it
+            logger.exception("unexpected error answering POST /log")
             status, content, headers = INTERNAL_ERROR
         try:
             await _send_answer(scope, receive, send, (status, content, headers))

@@ -12,8 +12,10 @@ import redis
 from litestar.testing import TestClient
 
 from logpipe_cli.api import create_app
+from logpipe_cli.ingest import Ingest
 from logpipe_cli.schemas import StatsDoc
 from tests.conftest import MakeSettings
+from tests.processes import wait_until
 
 NDJSON_GZIP = {"content-type": "application/x-ndjson", "content-encoding": "gzip"}
 
@@ -108,3 +110,34 @@ def test_counters_written_by_hand_never_break_stats_or_metrics(
     if doc.last_drain is not None:
         assert math.isfinite(doc.last_drain.at)
         assert math.isfinite(doc.last_drain.seconds)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["fast-path", "litestar"])
+def test_an_unexpected_500_is_logged_with_its_traceback(
+    settings_for: MakeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    chunked: bool,
+) -> None:
+    # issue 9, #12: a bug answered 500 and left no trace in the server's log. (Read from
+    # stderr, not caplog: Litestar's logging config replaces the root logger's handlers,
+    # and writes from a queue listener thread, hence the wait.)
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Ingest, "store_one", broken)
+    body = line("u")
+    with TestClient(create_app(settings_for())) as client:
+        resp = client.post("/log", content=iter([body]) if chunked else body)
+    assert resp.status_code == 500
+    assert resp.json() == {"status_code": 500, "detail": "Internal Server Error"}
+    err = ""
+
+    def logged() -> bool:
+        nonlocal err
+        err += capsys.readouterr().err
+        return "RuntimeError: a bug" in err
+
+    wait_until(logged, "the traceback in the log")
+    assert err.count("unexpected error answering POST /log") == 1, err
+    assert "Traceback" in err
