@@ -68,7 +68,7 @@ from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
 from logpipe_cli.schemas import (
     LOGS_QUERY_PARAMETERS,
     ApiCounts,
-    BatchRefused,
+    BatchProblem,
     BatchStored,
     DrainSummary,
     EventsPage,
@@ -78,7 +78,7 @@ from logpipe_cli.schemas import (
     Stored,
 )
 from logpipe_cli.settings import Settings
-from logpipe_cli.stats import collect
+from logpipe_cli.stats import collect, last_drain_of
 
 _encode = msgspec.json.encode
 log = logging.getLogger("logpipe.api")
@@ -327,7 +327,13 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
         200: ResponseSpec(BatchStored, description="Every event stored in Redis"),
         **_ERRORS,
         **_AUTH_ERRORS,
-        400: ResponseSpec(BatchRefused, description="Batch refused; nothing stored"),
+        # a bad event lists every bad one (BatchRefused); a body that is no batch at all
+        # (not JSON, not an array, bad gzip) is a Problem
+        400: ResponseSpec(
+            BatchProblem,
+            description="Batch refused, nothing stored: every bad event listed in `errors`, "
+            "or a body that is not a batch (`detail` says why)",
+        ),
     },
     **_needs("ingest"),
     status_code=200,
@@ -505,8 +511,9 @@ async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
         shared["buffered"] = counters.get("buffered", 0)
         shared["buffered_bytes"] = counters.get("buffered_bytes", 0)
         shared["drained_events"] = counters.get("drained_events", 0)
-        if last.get("at"):
-            shared["last_drain_at"] = float(last["at"])
+        done = last_drain_of(last)
+        if done is not None and done.at:
+            shared["last_drain_at"] = done.at
     return Response(metrics.render(shared), media_type=CONTENT_TYPE)
 
 

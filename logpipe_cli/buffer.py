@@ -131,6 +131,13 @@ def _rate_limited(charge: Charge, rate: RateLimit, wait_ms: int) -> RateLimitedE
     )
 
 
+def _int_or_none(value: bytes | str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -586,10 +593,10 @@ class Buffer:
             pipe.hgetall(keys.LAST_DRAIN)
             with redis_errors("reading counters"):
                 stats, last = await pipe.execute()
-        return (
-            {_str(k): int(v) for k, v in stats.items()},
-            {_str(k): _str(v) for k, v in last.items()},
-        )
+        # anyone with Redis access can write these hashes: a counter that is no integer
+        # is not one logpipe wrote, and is left out rather than failing every reader
+        counters = {_str(k): n for k, v in stats.items() if (n := _int_or_none(v)) is not None}
+        return counters, {_str(k): _str(v) for k, v in last.items()}
 
     async def list_keys(self, pattern: str) -> list[KeyInfo]:
         """Buffered keys with their sizes: event lists, claims and quarantines."""

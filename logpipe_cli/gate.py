@@ -16,7 +16,7 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from logpipe_cli.auth import Authorizer, Grant, RouteScope
+from logpipe_cli.auth import Authorizer, Grant, Refusal, RouteScope
 from logpipe_cli.metrics import ApiMetrics
 
 #: what a preflight allows (RFC: Access-Control-Allow-Headers lists request headers)
@@ -28,6 +28,12 @@ MAX_AGE_S = 600
 EXPOSE_HEADERS = b"Retry-After, WWW-Authenticate"
 #: routes not declared (404s, Litestar's own) need an admin token: closed unless said
 DEFAULT_SCOPE: RouteScope = "admin"
+#: two Authorization headers: which one counts is not defined (RFC 9110 gives the header
+#: no list form), so a proxy that checks the first and a gate that took the last would
+#: disagree about who is asking; neither is taken
+_REPEATED = Refusal(
+    401, "send one Authorization header, not several", 'Bearer error="invalid_request"'
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,12 @@ def gate(
             return
         method = scope["method"]
         authorization: bytes | None = None
+        repeated = False
         origin: bytes | None = None
         preflight = False
         for name, value in scope["headers"]:
             if name == b"authorization":
+                repeated = authorization is not None
                 authorization = value
             elif name == b"origin":
                 origin = value
@@ -101,6 +109,8 @@ def gate(
             path = scope["path"]
             needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
             verdict = authorizer.check(authorization, needs)
+            if repeated and needs != "public":
+                verdict = _REPEATED
             if not isinstance(verdict, Grant):
                 start = time.perf_counter()
                 body = msgspec.json.encode({"detail": verdict.detail})

@@ -249,6 +249,10 @@ def bucket_of(principal: str | None, client: str | None) -> str:
     return "addr:" + (client or "unknown")
 
 
+#: how much of a gzip body is given to the inflater at a time
+_GZIP_FEED_BYTES = 4096
+
+
 class _TooLarge(InvalidEventError):
     http_status = 413
 
@@ -256,34 +260,48 @@ class _TooLarge(InvalidEventError):
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     """``body`` decoded per its Content-Encoding; at most ``limit`` bytes of it.
 
-    A gzip body may be several members one after another (``cat a.gz b.gz``, or a
-    client that compresses in chunks): all are decoded, within one ``limit``, as
-    ``gunzip`` does. Anything after a member that is not another member is refused.
+    A gzip body may be several members one after another (``cat a.gz b.gz``, RFC 1952):
+    each is decoded, all within the one ``limit``; zero padding after the last is
+    allowed (as gunzip allows it), any other trailing bytes are refused.
     """
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding != "gzip":
         raise InvalidEventError(f"Content-Encoding {encoding!r} not supported (use gzip)")
-    parts: list[bytes] = []
+    parts: list[bytes] = []  # joined once: appending to bytes would copy per member
     size = 0
-    data = body
+    view = memoryview(body)
+    pos = members = 0
     while True:
+        # zero padding (no member starts with a 0 byte): nothing else may follow it
+        if pos and view[pos] == 0:
+            if bytes(view[pos:]).strip(b"\0"):
+                raise InvalidEventError("body is not valid gzip: bytes after the padding")
+            break
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            out = inflater.decompress(data, limit - size + 1)  # never 0 (= no limit)
-        except zlib.error as exc:
-            member = f" (member {len(parts) + 1})" if parts else ""
-            raise InvalidEventError(f"body is not valid gzip{member}: {exc}") from None
-        size += len(out)
-        if size > limit or inflater.unconsumed_tail:
-            raise _TooLarge(f"decompressed body larger than {limit} bytes")
-        if not inflater.eof:  # cut off: storing the lines that did arrive would lose the rest
-            raise InvalidEventError("body is not valid gzip: the stream is truncated")
-        parts.append(out)
-        data = inflater.unused_data
-        if not data:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+        member = f" (member {members + 1})" if members else ""
+        members += 1
+        while not inflater.eof:
+            if pos >= len(body):  # cut off: storing what did arrive would lose the rest
+                raise InvalidEventError("body is not valid gzip: the stream is truncated")
+            # fed in small pieces: what a member leaves unused is copied, and copying the
+            # whole rest after each of thousands of tiny members would cost seconds
+            chunk = view[pos : pos + _GZIP_FEED_BYTES]
+            pos += len(chunk)
+            try:
+                # at least 1: a max_length of 0 would mean no limit
+                part = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error as exc:
+                raise InvalidEventError(f"body is not valid gzip{member}: {exc}") from None
+            size += len(part)
+            parts.append(part)
+            if size > limit or inflater.unconsumed_tail:
+                raise _TooLarge(f"decompressed body larger than {limit} bytes")
+        pos -= len(inflater.unused_data)
+        if pos == len(body):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def split_batch(body: bytes, ndjson: bool) -> list[Any]:

@@ -47,6 +47,18 @@ class BatchRefused(msgspec.Struct):
     errors: list[BatchError]
 
 
+class BatchProblem(msgspec.Struct):
+    """``POST /logs``'s 400, as documented: a :class:`BatchRefused` when events are bad
+    (each one listed in ``errors``), a :class:`Problem` when the body is no batch at all
+    (not JSON, not an array, bad gzip). One shape that covers both, for the OpenAPI
+    document: a ``oneOf`` of the two would match neither, since a Problem allows more
+    fields."""
+
+    detail: str
+    errors: list[BatchError] | None = None
+    field: str | None = None
+
+
 class LogEvent(msgspec.Struct):
     """The documented shape of an event; other fields are kept as sent."""
 

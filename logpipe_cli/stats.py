@@ -8,6 +8,9 @@ an explicit ``SCAN`` that only ``logpipe stats --keys`` asks for.
 
 from __future__ import annotations
 
+import math
+from typing import TypeVar
+
 import msgspec
 
 from logpipe_cli import keys
@@ -15,6 +18,7 @@ from logpipe_cli.buffer import Buffer
 from logpipe_cli.schemas import ApiCounts, Buffered, LastDrain, StatsDoc, Totals
 
 _TOTALS = tuple(Totals.__struct_fields__)
+_N = TypeVar("_N", int, float)
 
 
 async def collect(buffer: Buffer, pattern: str, api: ApiCounts | None = None) -> StatsDoc:
@@ -28,7 +32,7 @@ async def collect(buffer: Buffer, pattern: str, api: ApiCounts | None = None) ->
     return StatsDoc(
         buffered=Buffered(events=counters.get("buffered", 0)),
         totals=Totals(**{name: counters.get(name, 0) for name in _TOTALS}),
-        last_drain=_last_drain(last),
+        last_drain=last_drain_of(last),
         api=api,
     )
 
@@ -61,14 +65,24 @@ def with_keys(doc: StatsDoc, counted: Buffered) -> StatsDoc:
     return msgspec.structs.replace(doc, buffered=buffered)
 
 
-def _last_drain(raw: dict[str, str]) -> LastDrain | None:
+def last_drain_of(raw: dict[str, str]) -> LastDrain | None:
+    """The last drain's outcome from its hash (``None`` if there is none). A field that
+    is not a finite number (the hash written by hand) reads as 0."""
     if not raw:
         return None
     return LastDrain(
-        at=float(raw.get("at", 0)),
+        at=_number(raw, "at", float),
         ok=raw.get("ok") == "1",
-        events=int(raw.get("events", 0)),
-        keys=int(raw.get("keys", 0)),
-        seconds=float(raw.get("seconds", 0)),
+        events=_number(raw, "events", int),
+        keys=_number(raw, "keys", int),
+        seconds=_number(raw, "seconds", float),
         error=raw.get("error") or None,
     )
+
+
+def _number(raw: dict[str, str], name: str, kind: type[_N]) -> _N:
+    try:
+        value = kind(raw.get(name, 0))
+        return value if math.isfinite(value) else kind(0)
+    except (ValueError, OverflowError):  # OverflowError: an int too large for a float
+        return kind(0)
