@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from logpipe_cli.errors import ConfigError, LogpipeError
@@ -68,3 +70,15 @@ def find(explicit: str | os.PathLike[str] | None = None) -> Path:
     if found is None:
         raise LogpipeError(install_hint())
     return found
+
+
+def major_version(binary: str | os.PathLike[str]) -> int | None:
+    """The major version ``binary --version`` reports (``v=7.0.15`` -> 7), or None."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bv=(\d+)\.", out)
+    return int(found.group(1)) if found else None

@@ -99,12 +99,38 @@ def _die_with_parent() -> Callable[[], None]:
     return preexec
 
 
+#: the least memory a Redis that `logpipe run` starts may use
+MIN_MAXMEMORY_BYTES = 256 * 1024 * 1024
+
+
+def _maxmemory_for(max_buffered_bytes: int) -> int:
+    """Room for the buffered bytes twice over (list and key overhead, claims, counters)."""
+    return max(MIN_MAXMEMORY_BYTES, 2 * max_buffered_bytes) if max_buffered_bytes else 0
+
+
+def _refuse_older_redis_on_newer_data(server: Path, data: Path) -> None:
+    """Redis 7 keeps its AOF in ``appendonlydir/``; Redis 6 reads only ``appendonly.aof``
+    and would start empty beside it, hiding every buffered event until a Redis 7 runs
+    again. (Redis 7 upgrades a 6 file by itself, so the other way is safe.)"""
+    if not (data / "appendonlydir").is_dir():
+        return
+    major = redis_binary.major_version(server)
+    if major is not None and major < 7:
+        raise LogpipeError(
+            f"{data} holds data written by Redis 7 (appendonlydir/), which {server} "
+            f"(Redis {major}) cannot read: it would start empty and hide the buffered "
+            "events. Start with --redis-server pointing at Redis 7 or newer"
+        )
+
+
 def start_redis(
-    url: str, state_dir: Path = STATE_DIR, binary: str | None = None
+    url: str, state_dir: Path = STATE_DIR, binary: str | None = None, maxmemory_bytes: int = 0
 ) -> subprocess.Popen[bytes]:
     """Start a local redis-server for ``url`` with AOF on; wait until it answers.
 
     ``binary`` is the ``--redis-server`` path if given; else see :func:`redis_binary.find`.
+    ``maxmemory_bytes`` (0 = none) caps it with ``noeviction``: a full Redis refuses
+    writes (the API answers 503) rather than dropping buffered events.
     """
     server = redis_binary.find(binary)
     parts = urlsplit(url)
@@ -113,6 +139,7 @@ def start_redis(
         raise LogpipeError(f"no Redis answers at {host}, and logpipe only starts one locally")
     data = (state_dir / "redis").resolve()
     data.mkdir(parents=True, exist_ok=True)
+    _refuse_older_redis_on_newer_data(server, data)
     # A password in the URL is given to the new Redis on its stdin ("-" reads the config
     # from there), never as an argument that `ps` shows to every user.
     secret = _auth_config(
@@ -135,6 +162,11 @@ def start_redis(
             "everysec",
             "--save",
             "",
+            *(
+                ["--maxmemory", str(maxmemory_bytes), "--maxmemory-policy", "noeviction"]
+                if maxmemory_bytes
+                else []
+            ),
             "--logfile",
             str(data / "redis.log"),
         ],
@@ -205,7 +237,11 @@ def run(
         elif not redis_answers(settings.redis.url, **redis_client_kwargs(settings.redis)):
             binary = redis_binary.find(redis_server)
             notify(f"no Redis at {url}: starting redis-server {binary} (data in {STATE_DIR}/redis)")
-            redis_proc = start_redis(settings.redis.url, binary=str(binary))
+            redis_proc = start_redis(
+                settings.redis.url,
+                binary=str(binary),
+                maxmemory_bytes=_maxmemory_for(settings.redis.max_buffered_bytes),
+            )
         else:
             notify(f"using the Redis that answers at {url}")
         base = [sys.executable, "-m", "logpipe_cli"]

@@ -58,7 +58,9 @@ def _run_once(settings: Settings, as_json: bool, observe: OnReport) -> None:
     observe(report)
     if as_json:
         render.print_json(report.as_dict())
-    else:
+    elif report.ok or report.keys:
+        # a pass that failed before it did anything has no table worth showing: an
+        # all-zero table would read as "nothing to drain"
         render.drain_report(report)
     for err in report.errors:
         render.print_error(err)
