@@ -23,7 +23,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,6 +138,17 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 
 def remove(path: Path) -> None:
+    """Delete a tree of ``user_*/`` directories, 16 threads at once: one thread took
+    longer to delete 100,000 directories than to drain them."""
+    if not path.exists():
+        return
+
+    def rm(d: str) -> None:
+        shutil.rmtree(d, ignore_errors=True)
+
+    with ThreadPoolExecutor(RAW_THREADS) as pool:
+        for _ in pool.map(rm, [e.path for e in os.scandir(path)], chunksize=256):
+            pass
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -285,25 +295,3 @@ def raw_drain(port: int, root: Path, *, nkeys: int, per_key: int) -> dict[str, A
         "seconds": round(seconds, 4),
         "events_per_s": round(moved / seconds, 1),
     }
-
-
-class LoadAverage:
-    """The 1-minute load average sampled while a figure runs (other work on the box)."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.samples.append(os.getloadavg()[0])
-
-    def __enter__(self) -> LoadAverage:
-        self.samples.append(os.getloadavg()[0])
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
