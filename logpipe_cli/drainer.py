@@ -46,8 +46,9 @@ log = logging.getLogger("logpipe.drainer")
 #: work goes to the FILE_THREADS threads in chunks, not a thread hand-off per key
 GROUP_SIZE = 256
 #: groups drained at once, so while one group waits for Redis or the main thread, the
-#: others keep the file threads busy: with 2, the threads idled ~70 % of a 20,000-key
-#: pass (py-spy, bench/results). GROUP_SIZE * GROUPS_IN_FLIGHT files are open at most.
+#: others keep the file threads busy (py-spy of a 20,000-key pass, bench/results: with
+#: one hand-off per key and 2 groups the threads idled ~73 % of it, now ~50 %).
+#: GROUP_SIZE * GROUPS_IN_FLIGHT files are open at most.
 GROUPS_IN_FLIGHT = 3
 #: events one round reads for a whole group, shared among its keys (at most
 #: ``batch_events`` each): bounds what a pass holds in memory whatever the group size
