@@ -72,8 +72,11 @@ lint: setup ## ruff + mypy
 
 check: lint test ## Lint, type-check and test
 
-bench: setup ## Benchmark against ceilings measured in the same run (needs wrk)
-	$(BIN)/python -m bench.run
+bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each (needs wrk; ~10 min)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: setup ## The same figures, small and short, for development (< 60 s)
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 bench-auth: setup ## POST /log with and without a bearer token, interleaved (needs wrk)
 	$(BIN)/python -m bench.auth
@@ -84,4 +87,4 @@ bench-replication: setup ## Ingest standalone vs Sentinel with min_replicas 0/1/
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-auth bench-replication clean
+.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-quick bench-auth bench-replication clean

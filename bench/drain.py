@@ -1,27 +1,46 @@
-"""The drain figures: logpipe's ``Drainer.drain_once()`` against a raw read + append + fsync.
+"""The drain figures: ``Drainer.drain_once()`` against raw loops that do the same file work.
 
-Both start from the same state: ``events`` events over ``keys`` lists loaded straight
-into Redis (raw RESP on one socket, one ``RPUSH`` per list), ``logpipe:stats`` saying so.
+Every figure starts from the same state: ``nkeys`` lists of ``per_key`` valid events
+loaded straight into Redis (raw RESP, pipelined), ``logpipe:stats`` saying so. The
+drainer runs in a child process (:mod:`bench.drain_child`) so its peak RSS is its own
+and a profile, when asked for, covers exactly one pass.
+
+The ceilings:
+
+- :func:`raw_new_files` (many small keys): a plain loop in 16 threads that makes the
+  same user directories and files, appends the same bytes, fsyncs the file and its
+  directory. No Redis at all: it is what the disk and the kernel allow.
+- :func:`raw_drain` (few large keys): LPOP 10,000 at a time (pipelined per 100 keys),
+  into the same ``user_<id>/<day>.jsonl`` files (directory made and fsynced when new),
+  append, fsync; one thread, no validation.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from bench.procs import BenchError
 from logpipe_cli import keys
-from logpipe_cli.buffer import Buffer, connect
-from logpipe_cli.drainer import Drainer
-from logpipe_cli.settings import load_settings
 
 #: the day all loaded events belong to (any canonical day works; files are per day)
 DAY = 20000
+#: LPOP count of the raw loop, the drainer's default batch_events
 BATCH = 10_000
+#: threads of the raw new-file loop (the drainer's file threads are as many)
+RAW_THREADS = 16
+_CMDS_PER_WRITE = 500
 
 
 def _resp(*parts: bytes) -> bytes:
@@ -31,117 +50,246 @@ def _resp(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
+def user_id(i: int) -> str:
+    return f"u{i:06d}"
+
+
 def user_key(i: int) -> str:
-    return keys.event_key(f"user_{i:03d}", DAY)
+    return keys.event_key(user_id(i), DAY)
 
 
-def load(port: int, *, events: int, nkeys: int) -> float:
-    """Fill ``nkeys`` lists with ``events`` valid events in all; returns the seconds taken."""
+def event(i: int, n: int) -> bytes:
+    """The ``n``-th event of user ``i``: ~60 bytes, as the API stores one."""
+    return b'{"user_id":"%s","event":"visited","timestamp":%d}' % (
+        user_id(i).encode(),
+        DAY * 86400 + n,
+    )
+
+
+def file_bytes(i: int, per_key: int) -> bytes:
+    return b"".join(event(i, n) + b"\n" for n in range(per_key))
+
+
+def expected_bytes(nkeys: int, per_key: int) -> int:
+    return sum(len(file_bytes(i, per_key)) for i in range(nkeys))
+
+
+def _read_replies(sock: socket.socket, n: int) -> None:
+    """Read ``n`` one-line replies (integers or errors); raise on an error reply."""
+    buf = b""
+    seen = 0
+    while seen < n:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("redis closed the connection while loading")
+        buf += chunk
+        lines = buf.split(b"\r\n")
+        buf = lines.pop()
+        for line in lines:
+            if line.startswith(b"-"):
+                raise BenchError(f"redis refused the load: {line[:200]!r}")
+        seen += len(lines)
+
+
+def load(port: int, *, nkeys: int, per_key: int) -> float:
+    """Fill ``nkeys`` lists with ``per_key`` events each; returns the seconds taken."""
     start = time.perf_counter()
-    per_key = events // nkeys
-    ts = DAY * 86400  # the events' own day is the lists' day, as the API would route them
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        for i in range(nkeys):
-            uid = f"user_{i:03d}".encode()
-            values = [
-                b'{"user_id":"%s","event":"visited","timestamp":%d}' % (uid, ts + n)
-                for n in range(per_key)
+        for first in range(0, nkeys, _CMDS_PER_WRITE):
+            last = min(nkeys, first + _CMDS_PER_WRITE)
+            chunk = [
+                _resp(b"RPUSH", user_key(i).encode(), *(event(i, n) for n in range(per_key)))
+                for i in range(first, last)
             ]
-            sock.sendall(_resp(b"RPUSH", user_key(i).encode(), *values))
-        sock.sendall(_resp(b"HSET", keys.STATS.encode(), b"buffered", str(events).encode()))
-        replies = b""
-        while replies.count(b"\r\n") < nkeys + 1:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("redis closed the connection while loading")
-            replies += chunk
-    if any(line.startswith(b"-") for line in replies.split(b"\r\n")):
-        raise RuntimeError(f"redis refused the load: {replies[:200]!r}")
+            sock.sendall(b"".join(chunk))
+            _read_replies(sock, last - first)
+        total = str(nkeys * per_key).encode()
+        sock.sendall(_resp(b"HSET", keys.STATS.encode(), b"buffered", total))
+        _read_replies(sock, 1)
     return time.perf_counter() - start
 
 
-def count_lines(root: Path) -> tuple[int, int]:
-    lines = nbytes = 0
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            data = Path(dirpath, name).read_bytes()
-            lines += data.count(b"\n")
-            nbytes += len(data)
-    return lines, nbytes
-
-
-async def logpipe_drain(
-    port: int, logs_dir: Path, *, events: int, on_disk: int = 0
-) -> dict[str, Any]:
-    """Time one ``drain_once()`` (fsync on) over what :func:`load` put in Redis.
-
-    ``on_disk`` is how many lines the files under ``logs_dir`` held before.
-    """
-    settings = load_settings(
-        {
-            "redis": {"url": f"redis://127.0.0.1:{port}"},
-            "drainer": {"logs_dir": str(logs_dir), "fsync": True},
-        },
-        {},
-    )
-    client = connect(settings.redis)
+def wait_aof_rewrite(port: int, timeout_s: float = 120.0) -> None:
+    """Wait until no AOF rewrite runs or is scheduled: a load can trigger one, and a
+    fork writing 100 MB in the middle of a figure measures the rewrite, not the drain."""
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout_s
     try:
-        drainer = Drainer(Buffer(client, settings.redis), settings.drainer)
-        start = time.perf_counter()
-        report = await drainer.drain_once()
-        seconds = time.perf_counter() - start
+        while True:
+            info = client.info("persistence")
+            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError("an AOF rewrite did not finish within {timeout_s:.0f} s")
+            time.sleep(0.05)
     finally:
-        await client.aclose()
-    lines, nbytes = count_lines(logs_dir)
-    if not report.ok or lines != on_disk + events or report.events != events:
-        raise RuntimeError(
-            f"drain moved {report.events} events ({lines} lines on disk) of {events}: "
-            f"{report.errors[:3]}"
+        client.close()
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    """(files, bytes) under ``root``."""
+    files = nbytes = 0
+    for d in os.scandir(root):
+        if d.is_dir(follow_symlinks=False):
+            for f in os.scandir(d.path):
+                files += 1
+                nbytes += f.stat(follow_symlinks=False).st_size
+    return files, nbytes
+
+
+def remove(path: Path) -> None:
+    """Delete a tree of ``user_*/`` directories, 16 threads at once: one thread took
+    longer to delete 100,000 directories than to drain them."""
+    if not path.exists():
+        return
+
+    def rm(d: str) -> None:
+        shutil.rmtree(d, ignore_errors=True)
+
+    with ThreadPoolExecutor(RAW_THREADS) as pool:
+        for _ in pool.map(rm, [e.path for e in os.scandir(path)], chunksize=256):
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- logpipe ---------------------------------------------------------------------------
+
+
+def logpipe_drain(
+    port: int,
+    logs_dir: Path,
+    *,
+    nkeys: int,
+    per_key: int,
+    on_disk: int = 0,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """One ``drain_once()`` (fsync on) in a child process over what :func:`load` stored.
+
+    ``on_disk`` is how many bytes the files under ``logs_dir`` held before. Checks that
+    every event reached its file, once: the bytes on disk are what was loaded.
+    """
+    argv = [sys.executable, "-m", "bench.drain_child", str(port), str(logs_dir)]
+    if profile is not None:
+        argv += ["--profile", str(profile)]
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        argv, cwd=root, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
+    )
+    if out.returncode != 0:
+        raise BenchError(f"drain child exited with {out.returncode}: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    events = nkeys * per_key
+    files, nbytes = tree_size(logs_dir)
+    want = on_disk + expected_bytes(nkeys, per_key)
+    if not result["ok"] or result["events"] != events or nbytes != want or files != nkeys:
+        raise BenchError(
+            f"drain moved {result['events']} events of {events} ({files} files, {nbytes} B "
+            f"on disk, expected {want}): {result['errors'][:3]}"
         )
+    seconds = result["seconds"]
     return {
-        "events": report.events,
-        "files": report.files,
-        "bytes": nbytes,
+        "events": events,
+        "keys": nkeys,
         "seconds": round(seconds, 4),
         "events_per_s": round(events / seconds, 1),
+        "keys_per_s": round(nkeys / seconds, 1),
+        "peak_rss_mb": result["peak_rss_mb"],
+        "cpu_s": result["cpu_s"],
     }
 
 
-def raw_drain(port: int, out_dir: Path, *, events: int, nkeys: int) -> dict[str, Any]:
-    """The ceiling: LPOP 10k at a time (pipelined per 100 keys), append, fsync each file."""
-    client = redis.Redis(port=port)
-    out_dir.mkdir(parents=True, exist_ok=True)
+# ---- the ceilings ----------------------------------------------------------------------
+
+
+def _chunks(n: int, size: int) -> Iterator[range]:
+    for first in range(0, n, size):
+        yield range(first, min(n, first + size))
+
+
+def raw_new_files(root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
+    """The many-keys ceiling: per key, in 16 threads, make ``user_<id>/``, create
+    ``<day>.jsonl``, append its events, fsync the file and the directory."""
+    root.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    data = [file_bytes(i, per_key) for i in range(nkeys)]  # made before the clock starts
+
+    def one(i: int) -> None:
+        d = root / f"user_{user_id(i)}"
+        d.mkdir(0o750)
+        fd = os.open(d / f"{DAY}.jsonl", flags, 0o640)
+        try:
+            os.write(fd, data[i])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(RAW_THREADS) as pool:
+        for _ in pool.map(one, range(nkeys), chunksize=64):
+            pass
+    seconds = time.perf_counter() - start
+    return {
+        "files": nkeys,
+        "events": nkeys * per_key,
+        "seconds": round(seconds, 4),
+        "events_per_s": round(nkeys * per_key / seconds, 1),
+        "keys_per_s": round(nkeys / seconds, 1),
+    }
+
+
+def raw_drain(port: int, root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
+    """The few-large-keys ceiling: LPOP 10k at a time (pipelined per 100 keys) into the
+    same files, append, fsync (and fsync the directory of a file it made)."""
+    client = redis.Redis(port=port)
+    root.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     moved = 0
     start = time.perf_counter()
     try:
-        names = [user_key(i) for i in range(nkeys)]
-        todo = names
+        todo = list(range(nkeys))
         while todo:
-            more: list[str] = []
-            for g in range(0, len(todo), 100):
-                group = todo[g : g + 100]
+            more: list[int] = []
+            for group in _chunks(len(todo), 100):
+                ids = [todo[j] for j in group]
                 pipe = client.pipeline(transaction=False)
-                for name in group:
-                    pipe.lpop(name, BATCH)
-                for name, values in zip(group, pipe.execute(), strict=True):
+                for i in ids:
+                    pipe.lpop(user_key(i), BATCH)
+                for i, values in zip(ids, pipe.execute(), strict=True):
                     if not values:
                         continue
-                    fd = os.open(out_dir / f"{name.replace(':', '_')}.jsonl", flags, 0o644)
+                    d = root / f"user_{user_id(i)}"
+                    path = d / f"{DAY}.jsonl"
+                    try:
+                        fd, made = os.open(path, flags), False
+                    except FileNotFoundError:
+                        d.mkdir(0o750, exist_ok=True)
+                        fd, made = os.open(path, flags | os.O_CREAT, 0o640), True
                     try:
                         os.write(fd, b"\n".join(values) + b"\n")
                         os.fsync(fd)
                     finally:
                         os.close(fd)
+                    if made:
+                        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                        try:
+                            os.fsync(dfd)
+                        finally:
+                            os.close(dfd)
                     moved += len(values)
                     if len(values) == BATCH:
-                        more.append(name)
+                        more.append(i)
             todo = more
         seconds = time.perf_counter() - start
     finally:
         client.close()
-    if moved != events:
-        raise RuntimeError(f"raw drain moved {moved} of {events} events")
+    if moved != nkeys * per_key:
+        raise BenchError(f"raw drain moved {moved} of {nkeys * per_key} events")
     return {
         "events": moved,
         "seconds": round(seconds, 4),

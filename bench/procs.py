@@ -112,14 +112,25 @@ class Procs:
             self.stop(proc, timeout_s=5.0)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, timeout_s: float = 20.0) -> None:
-    """Wait until ``url`` answers 200 (or fail if ``proc`` exits first)."""
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    name: str,
+    timeout_s: float = 20.0,
+    *,
+    accept_any: bool = False,
+) -> None:
+    """Wait until ``url`` answers 200, or anything with ``accept_any`` (or fail if
+    ``proc`` exits first)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1.0) as resp:
                 if resp.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if accept_any:
+                return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if proc.poll() is not None:

@@ -1,35 +1,37 @@
 """``python -m bench.run [--quick]``: logpipe's figures against ceilings from the same run.
 
-One run starts its own redis-server (free port, temp dir, no persistence) and measures:
+One run starts its own redis-server as production would run it (free port, temp dir, AOF
+on, ``appendfsync everysec``) and measures each figure ``--reps`` times (default 3),
+each time right after its ceiling, so a change of load on a shared box hits both:
 
-(a) Redis's ceiling: ``redis-benchmark -P 64``, RPUSH of a 63-byte value into 1,000 lists
-    (best of three runs);
-(b) the HTTP ceiling: a bare ASGI app on uvicorn (1 worker, uvloop, httptools), by wrk;
-(c) ``POST /log``, one event per request, 32 connections, 100 users: req/s, p50, p99;
-(d) ``POST /logs``, 1,000 NDJSON events per request over 100 users: events/s;
-(e) drain: 1M events over 1,000 lists, ``Drainer.drain_once()`` with fsync, into new
-    files (a day's first pass: 1,000 directories and files made durably), then once
-    more into the files now there, against a raw LPOP + append + fsync loop into 1,000
-    new files;
-(f) the API's peak RSS (``VmHWM``) after (c) and (d);
-(g) query: one user's day of 100,000 events (bench/query.py): first page asc and desc, the
-    full NDJSON export, and the export's peak RSS;
-(h) ``POST /log`` with a fresh ``event_id`` per request against the same without one
-    (the dedupe check's cost): 4-second wrk runs, the two interleaved, medians compared.
+- ``single``: ``POST /log``, one event per request, 32 connections, 1,000 users, against
+  a bare ASGI app on uvicorn (the HTTP ceiling) and the compiled Rust implementation of
+  the original service (``/work/shared/peers/rust-original``, a same-run reference);
+- ``batch``: ``POST /logs``, 1,000 NDJSON events per request over 100 users, against
+  ``redis-benchmark -P 64`` RPUSH (the Redis ceiling);
+- ``batch100``: ``POST /logs``, 100-event NDJSON bodies over 1,000 users, against the
+  Rust implementation with the same bodies;
+- ``drain``: 1,000 keys x 1,000 events, ``drain_once()`` with fsync into new files and
+  then into the files now there, against a raw LPOP + append + fsync loop (new, existing);
+- ``drain_many``: 100,000 keys x 10 events into new files, against a plain 16-thread
+  loop that makes the same directories and files, appends, fsyncs file and directory;
+  with the drainer's peak RSS;
+- the API's peak RSS (``VmHWM``) after ``single`` and the batches.
 
-It prints one table and writes the figures as JSON to ``bench/results/<date>.json``.
-Ratios within one run are what count: absolute figures drift 20-40 % on a shared box.
+It prints the median of each figure with its spread (min-max), the ratio of the medians,
+and which targets (issue 12) are met, and writes everything as JSON to
+``bench/results/<date>.json``. ``--profile`` also saves a cProfile of one drain pass of
+each shape there (``python -m pstats FILE``). Ratios within one run are what count:
+absolute figures drift 20-40 % on a shared box, so the load average is recorded too.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,6 @@ from typing import Any
 import redis
 
 from bench import drain, loadgen
-from bench import query as query_bench
 from bench.procs import (
     BenchError,
     Procs,
@@ -59,48 +61,53 @@ from logpipe_cli import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("redis", "trivial", "single", "batch", "drain", "query", "ids")
+FIGURES = ("single", "batch", "batch100", "drain", "drain_many")
+PEER_SRC = Path(os.environ.get("LOGPIPE_PEER_SRC", "/work/shared/peers/rust-original"))
+PEER_BUILD = ROOT / ".logpipe" / "peer"
 
 TARGET_SINGLE_RATIO = 0.6
 TARGET_P99_MS = 10.0
-TARGET_BATCH_RATIO = 0.35
-TARGET_DRAIN_EPS = 1_000_000
+TARGET_BATCH_RATIO = 0.5
+TARGET_BATCH100_EPS = 150_000
+TARGET_DRAIN_MANY_RATIO = 0.6
+TARGET_DRAIN_RATIO = 0.8
 TARGET_RSS_MB = 120.0
-#: single-event ingest with an event_id, against without: within 10 %
-TARGET_IDS_RATIO = 0.9
+TARGET_DRAIN_RSS_MB = 200.0
 
 
 @dataclass(frozen=True)
 class Plan:
+    reps: int
     seconds: float  # each measured wrk run
     warmup_s: float
     redis_events: int
-    drain_events: int
-    drain_keys: int
     connections: int
     batch_connections: int
-    batch_events: int
-    users: int
+    users: int  # single events and 100-event batches
+    batch_users: int  # 1,000-event batches
+    drain_keys: int
+    drain_per_key: int
+    many_keys: int
+    many_per_key: int
     workers: int
-    id_rounds: int  # (h): pairs of runs, one without ids and one with, interleaved
-    id_seconds: float
 
 
 def plan_for(args: argparse.Namespace) -> Plan:
     quick = args.quick
     return Plan(
-        seconds=args.seconds or (3.0 if quick else 10.0),
-        warmup_s=1.0 if quick else 2.0,
-        redis_events=200_000 if quick else 1_000_000,
-        drain_events=200_000 if quick else 1_000_000,
-        drain_keys=1000,
+        reps=args.reps,
+        seconds=args.seconds or (1.0 if quick else 5.0),
+        warmup_s=0.0 if quick else 1.0,
+        redis_events=100_000 if quick else 1_000_000,
         connections=args.connections,
         batch_connections=args.batch_connections,
-        batch_events=1000,
-        users=100,
+        users=1000,
+        batch_users=100,
+        drain_keys=50 if quick else 1000,
+        drain_per_key=1000,
+        many_keys=args.many_keys or (2000 if quick else 100_000),
+        many_per_key=10,
         workers=args.workers,
-        id_rounds=2 if quick else 5,
-        id_seconds=2.0 if quick else 4.0,
     )
 
 
@@ -157,14 +164,26 @@ def say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median and min-max of one figure's runs."""
+    return {
+        "median": round(statistics.median(values), 1),
+        "min": round(min(values), 1),
+        "max": round(max(values), 1),
+        "runs": [round(v, 1) for v in values],
+    }
+
+
 class Bench:
-    def __init__(self, plan: Plan, figures: set[str], tmp: Path) -> None:
+    def __init__(self, plan: Plan, figures: set[str], tmp: Path, profile: str) -> None:
         self.plan = plan
         self.figures = figures
         self.tmp = tmp
         self.procs = Procs(tmp)
         self.results: dict[str, Any] = {}
         self.redis_port = 0
+        self.profile = profile  # a file name stem under bench/results, or ""
+        self.load: list[float] = []
 
     # ---- processes -----------------------------------------------------------------
 
@@ -176,15 +195,22 @@ class Bench:
             "redis-server",
             [
                 need("redis-server"),
-                "--port", str(self.redis_port),
-                "--bind", "127.0.0.1",
-                "--dir", str(data),
-                "--save", "",
-                "--appendonly", "no",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
             ],
-        )  # fmt: skip
+        )
         wait_redis(self.redis_port, proc)
-        say(f"redis-server on port {self.redis_port} (pid {proc.pid})")
+        say(f"redis-server on port {self.redis_port} (pid {proc.pid}), AOF everysec")
 
     def flush(self) -> None:
         client = redis.Redis(port=self.redis_port)
@@ -192,6 +218,10 @@ class Bench:
             client.flushall()
         finally:
             client.close()
+        drain.wait_aof_rewrite(self.redis_port)
+
+    def note_load(self) -> None:
+        self.load.append(round(os.getloadavg()[0], 2))
 
     def wrk(self, port: int, path: str, script: str, conns: int, *args: str) -> loadgen.WrkResult:
         url = f"http://127.0.0.1:{port}{path}"
@@ -203,45 +233,39 @@ class Bench:
             self.procs, url, script, seconds=self.plan.seconds, connections=conns, args=args
         )
 
-    # ---- figures -------------------------------------------------------------------
-
-    def redis_ceiling(self) -> None:
-        say("(a) redis-benchmark: pipelined RPUSH ceiling (best of 3)")
-        runs = [
-            loadgen.redis_rpush_ceiling(self.procs, self.redis_port, events=self.plan.redis_events)
-            for _ in range(3)
-        ]
-        self.flush()
-        self.results["redis_rpush"] = {
-            "events_per_s": round(max(runs), 1),
-            "runs": [round(x, 1) for x in runs],
-        }
-
-    def trivial(self) -> None:
-        say("(b) trivial ASGI app on uvicorn: HTTP ceiling")
+    def start_trivial(self) -> int:
         port = free_port()
         proc = self.procs.start(
             "trivial-app",
             [
-                sys.executable, "-m", "uvicorn", "bench.trivial_app:app",
-                "--app-dir", str(ROOT),
-                "--host", "127.0.0.1", "--port", str(port),
-                "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning",
-                "--no-server-header", "--no-date-header", "--lifespan", "off",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.trivial_app:app",
+                "--app-dir",
+                str(ROOT),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--no-server-header",
+                "--no-date-header",
+                "--lifespan",
+                "off",
             ],
             cwd=self.tmp,
-        )  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/", proc, "trivial app")
-            res = self.wrk(
-                port, "/log", "post_log.lua", self.plan.connections, str(self.plan.users)
-            )
-        finally:
-            self.procs.stop(proc)
-        self.results["trivial"] = res.as_dict()
+        )
+        wait_http(f"http://127.0.0.1:{port}/", proc, "trivial app")
+        return port
 
-    def logpipe_api(self) -> None:
+    def start_logpipe(self) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
         proc = self.procs.start(
             "logpipe-serve",
@@ -249,41 +273,131 @@ class Bench:
             cwd=self.tmp,
             env=server_env(self.redis_port, port, self.plan.workers),
         )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz", proc, "logpipe serve")
-            if self.plan.workers > 1:
-                time.sleep(2)  # every worker up, not just the first to answer
-            self.check_one(port)
-            self.flush()
-            if "single" in self.figures:
-                self.single(port)
-            if "batch" in self.figures:
-                self.batch(port)
-            if "ids" in self.figures:
-                self.ids(port, worker_pids(proc.pid) or [proc.pid])
-            # with --workers N the API is N worker processes under a supervisor: the
-            # figure is the largest worker's
-            pids = worker_pids(proc.pid) or [proc.pid]
-            rss = {"peak_rss_mb": round(max(status_kb(p, "VmHWM") for p in pids) / 1024, 1)}
-            rss["rss_now_mb"] = round(max(status_kb(p, "VmRSS") for p in pids) / 1024, 1)
-            rss["workers"] = self.plan.workers
-            self.results["api_rss"] = rss
-        finally:
-            self.procs.stop(proc)
-            self.flush()
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, "logpipe serve")
+        if self.plan.workers > 1:
+            time.sleep(2)  # every worker up, not just the first to answer
+        check_one(port)
+        return port, proc
 
-    def check_one(self, port: int) -> None:
-        """One real request first: a bench of 4xx answers would measure nothing."""
-        body = json.dumps({"user_id": "bench", "event": "check", "timestamp": int(time.time())})
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/log",
-            data=body.encode(),
-            headers={"Content-Type": "application/json"},
+    def start_peer(self) -> int | None:
+        """The compiled implementation of the original, built by its own build.sh
+        (cargo, Debian's vendored crates); ``None``, with the reason recorded, if it
+        cannot be built or started here."""
+        build = PEER_SRC / "build.sh"
+        if not build.is_file():
+            self.results["peer"] = {"error": f"{build} not found"}
+            return None
+        try:
+            out = subprocess.run(
+                ["bash", str(build), str(PEER_BUILD)],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            self.results["peer"] = {"error": "build.sh ran longer than 900 s"}
+            return None
+        binary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        if out.returncode != 0 or not Path(binary).is_file():
+            self.results["peer"] = {"error": f"build.sh failed: {out.stderr[-500:]}"}
+            say(f"no Rust reference: build.sh exited {out.returncode}")
+            return None
+        port = free_port()
+        env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(self.redis_port)}
+        proc = self.procs.start("rust-peer", [binary], cwd=self.tmp, env=env)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/", proc, "rust peer", accept_any=True)
+            check_one(port)
+        except (BenchError, OSError) as exc:
+            self.results["peer"] = {"error": f"did not serve: {exc}"}
+            return None
+        self.results["peer"] = {"binary": binary}
+        return port
+
+    # ---- figures -------------------------------------------------------------------
+
+    def interleaved(self, name: str, runs: dict[str, Callable[[], dict[str, Any]]]) -> None:
+        """Each of ``runs`` (ceiling first) ``reps`` times, in turn: a b c a b c ..."""
+        collected: dict[str, list[dict[str, Any]]] = {k: [] for k in runs}
+        for rep in range(self.plan.reps):
+            for label, fn in runs.items():
+                say(f"  {name}: {label} ({rep + 1}/{self.plan.reps})")
+                self.note_load()
+                collected[label].append(fn())
+        self.results[name] = collected
+
+    def wrk_run(self, port: int, path: str, script: str, conns: int, *args: str) -> dict[str, Any]:
+        res = self.wrk(port, path, script, conns, *args)
+        out = res.as_dict()
+        out["accepted_in_redis"] = self.stats().get("accepted", 0)
+        self.flush()
+        return out
+
+    def api_figures(self) -> None:
+        p = self.plan
+        trivial = self.start_trivial() if "single" in self.figures else 0
+        port, proc = self.start_logpipe()
+        peer = self.start_peer() if self.figures & {"single", "batch100"} else None
+        self.flush()
+        if "single" in self.figures:
+            say(f"POST /log, one event per request, {p.connections} connections")
+            runs = {
+                "trivial": lambda: self.wrk_run(
+                    trivial, "/log", "post_log.lua", p.connections, str(p.users)
+                ),
+                "logpipe": lambda: self.wrk_run(
+                    port, "/log", "post_log.lua", p.connections, str(p.users)
+                ),
+            }
+            if peer:
+                runs["rust"] = lambda: self.wrk_run(
+                    peer, "/log", "post_log.lua", p.connections, str(p.users)
+                )
+            self.interleaved("single", runs)
+        if "batch" in self.figures:
+            say(f"POST /logs, 1,000 events per request, {p.batch_connections} connections")
+            self.interleaved(
+                "batch",
+                {
+                    "redis": self.redis_ceiling,
+                    "logpipe": lambda: self.wrk_run(
+                        port,
+                        "/logs",
+                        "post_logs.lua",
+                        p.batch_connections,
+                        "1000",
+                        str(p.batch_users),
+                    ),
+                },
+            )
+        if "batch100" in self.figures:
+            say(f"POST /logs, 100 events per request over {p.users} users")
+            runs = {
+                "logpipe": lambda: self.wrk_run(
+                    port, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users)
+                )
+            }
+            if peer:
+                runs["rust"] = lambda: self.wrk_run(
+                    peer, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users)
+                )
+            self.interleaved("batch100", dict(reversed(list(runs.items()))))
+        # with --workers N the API is N worker processes under a supervisor: the
+        # figure is the largest worker's
+        pids = worker_pids(proc.pid) or [proc.pid]
+        self.results["api_rss"] = {
+            "peak_rss_mb": round(max(status_kb(q, "VmHWM") for q in pids) / 1024, 1),
+            "rss_now_mb": round(max(status_kb(q, "VmRSS") for q in pids) / 1024, 1),
+            "workers": p.workers,
+        }
+
+    def redis_ceiling(self) -> dict[str, Any]:
+        eps = loadgen.redis_rpush_ceiling(
+            self.procs, self.redis_port, events=self.plan.redis_events
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            answer = json.loads(resp.read())
-        if resp.status != 200 or answer.get("stored") is not True:
-            raise BenchError(f"POST /log answered {resp.status}: {answer}")
+        self.flush()
+        return {"events_per_s": round(eps, 1)}
 
     def stats(self) -> dict[str, int]:
         client = redis.Redis(port=self.redis_port)
@@ -293,132 +407,113 @@ class Bench:
         finally:
             client.close()
 
-    def single(self, port: int) -> None:
-        say(f"(c) POST /log, one event per request, {self.plan.connections} connections")
-        res = self.wrk(port, "/log", "post_log.lua", self.plan.connections, str(self.plan.users))
-        out = res.as_dict()
-        out["accepted_in_redis"] = self.stats().get("accepted", 0)
-        self.results["single"] = out
-        self.flush()
+    def profile_path(self, shape: str, rep: int) -> Path | None:
+        if not self.profile or rep != 0:
+            return None
+        RESULTS.mkdir(exist_ok=True)
+        return RESULTS / f"{self.profile}-{shape}.prof"
 
-    def batch(self, port: int) -> None:
-        n = self.plan.batch_events
-        say(f"(d) POST /logs, {n} NDJSON events per request, {self.plan.batch_connections} conns")
-        res = self.wrk(
-            port,
-            "/logs",
-            "post_logs.lua",
-            self.plan.batch_connections,
-            str(n),
-            str(self.plan.users),
-        )
-        out = res.as_dict()
-        out["events_per_request"] = n
-        out["events_per_s"] = round(res.rps * n, 1)
-        out["accepted_in_redis"] = self.stats().get("accepted", 0)
-        self.results["batch"] = out
-        self.flush()
-
-    def cpu_s(self, pids: list[int]) -> float:
-        """CPU seconds used so far by ``pids`` (the API) and by redis-server."""
-        tick = os.sysconf("SC_CLK_TCK")
-        api = 0.0
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            api += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-        client = redis.Redis(port=self.redis_port)
-        try:
-            info = client.info("cpu")
-        finally:
-            client.close()
-        return api + float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    def ids(self, port: int, pids: list[int]) -> None:
+    def drain_big(self) -> None:
         p = self.plan
-        say(f"(h) POST /log with event_id vs without: {p.id_rounds} pairs of {p.id_seconds:g} s")
-        url = f"http://127.0.0.1:{port}/log"
-        conns = p.connections
-        users = str(p.users)
-        stamp = str(int(time.time()))
-        script = "post_log_ids.lua"
-        loadgen.wrk(
-            self.procs, url, script, seconds=p.warmup_s or 1, connections=conns,
-            args=(users, "id", f"w{stamp}"),
-        )  # fmt: skip
-        runs: dict[str, list[float]] = {"none": [], "id": []}
-        #: API + Redis CPU microseconds per request: steadier than req/s on a shared box
-        cpu_us: dict[str, list[float]] = {"none": [], "id": []}
-        errors = 0
-        for r in range(p.id_rounds):
-            # alternate which goes first, so a drift in the machine's load hits both
-            for mode in ("none", "id") if r % 2 == 0 else ("id", "none"):
-                cpu0 = self.cpu_s(pids)
-                res = loadgen.wrk(
-                    self.procs, url, script, seconds=p.id_seconds, connections=conns,
-                    args=(users, mode, f"{mode}{r}x{stamp}"),
-                )  # fmt: skip
-                cpu_us[mode].append(round((self.cpu_s(pids) - cpu0) / res.requests * 1e6, 1))
-                runs[mode].append(round(res.rps, 1))
-                errors += res.failed
+        nkeys, per_key = p.drain_keys, p.drain_per_key
+        say(f"drain: {nkeys:,} keys x {per_key:,} events, fsync on")
+        rep = {"n": 0}
+
+        def fill() -> None:
             self.flush()
-        without, with_id = statistics.median(runs["none"]), statistics.median(runs["id"])
-        self.results["ids"] = {
-            "without_id_req_per_s": round(without, 1),
-            "with_id_req_per_s": round(with_id, 1),
-            "ratio": round(with_id / without, 3),
-            "runs": runs,
-            "cpu_us_per_request": cpu_us,
-            "cpu_ratio": round(
-                statistics.median(cpu_us["id"]) / statistics.median(cpu_us["none"]), 3
-            ),
-            "errors": errors,
-        }
+            drain.load(self.redis_port, nkeys=nkeys, per_key=per_key)
+            drain.wait_aof_rewrite(self.redis_port)
 
-    def drain(self) -> None:
-        p = self.plan
-        say(f"(e) drain: {p.drain_events:,} events over {p.drain_keys:,} keys, fsync on")
-        self.flush()
-        load_s = drain.load(self.redis_port, events=p.drain_events, nkeys=p.drain_keys)
-        logs = self.tmp / "logs"
-        result = asyncio.run(drain.logpipe_drain(self.redis_port, logs, events=p.drain_events))
-        result["load_seconds"] = round(load_s, 3)
-        self.flush()
-        # the usual case after a day's first pass: the same keys, their files already there
-        drain.load(self.redis_port, events=p.drain_events, nkeys=p.drain_keys)
-        again = asyncio.run(
-            drain.logpipe_drain(
-                self.redis_port, logs, events=p.drain_events, on_disk=p.drain_events
+        def raw_new() -> dict[str, Any]:
+            fill()
+            return drain.raw_drain(self.redis_port, self.tmp / "raw", nkeys=nkeys, per_key=per_key)
+
+        def raw_existing() -> dict[str, Any]:
+            fill()
+            out = drain.raw_drain(self.redis_port, self.tmp / "raw", nkeys=nkeys, per_key=per_key)
+            drain.remove(self.tmp / "raw")
+            return out
+
+        def new() -> dict[str, Any]:
+            fill()
+            prof = self.profile_path("drain-new", rep["n"])
+            return drain.logpipe_drain(
+                self.redis_port, self.tmp / "logs", nkeys=nkeys, per_key=per_key, profile=prof
             )
-        )
-        shutil.rmtree(logs)
-        self.flush()
-        drain.load(self.redis_port, events=p.drain_events, nkeys=p.drain_keys)
-        raw_dir = self.tmp / "raw"
-        raw = drain.raw_drain(self.redis_port, raw_dir, events=p.drain_events, nkeys=p.drain_keys)
-        shutil.rmtree(raw_dir)
-        self.flush()
-        self.results["drain"] = result
-        self.results["drain_existing_files"] = again
-        self.results["raw_drain"] = raw
 
-    def query(self) -> None:
-        say("(g) query: one user's day of 100,000 events, first page and full export")
+        def existing() -> dict[str, Any]:
+            fill()
+            before = drain.tree_size(self.tmp / "logs")[1]
+            prof = self.profile_path("drain-existing", rep["n"])
+            out = drain.logpipe_drain(
+                self.redis_port,
+                self.tmp / "logs",
+                nkeys=nkeys,
+                per_key=per_key,
+                on_disk=before,
+                profile=prof,
+            )
+            drain.remove(self.tmp / "logs")
+            rep["n"] += 1
+            return out
+
+        self.interleaved(
+            "drain",
+            {"raw_new": raw_new, "new": new, "raw_existing": raw_existing, "existing": existing},
+        )
         self.flush()
-        self.results["query"] = query_bench.run(self.redis_port, self.tmp, 99_000)
+
+    def drain_many(self) -> None:
+        p = self.plan
+        nkeys, per_key = p.many_keys, p.many_per_key
+        say(f"drain_many: {nkeys:,} keys x {per_key} events into new files, fsync on")
+        rep = {"n": 0}
+
+        def raw() -> dict[str, Any]:
+            out = drain.raw_new_files(self.tmp / "raw", nkeys=nkeys, per_key=per_key)
+            drain.remove(self.tmp / "raw")
+            return out
+
+        def logpipe() -> dict[str, Any]:
+            self.flush()
+            drain.load(self.redis_port, nkeys=nkeys, per_key=per_key)
+            drain.wait_aof_rewrite(self.redis_port)
+            prof = self.profile_path("drain-many", rep["n"])
+            rep["n"] += 1
+            out = drain.logpipe_drain(
+                self.redis_port, self.tmp / "logs", nkeys=nkeys, per_key=per_key, profile=prof
+            )
+            drain.remove(self.tmp / "logs")
+            return out
+
+        self.interleaved("drain_many", {"raw": raw, "logpipe": logpipe})
         self.flush()
 
     def run(self) -> None:
         self.start_redis()
-        if "redis" in self.figures:
-            self.redis_ceiling()
-        if "trivial" in self.figures:
-            self.trivial()
-        if self.figures & {"single", "batch", "ids"}:
-            self.logpipe_api()
+        self.note_load()
+        if self.figures & {"single", "batch", "batch100"}:
+            self.api_figures()
         if "drain" in self.figures:
-            self.drain()
-        if "query" in self.figures:
-            self.query()
+            self.drain_big()
+        if "drain_many" in self.figures:
+            self.drain_many()
+        self.note_load()
+
+
+def check_one(port: int) -> None:
+    """One real request first: a bench of 4xx answers would measure nothing."""
+    body = json.dumps({"user_id": "bench", "event": "check", "timestamp": int(time.time())})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/log",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        status = resp.status
+        resp.read()
+    if status != 200:
+        raise BenchError(f"POST /log answered {status}")
 
 
 # ---- the table ---------------------------------------------------------------------
@@ -428,12 +523,30 @@ def _n(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _med(runs: list[dict[str, Any]], field: str) -> dict[str, Any]:
+    return spread([float(r[field]) for r in runs])
+
+
+def _show(s: dict[str, Any]) -> str:
+    return f"{_n(s['median'])} ({_n(s['min'])}-{_n(s['max'])})"
+
+
 def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """(figure, value, ceiling, ratio, target, met) rows; also stored in the JSON."""
+    """(figure, value, ceiling, ratio, target, met) rows; also stored in the JSON.
+
+    ``value`` and ``ceiling`` are the median with the min-max of the runs; ``ratio`` is
+    the ratio of the medians.
+    """
     out: list[dict[str, Any]] = []
 
-    def row(figure: str, value: str, ceiling: str = "", ratio: float | None = None,
-            target: str = "", met: bool | None = None) -> None:  # fmt: skip
+    def row(
+        figure: str,
+        value: str,
+        ceiling: str = "",
+        ratio: float | None = None,
+        target: str = "",
+        met: bool | None = None,
+    ) -> None:
         out.append(
             {
                 "figure": figure,
@@ -445,97 +558,135 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    redis_eps = r.get("redis_rpush", {}).get("events_per_s")
-    trivial = r.get("trivial")
-    if redis_eps:
-        row("Redis RPUSH -P 64 (events/s)", _n(redis_eps))
-    if trivial:
-        row("trivial ASGI app (req/s)", _n(trivial["req_per_s"]))
-        lat = trivial["latency_ms"]
-        row("trivial ASGI app p50 / p99 (ms)", f"{lat['p50']:.2f} / {lat['p99']:.2f}")
+    def compare(
+        figure: str,
+        runs: list[dict[str, Any]],
+        ceiling: list[dict[str, Any]] | None,
+        field: str,
+        target: str = "",
+        goal: float | None = None,
+        ok: bool = True,
+    ) -> None:
+        mine = _med(runs, field)
+        if not ceiling:
+            row(figure, _show(mine), target=target)
+            return
+        top = _med(ceiling, field)
+        ratio = mine["median"] / top["median"]
+        met = None if goal is None else (ratio >= goal and ok)
+        row(figure, _show(mine), _show(top), ratio, target, met)
+
     single = r.get("single")
     if single:
-        ratio = single["req_per_s"] / trivial["req_per_s"] if trivial else None
-        row(
-            "POST /log, 32 conns (req/s)",
-            _n(single["req_per_s"]),
-            _n(trivial["req_per_s"]) if trivial else "",
-            ratio,
-            f">= {TARGET_SINGLE_RATIO}x trivial",
-            None if ratio is None else ratio >= TARGET_SINGLE_RATIO and not single["errors"],
+        errors = any(x["errors"] for x in single["logpipe"])
+        row("trivial ASGI app, POST /log (req/s)", _show(_med(single["trivial"], "req_per_s")))
+        compare(
+            "POST /log, 32 conns (req/s) vs trivial",
+            single["logpipe"],
+            single["trivial"],
+            "req_per_s",
+            f">= {TARGET_SINGLE_RATIO}x",
+            TARGET_SINGLE_RATIO,
+            not errors,
         )
-        lat = single["latency_ms"]
-        row("POST /log p50 (ms)", f"{lat['p50']:.2f}")
-        row("POST /log p99 (ms)", f"{lat['p99']:.2f}", target=f"< {TARGET_P99_MS:g} ms",
-            met=lat["p99"] < TARGET_P99_MS)  # fmt: skip
+        p99 = spread([x["latency_ms"]["p99"] for x in single["logpipe"]])
+        row(
+            "POST /log p99 (ms)",
+            f"{p99['median']:.2f} ({p99['min']:.2f}-{p99['max']:.2f})",
+            target=f"< {TARGET_P99_MS:g} ms",
+            met=p99["median"] < TARGET_P99_MS,
+        )
+        if "rust" in single:
+            compare(
+                "POST /log (req/s) vs Rust original",
+                single["logpipe"],
+                single["rust"],
+                "req_per_s",
+                "reference",
+            )
     batch = r.get("batch")
     if batch:
-        ratio = batch["events_per_s"] / redis_eps if redis_eps else None
-        row(
-            "POST /logs, 1,000/request (events/s)",
-            _n(batch["events_per_s"]),
-            _n(redis_eps) if redis_eps else "",
-            ratio,
-            f">= {TARGET_BATCH_RATIO}x Redis",
-            None if ratio is None else ratio >= TARGET_BATCH_RATIO and not batch["errors"],
+        errors = any(x["errors"] for x in batch["logpipe"])
+        for x in batch["logpipe"]:
+            x.setdefault("events_per_s", round(x["req_per_s"] * 1000, 1))
+        compare(
+            "POST /logs, 1,000/request (events/s) vs Redis -P 64",
+            batch["logpipe"],
+            batch["redis"],
+            "events_per_s",
+            f">= {TARGET_BATCH_RATIO}x",
+            TARGET_BATCH_RATIO,
+            not errors,
         )
-    drained = r.get("drain")
-    if drained:
-        raw = r["raw_drain"]["events_per_s"]
-        row("raw LPOP + append + fsync (events/s)", _n(raw))
+    b100 = r.get("batch100")
+    if b100:
+        for side in b100.values():
+            for x in side:
+                x.setdefault("events_per_s", round(x["req_per_s"] * 100, 1))
+        eps = _med(b100["logpipe"], "events_per_s")
+        errors = any(x["errors"] for x in b100["logpipe"])
         row(
-            "drain_once, new files (events/s)",
-            _n(drained["events_per_s"]),
-            _n(raw),
-            drained["events_per_s"] / raw,
-            ">= 1M/s (~0.5x raw)",
-            drained["events_per_s"] >= TARGET_DRAIN_EPS,
+            "POST /logs, 100/request, 1,000 users (events/s)",
+            _show(eps),
+            target=f">= {_n(TARGET_BATCH100_EPS)}/s",
+            met=eps["median"] >= TARGET_BATCH100_EPS and not errors,
         )
-        again = r.get("drain_existing_files")
-        if again:
-            row(
-                "drain_once, files exist (events/s)",
-                _n(again["events_per_s"]),
-                _n(raw),
-                again["events_per_s"] / raw,
-                ">= 1M/s (~0.5x raw)",
-                again["events_per_s"] >= TARGET_DRAIN_EPS,
+        if "rust" in b100:
+            compare(
+                "POST /logs, 100/request vs Rust original",
+                b100["logpipe"],
+                b100["rust"],
+                "events_per_s",
+                "reference",
             )
-    queried = r.get("query")
-    if queried:
-        for what, label in (("first", "asc"), ("first_desc", "desc")):
-            m = queried[what]
-            row(f"query first page of 100, {label}, 100k-event day (ms)",
-                f"{m['seconds'] * 1000:.1f}")  # fmt: skip
-        m = queried["export"]
-        row("query full export, 100k-event day (events/s)", _n(m["events"] / m["seconds"]))
-        row("query export peak RSS over imports (MB)",
-            f"{(m['rss_peak_kb'] - m['rss_base_kb']) / 1024:.1f}")  # fmt: skip
-    ids = r.get("ids")
-    if ids:
-        n = len(ids["runs"]["id"])
-        row(
-            f"POST /log with event_id, median of {n} (req/s)",
-            _n(ids["with_id_req_per_s"]),
-            _n(ids["without_id_req_per_s"]),
-            ids["ratio"],
-            f">= {TARGET_IDS_RATIO}x without",
-            ids["ratio"] >= TARGET_IDS_RATIO and not ids["errors"],
-        )
-        cpu = ids["cpu_us_per_request"]
-        row(
-            "API + Redis CPU per POST /log with event_id (us)",
-            f"{statistics.median(cpu['id']):.0f}",
-            f"{statistics.median(cpu['none']):.0f}",
-            ids["cpu_ratio"],
-            f"<= {1 / TARGET_IDS_RATIO:.2f}x without",
-            ids["cpu_ratio"] <= 1 / TARGET_IDS_RATIO,
-        )
     rss = r.get("api_rss")
     if rss:
         label = f"API peak RSS per worker, {rss.get('workers', 1)} worker(s) (MB)"
-        row(label, f"{rss['peak_rss_mb']:.1f}",
-            target=f"< {TARGET_RSS_MB:g} MB", met=rss["peak_rss_mb"] < TARGET_RSS_MB)  # fmt: skip
+        row(
+            label,
+            f"{rss['peak_rss_mb']:.1f}",
+            target=f"< {TARGET_RSS_MB:g} MB",
+            met=rss["peak_rss_mb"] < TARGET_RSS_MB,
+        )
+    d = r.get("drain")
+    if d:
+        shape = f"{d['new'][0]['keys']:,} x {d['new'][0]['events'] // d['new'][0]['keys']:,}"
+        compare(
+            f"drain {shape}, new files (events/s) vs raw loop",
+            d["new"],
+            d["raw_new"],
+            "events_per_s",
+            f">= {TARGET_DRAIN_RATIO}x",
+            TARGET_DRAIN_RATIO,
+        )
+        compare(
+            f"drain {shape}, files exist (events/s) vs raw loop",
+            d["existing"],
+            d["raw_existing"],
+            "events_per_s",
+            f">= {TARGET_DRAIN_RATIO}x",
+            TARGET_DRAIN_RATIO,
+        )
+    m = r.get("drain_many")
+    if m:
+        keys_n = m["logpipe"][0]["keys"]
+        compare(
+            f"drain {keys_n:,} keys x 10, new files (keys/s) vs raw loop",
+            m["logpipe"],
+            m["raw"],
+            "keys_per_s",
+            f">= {TARGET_DRAIN_MANY_RATIO}x",
+            TARGET_DRAIN_MANY_RATIO,
+        )
+        secs = spread([x["seconds"] for x in m["logpipe"]])
+        row("  that pass (s)", f"{secs['median']:.1f} ({secs['min']:.1f}-{secs['max']:.1f})")
+        peak = max(x["peak_rss_mb"] for x in m["logpipe"])
+        row(
+            "  drainer peak RSS in that pass (MB)",
+            f"{peak:.1f}",
+            target=f"< {TARGET_DRAIN_RSS_MB:g} MB",
+            met=peak < TARGET_DRAIN_RSS_MB,
+        )
     return out
 
 
@@ -567,18 +718,21 @@ def render(table: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: a few seconds per figure")
-    p.add_argument("--seconds", type=float, default=0, help="each wrk run (default 10, quick 3)")
+    p.add_argument("--quick", action="store_true", help="development run, under a minute")
+    p.add_argument("--reps", type=int, default=3, help="runs of each figure (default 3)")
+    p.add_argument("--seconds", type=float, default=0, help="each wrk run (default 5, quick 1)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections for POST /log")
     p.add_argument(
         "--batch-connections", type=int, default=8, help="wrk connections for POST /logs"
     )
+    p.add_argument("--many-keys", type=int, default=0, help="keys of drain_many (100,000)")
     p.add_argument(
         "--only",
         default=",".join(FIGURES),
         help=f"comma-separated figures to measure, of {','.join(FIGURES)} (default: all)",
     )
     p.add_argument("--workers", type=int, default=1, help="logpipe serve --workers N")
+    p.add_argument("--profile", action="store_true", help="save a cProfile of each drain shape")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     return p.parse_args(argv)
@@ -599,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     started = dt.datetime.now(dt.UTC)
-    tmp = Path(tempfile.mkdtemp(prefix="logpipe-bench-"))
-    bench = Bench(plan, figures, tmp)
+    # on the disk the repository is on (where a deployment's logs_dir would be), not a
+    # tmpfs /tmp, where fsync costs nothing
+    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".logpipe"))
+    stem = f"{started:%Y-%m-%dT%H%M%S}{'-quick' if args.quick else ''}"
+    bench = Bench(plan, figures, tmp, stem if args.profile else "")
     try:
         bench.run()
     except KeyboardInterrupt:
@@ -618,21 +775,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            drain.remove(tmp)
     table = rows(bench.results)
     info = machine()
     header = (
         f"logpipe bench {'(quick: smoke run, not comparable) ' if args.quick else ''}"
         f"{started:%Y-%m-%d %H:%M} UTC on {info['nproc']} x {info['cpu_model']}, "
-        f"Python {info['python']}"
+        f"Python {info['python']}; {plan.reps} runs of each figure, median (min-max); "
+        f"load average {min(bench.load, default=0):.1f}-{max(bench.load, default=0):.1f}"
     )
     print(header)
     print(render(table))
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"{started:%Y-%m-%dT%H%M%S}{'-quick' if args.quick else ''}.json"
+        name = f"{stem}.json"
         doc = {
             "date": started.isoformat(timespec="seconds"),
+            "seconds": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
+            "load_average": bench.load,
             "quick": args.quick,
             "machine": info,
             "plan": plan.__dict__,

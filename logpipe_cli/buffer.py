@@ -6,16 +6,19 @@ pipeline, so a batch of work costs one round trip however many keys it touches.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from logpipe_cli import keys, scripts
 from logpipe_cli.errors import (
@@ -138,6 +141,34 @@ def _int_or_none(value: bytes | str) -> int | None:
         return None
 
 
+#: the scripts the drain protocol sends by digest (see :meth:`Buffer._run_drain`)
+_DRAIN_SCRIPTS = (
+    scripts.CLAIM,
+    scripts.PREPARE,
+    scripts.BEGIN,
+    scripts.ACK,
+    scripts.RENEW,
+    scripts.RELEASE,
+)
+_DRAIN_SHAS = {text: hashlib.sha1(text.encode()).hexdigest() for text in _DRAIN_SCRIPTS}
+
+
+def _pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
+    """``cmds`` in the Redis protocol (RESP2 arrays of bulk strings), as one buffer.
+    Arguments are ``bytes``, ``str`` (UTF-8) or ``int``."""
+    out: list[bytes] = []
+    add = out.append
+    for cmd in cmds:
+        add(b"*%d\r\n" % len(cmd))
+        for arg in cmd:
+            if isinstance(arg, str):
+                arg = arg.encode()
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            add(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -153,12 +184,8 @@ class Buffer:
         self.client = client
         self.cfg = cfg
         self._append = client.register_script(scripts.APPEND)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._prepare = client.register_script(scripts.PREPARE)
-        self._begin = client.register_script(scripts.BEGIN)
-        self._ack = client.register_script(scripts.ACK)
-        self._renew = client.register_script(scripts.RENEW)
-        self._release = client.register_script(scripts.RELEASE)
+        #: the drain scripts' SHA1 digests, what EVALSHA names them by
+        self._sha = _DRAIN_SHAS
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -379,22 +406,6 @@ class Buffer:
                 wanted,
             )
 
-    async def _run_replicated(
-        self, action: str, what: str, build: Callable[[Pipeline], Awaitable[None]]
-    ) -> list[Any]:
-        """:meth:`_run`, ending with a WAIT for ``min_replicas`` when that is set: the
-        replies without WAIT's, or :class:`ReplicationError` when it fell short."""
-        if not self.cfg.min_replicas:
-            return await self._run(action, build)
-
-        async def build_and_wait(pipe: Pipeline) -> None:
-            await build(pipe)
-            self._add_wait(pipe)
-
-        replies = await self._run(action, build_and_wait)
-        await self._check_replicas(replies[-1], what)
-        return replies[:-2]
-
     # ---- finding keys ---------------------------------------------------------------
 
     async def scan(self, pattern: str) -> AsyncIterator[bytes]:
@@ -438,19 +449,24 @@ class Buffer:
         return sorted(found), sorted(unsafe)
 
     # ---- the drain protocol (see drainer.py for the order of calls) ------------------
+    #
+    # The drain scripts are sent as EVALSHA commands built here, not through redis-py's
+    # Script objects: a Script call checks and loads its script and goes through four
+    # layers per key, which cost more than the script itself when a pass drains 100,000
+    # keys of 10 events (bench/results, drain profiles). A NOSCRIPT reply (Redis
+    # restarted, or SCRIPT FLUSH) means that command did not run: the scripts are loaded
+    # and exactly those commands are sent again (see :meth:`_run_drain`).
 
     async def claim(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Claim]:
         """Take each key for draining: rename it to its claim, or resume a stale claim."""
-
-        async def build(pipe: Pipeline) -> None:
-            for ek in eks:
-                await self._claim(
-                    keys=[ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine, ek.holder],
-                    args=[owner, lease_ms],
-                    client=pipe,
-                )
-
-        replies = await self._run("claiming keys", build)
+        sha = self._sha[scripts.CLAIM]
+        lease = str(lease_ms)
+        cmds = [
+            ("EVALSHA", sha, 6, ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine, ek.holder,
+             owner, lease)
+            for ek in eks
+        ]  # fmt: skip
+        replies = await self._run_drain("claiming keys", cmds)
         decoded = map(scripts.claimed, replies)
         return [Claim(ek, r.status, r.detail) for ek, r in zip(eks, decoded, strict=True)]
 
@@ -460,14 +476,9 @@ class Buffer:
         Per key: the lease lost, nothing pending, or the pending offset and the holder
         record as stored (the drainer decides whether to trust them).
         """
-
-        async def build(pipe: Pipeline) -> None:
-            for ek in eks:
-                await self._prepare(
-                    keys=[ek.lease, ek.offset, ek.holder], args=[owner, lease_ms], client=pipe
-                )
-
-        return [scripts.prepared(r) for r in await self._run("checking leases", build)]
+        sha = self._sha[scripts.PREPARE]
+        cmds = [("EVALSHA", sha, 3, ek.lease, ek.offset, ek.holder, owner, lease_ms) for ek in eks]
+        return [scripts.prepared(r) for r in await self._run_drain("checking leases", cmds)]
 
     async def begin(
         self, batch: Sequence[BeginItem], owner: str, lease_ms: int, count: int
@@ -476,21 +487,20 @@ class Buffer:
 
         Per key: the events (oldest first, at most ``count``), or the lease lost.
         """
-
-        async def build(pipe: Pipeline) -> None:
-            for item in batch:
-                ek = item.key
-                await self._begin(
-                    keys=[ek.claim, ek.lease, ek.offset, ek.holder],
-                    args=[owner, lease_ms, item.size],
-                    client=pipe,
-                )
-                pipe.lrange(ek.claim, 0, count - 1)
-
+        sha = self._sha[scripts.BEGIN]
+        lease, last = str(lease_ms), count - 1
+        cmds: list[tuple[Any, ...]] = []
+        for item in batch:
+            ek = item.key
+            claim = ek.claim
+            cmds.append(
+                ("EVALSHA", sha, 4, claim, ek.lease, ek.offset, ek.holder, owner, lease, item.size)
+            )
+            cmds.append(("LRANGE", claim, 0, last))
         # the claim and the offset must be on the replicas before the batch is written
         # to its file: a master that then died would otherwise hand a new drainer a
         # claim without the offset to cut the file back to, and the batch is written twice
-        replies = await self._run_replicated("reading events", "claims recorded", build)
+        replies = await self._run_drain_replicated("reading events", "claims recorded", cmds)
         return [
             scripts.began(ok, values)
             for ok, values in zip(replies[0::2], replies[1::2], strict=True)
@@ -501,49 +511,39 @@ class Buffer:
 
         Per key: events left in the claim, or the lease lost (nothing done).
         """
-
-        async def build(pipe: Pipeline) -> None:
-            for item in batch:
-                ek = item.key
-                await self._ack(
-                    keys=[ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine, ek.holder],
-                    args=[
-                        owner,
-                        lease_ms,
-                        item.acknowledged,
-                        item.written,
-                        item.nbytes,
-                        item.size,
-                        *item.quarantined,
-                    ],
-                    client=pipe,
+        sha = self._sha[scripts.ACK]
+        lease = str(lease_ms)
+        cmds: list[tuple[Any, ...]] = []
+        for item in batch:
+            ek = item.key
+            cmds.append(
+                (
+                    "EVALSHA", sha, 6,
+                    ek.claim, ek.lease, ek.offset, keys.STATS, ek.quarantine, ek.holder,
+                    owner, lease, item.acknowledged, item.written, item.nbytes, item.size,
+                    *item.quarantined,
                 )
-
-        replies = await self._run_replicated("acknowledging events", "acks done", build)
-        return [scripts.acked(r) for r in replies]
+            )  # fmt: skip
+        return [
+            scripts.acked(r)
+            for r in await self._run_drain_replicated("acknowledging events", "acks done", cmds)
+        ]
 
     async def renew(self, eks: Iterable[EventKey], owner: str, lease_ms: int) -> list[bool]:
         """Extend our leases; ``False`` for each one that is no longer ours."""
-        eks = list(eks)
-
-        async def build(pipe: Pipeline) -> None:
-            for ek in eks:
-                await self._renew(keys=[ek.lease], args=[owner, lease_ms], client=pipe)
-
-        if not eks:
+        sha = self._sha[scripts.RENEW]
+        cmds = [("EVALSHA", sha, 1, ek.lease, owner, lease_ms) for ek in eks]
+        if not cmds:
             return []
-        return [scripts.renewed(r) == "held" for r in await self._run("renewing leases", build)]
+        replies = await self._run_drain("renewing leases", cmds)
+        return [scripts.renewed(r) == "held" for r in replies]
 
     async def release(self, eks: Iterable[EventKey], owner: str) -> None:
         """Give leases up early (after an error) so another drainer can take over now."""
-        eks = list(eks)
-
-        async def build(pipe: Pipeline) -> None:
-            for ek in eks:
-                await self._release(keys=[ek.lease], args=[owner], client=pipe)
-
-        if eks:
-            for reply in await self._run("releasing leases", build):
+        sha = self._sha[scripts.RELEASE]
+        cmds = [("EVALSHA", sha, 1, ek.lease, owner) for ek in eks]
+        if cmds:
+            for reply in await self._run_drain("releasing leases", cmds):
                 scripts.released(reply)  # "not ours": it ran out; nothing to give back
 
     async def record_drain(self, report: dict[str, Any]) -> None:
@@ -551,23 +551,72 @@ class Buffer:
         with redis_errors("recording the drain"):
             await self.client.hset(keys.LAST_DRAIN, mapping={k: str(v) for k, v in report.items()})
 
-    async def _run(self, action: str, build: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
-        """One pipeline of script calls (added by ``build``), in one round trip.
+    async def _run_drain(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``cmds`` (drain scripts as EVALSHA, and plain reads) in one pipeline.
 
-        redis-py loads the scripts before it sends the pipeline; if Redis restarted in
-        between (NOSCRIPT), no script of it ran, so it is built and sent once more.
+        A command answered NOSCRIPT did not run (Redis restarted or its script cache was
+        flushed): the scripts are loaded and exactly the commands that met NOSCRIPT are
+        sent again, once; those that ran are not repeated (an ACK run twice would trim
+        twice). Any other error reply is an outage for the whole call.
         """
-        retried = False
-        while True:
-            async with self.client.pipeline(transaction=False) as pipe:
-                await build(pipe)
-                with redis_errors(action):
-                    try:
-                        return list(await pipe.execute(raise_on_error=True))
-                    except NoScriptError:
-                        if retried:
-                            raise
-                        retried = True
+        replies = await self._pipeline(action, cmds)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            with redis_errors(action):
+                for text in _DRAIN_SCRIPTS:
+                    await self.client.script_load(text)
+            again = await self._pipeline(action, [cmds[i] for i in missing])
+            for i, r in zip(missing, again, strict=True):
+                replies[i] = r
+        for r in replies:
+            if isinstance(r, ResponseError):
+                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+        return replies
+
+    async def _run_drain_replicated(
+        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        """:meth:`_run_drain`, then, with ``min_replicas`` set, a write and a WAIT in a
+        round trip of their own: WAIT covers everything replicated before that write,
+        whichever pooled connection sent it, including commands resent after NOSCRIPT.
+        Raises :class:`ReplicationError` when it fell short."""
+        replies = await self._run_drain(action, cmds)
+        if self.cfg.min_replicas:
+            timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
+            waited = await self._run_drain(
+                action,
+                [("INCR", keys.REPLICATED), ("WAIT", self.cfg.min_replicas, timeout_ms)],
+            )
+            await self._check_replicas(waited[-1], what)
+        return replies
+
+    async def _pipeline(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """One pipeline of ``cmds``, one round trip; error replies are returned in place.
+
+        Packed here and sent on a pooled connection rather than through redis-py's
+        Pipeline, whose per-argument encoding and per-reply timeout took more than half
+        of the drainer's main thread on a pass of many small keys (py-spy,
+        bench/results). Every reply is read before returning, so the connection goes
+        back to the pool in step; a connection error or a timeout disconnects it.
+        """
+        pool = self.client.connection_pool
+        with redis_errors(action):
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await conn.send_packed_command(_pack(cmds), check_health=False)
+                replies: list[Any] = []
+                async with asyncio.timeout(self.cfg.timeout_seconds):
+                    for _ in cmds:
+                        try:
+                            replies.append(await conn.read_response(timeout=math.inf))
+                        except ResponseError as exc:
+                            replies.append(exc)
+            except BaseException:
+                await conn.disconnect(nowait=True)  # replies may be left unread
+                raise
+            finally:
+                await pool.release(conn)
+        return replies
 
     # ---- reading state --------------------------------------------------------------
 
