@@ -189,9 +189,12 @@ def stats_panel(
     """The ``/stats`` answer as a panel; ``error`` says why it may be out of date."""
     now = time.time() if now is None else now
     grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    for label, value in _rows(doc, rates or {}, now):
+    rows = _rows(doc, rates or {}, now)
+    grid.add_column(style="bold", no_wrap=True, min_width=max(len(label) for label, _ in rows))
+    # one line per row: a narrow terminal cuts a value short (…) rather than wrapping
+    # it between a number and its unit
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    for label, value in rows:
         grid.add_row(label, value)
     body: RenderableType = grid
     if error is not None:

@@ -142,3 +142,26 @@ def test_keys_table_at_80_columns_keeps_numbers_whole() -> None:
     assert "9.2 GiB" in out
     assert ":19723" in out  # folded, not cut: the key's end is still there
     assert "total: 1 key " in out
+
+
+def test_stats_panel_rows_never_wrap_at_80_columns() -> None:
+    narrow = Console(file=io.StringIO(), width=80, color_system=None)
+    data = {
+        "buffered": {"events": 1234},
+        "totals": {"accepted": 5000, "drained_events": 3766, "drained_bytes": 2048},
+        "last_drain": {
+            "at": NOW - 65,
+            "ok": True,
+            "events": 123456,
+            "keys": 7890,
+            "seconds": 0.021,
+            "error": None,
+        },
+    }
+    narrow.print(stats_cmd.stats_panel(msgspec.convert(data, StatsDoc), "http://h:1", now=NOW))
+    lines = narrow.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line) <= 80 for line in lines)
+    drain_rows = [line for line in lines if "last drain" in line]
+    assert len(drain_rows) == 1  # the row, one line: cut short (…) if need be, not wrapped
+    assert not any(line.strip("│ ").startswith(("s ", "/ s", "keys")) for line in lines)
+    assert all("…" not in line.split("  ")[0] for line in lines)  # labels whole
