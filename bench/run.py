@@ -16,10 +16,15 @@ each time right after its ceiling, so a change of load on a shared box hits both
 - ``drain_many``: 100,000 keys x 10 events into new files, against a plain 16-thread
   loop that makes the same directories and files, appends, fsyncs file and directory;
   with the drainer's peak RSS;
-- the API's peak RSS (``VmHWM``) after ``single`` and the batches.
+- ``ids``: ``POST /log`` with a fresh ``event_id`` in every request against the same
+  requests without one (the dedupe check's cost, issue 10), interleaved pairs of wrk runs,
+  with the API's and Redis's CPU time per request over the same runs;
+- the API's peak RSS (``VmHWM``) after ``single``, the batches and ``ids``;
+- ``query``: one user's day of 100,000 events (``bench/query.py``, a fresh day each run):
+  first page asc and desc, the full NDJSON export, and the export's peak RSS.
 
 It prints the median of each figure with its spread (min-max), the ratio of the medians,
-and which targets (issue 12) are met, and writes everything as JSON to
+and which targets (issues 10 and 12) are met, and writes everything as JSON to
 ``bench/results/<date>.json``. ``--profile`` also saves a cProfile of one drain pass of
 each shape there (``python -m pstats FILE``). Ratios within one run are what count:
 absolute figures drift 20-40 % on a shared box, so the load average is recorded too.
@@ -47,6 +52,7 @@ from typing import Any
 import redis
 
 from bench import drain, loadgen
+from bench import query as query_bench
 from bench.procs import (
     BenchError,
     Procs,
@@ -61,7 +67,8 @@ from logpipe_cli import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("single", "batch", "batch100", "drain", "drain_many")
+FIGURES = ("single", "batch", "batch100", "ids", "drain", "drain_many", "query")
+API_FIGURES = {"single", "batch", "batch100", "ids"}
 PEER_SRC = Path(os.environ.get("LOGPIPE_PEER_SRC", "/work/shared/peers/rust-original"))
 PEER_BUILD = ROOT / ".logpipe" / "peer"
 
@@ -73,6 +80,8 @@ TARGET_DRAIN_MANY_RATIO = 0.6
 TARGET_DRAIN_RATIO = 0.8
 TARGET_RSS_MB = 120.0
 TARGET_DRAIN_RSS_MB = 200.0
+#: single-event ingest with an event_id, against without: within 10 % (issue 10)
+TARGET_IDS_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,9 @@ class Plan:
     many_keys: int
     many_per_key: int
     workers: int
+    id_reps: int  # pairs of runs, without ids and with, interleaved
+    id_seconds: float
+    query_events: int  # the day's drained events (bench/query.py adds 1,000 buffered)
 
 
 def plan_for(args: argparse.Namespace) -> Plan:
@@ -108,6 +120,11 @@ def plan_for(args: argparse.Namespace) -> Plan:
         many_keys=args.many_keys or (2000 if quick else 100_000),
         many_per_key=10,
         workers=args.workers,
+        # the ids' cost is a few % in figures that swing 20-40 % between runs on a shared
+        # box: more, shorter pairs than the other figures' runs
+        id_reps=min(args.reps, 2) if quick else max(args.reps, 5),
+        id_seconds=args.seconds or (1.0 if quick else 4.0),
+        query_events=9_000 if quick else 99_000,
     )
 
 
@@ -317,12 +334,16 @@ class Bench:
 
     # ---- figures -------------------------------------------------------------------
 
-    def interleaved(self, name: str, runs: dict[str, Callable[[], dict[str, Any]]]) -> None:
-        """Each of ``runs`` (ceiling first) ``reps`` times, in turn: a b c a b c ..."""
+    def interleaved(
+        self, name: str, runs: dict[str, Callable[[], dict[str, Any]]], reps: int = 0
+    ) -> None:
+        """Each of ``runs`` (ceiling first) ``reps`` times (default the plan's), in turn:
+        a b c a b c ..."""
+        reps = reps or self.plan.reps
         collected: dict[str, list[dict[str, Any]]] = {k: [] for k in runs}
-        for rep in range(self.plan.reps):
+        for rep in range(reps):
             for label, fn in runs.items():
-                say(f"  {name}: {label} ({rep + 1}/{self.plan.reps})")
+                say(f"  {name}: {label} ({rep + 1}/{reps})")
                 self.note_load()
                 collected[label].append(fn())
         self.results[name] = collected
@@ -371,6 +392,8 @@ class Bench:
                     ),
                 },
             )
+        if "ids" in self.figures:
+            self.ids(port, worker_pids(proc.pid) or [proc.pid])
         if "batch100" in self.figures:
             say(f"POST /logs, 100 events per request over {p.users} users")
             runs = {
@@ -391,6 +414,67 @@ class Bench:
             "rss_now_mb": round(max(status_kb(q, "VmRSS") for q in pids) / 1024, 1),
             "workers": p.workers,
         }
+
+    def cpu_s(self, pids: list[int]) -> float:
+        """CPU seconds used so far by ``pids`` (the API) and by redis-server."""
+        tick = os.sysconf("SC_CLK_TCK")
+        api = 0.0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            api += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        client = redis.Redis(port=self.redis_port)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        return api + float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def ids(self, port: int, pids: list[int]) -> None:
+        p = self.plan
+        say(f"POST /log with event_id vs without: {p.id_reps} pairs of {p.id_seconds:g} s")
+        url = f"http://127.0.0.1:{port}/log"
+        stamp = str(int(time.time()))
+        script = "post_log_ids.lua"
+        if p.warmup_s:  # one warm-up for all pairs: the runs are short and many
+            loadgen.wrk(
+                self.procs,
+                url,
+                script,
+                seconds=p.warmup_s,
+                connections=p.connections,
+                args=(str(p.users), "id", f"w{stamp}"),
+            )
+            self.flush()
+        rep = {"none": 0, "id": 0}
+
+        def run(mode: str) -> dict[str, Any]:
+            # a tag of its own per run, so every id is new: the check runs and misses,
+            # as for a client's first attempt
+            tag = f"{mode}{rep[mode]}x{stamp}"
+            rep[mode] += 1
+            cpu0 = self.cpu_s(pids)
+            res = loadgen.wrk(
+                self.procs,
+                url,
+                script,
+                seconds=p.id_seconds,
+                connections=p.connections,
+                args=(str(p.users), mode, tag),
+            )
+            out = res.as_dict()
+            # API + Redis CPU per request: steadier than req/s on a shared box
+            out["cpu_us_per_request"] = round(
+                (self.cpu_s(pids) - cpu0) / max(res.requests, 1) * 1e6, 1
+            )
+            out["accepted_in_redis"] = self.stats().get("accepted", 0)
+            self.flush()
+            return out
+
+        self.interleaved(
+            "ids",
+            {"none": lambda: run("none"), "id": lambda: run("id")},
+            reps=p.id_reps,
+        )
 
     def redis_ceiling(self) -> dict[str, Any]:
         eps = loadgen.redis_rpush_ceiling(
@@ -489,15 +573,38 @@ class Bench:
         self.interleaved("drain_many", {"raw": raw, "logpipe": logpipe})
         self.flush()
 
+    def query(self) -> None:
+        p = self.plan
+        day = p.query_events + query_bench.BUFFERED
+        say(f"query: one user's day of {day:,} events, first page and full export")
+        rep = {"n": 0}
+
+        def run() -> dict[str, Any]:
+            # a fresh day each run (bench/query.py loads it, then times each query in a
+            # child process of its own, so each peak RSS is that query's)
+            self.flush()
+            where = self.tmp / f"query{rep['n']}"
+            where.mkdir()
+            rep["n"] += 1
+            out = query_bench.run(self.redis_port, where, p.query_events)
+            drain.remove(where)
+            return out
+
+        # no ceiling to interleave with: the three queries run in turn within each run
+        self.interleaved("query", {"logpipe": run})
+        self.flush()
+
     def run(self) -> None:
         self.start_redis()
         self.note_load()
-        if self.figures & {"single", "batch", "batch100"}:
+        if self.figures & API_FIGURES:
             self.api_figures()
         if "drain" in self.figures:
             self.drain_big()
         if "drain_many" in self.figures:
             self.drain_many()
+        if "query" in self.figures:
+            self.query()
         self.note_load()
 
 
@@ -639,6 +746,29 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "events_per_s",
                 "reference",
             )
+    ids = r.get("ids")
+    if ids:
+        errors = any(x["errors"] for x in ids["id"] + ids["none"])
+        compare(
+            f"POST /log with event_id (req/s) vs without, {len(ids['id'])} pairs",
+            ids["id"],
+            ids["none"],
+            "req_per_s",
+            f">= {TARGET_IDS_RATIO}x",
+            TARGET_IDS_RATIO,
+            not errors,
+        )
+        cpu_id = _med(ids["id"], "cpu_us_per_request")
+        cpu_none = _med(ids["none"], "cpu_us_per_request")
+        cpu_ratio = cpu_id["median"] / cpu_none["median"]
+        row(
+            "  API + Redis CPU per request (us) vs without",
+            _show(cpu_id),
+            _show(cpu_none),
+            cpu_ratio,
+            f"<= {1 / TARGET_IDS_RATIO:.2f}x",
+            cpu_ratio <= 1 / TARGET_IDS_RATIO and not errors,
+        )
     rss = r.get("api_rss")
     if rss:
         label = f"API peak RSS per worker, {rss.get('workers', 1)} worker(s) (MB)"
@@ -687,6 +817,26 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             target=f"< {TARGET_DRAIN_RSS_MB:g} MB",
             met=peak < TARGET_DRAIN_RSS_MB,
         )
+    q = r.get("query")
+    if q:
+        runs = q["logpipe"]
+        day = f"{runs[0]['events']:,}-event day"
+        for what, label in (("first", "asc"), ("first_desc", "desc")):
+            ms = spread([x[what]["seconds"] * 1000 for x in runs])
+            row(
+                f"query first page of 100, {label}, {day} (ms)",
+                f"{ms['median']:.1f} ({ms['min']:.1f}-{ms['max']:.1f})",
+            )
+        exports = [x["export"] for x in runs]
+        row(
+            f"query full NDJSON export, {day} (events/s)",
+            _show(spread([m["events"] / m["seconds"] for m in exports])),
+        )
+        mb = spread([(m["rss_peak_kb"] - m["rss_base_kb"]) / 1024 for m in exports])
+        row(
+            "  export peak RSS over imports (MB)",
+            f"{mb['median']:.1f} ({mb['min']:.1f}-{mb['max']:.1f})",
+        )
     return out
 
 
@@ -720,7 +870,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="development run, under a minute")
     p.add_argument("--reps", type=int, default=3, help="runs of each figure (default 3)")
-    p.add_argument("--seconds", type=float, default=0, help="each wrk run (default 5, quick 1)")
+    p.add_argument(
+        "--seconds", type=float, default=0, help="each wrk run (default 5, ids 4, quick 1)"
+    )
     p.add_argument("--connections", type=int, default=32, help="wrk connections for POST /log")
     p.add_argument(
         "--batch-connections", type=int, default=8, help="wrk connections for POST /logs"
@@ -755,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     # on the disk the repository is on (where a deployment's logs_dir would be), not a
     # tmpfs /tmp, where fsync costs nothing
+    (ROOT / ".logpipe").mkdir(exist_ok=True)  # not there in a fresh checkout
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".logpipe"))
     stem = f"{started:%Y-%m-%dT%H%M%S}{'-quick' if args.quick else ''}"
     bench = Bench(plan, figures, tmp, stem if args.profile else "")
