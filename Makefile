@@ -52,12 +52,12 @@ stop: ## Stop what `make run` started (a stale pid file is removed)
 		rm -f $$pidfile; echo "removed stale $$pidfile: pid $${pid:-?} is not a running logpipe"; \
 	fi
 
-# The CI gate replays one fixed kill-9 schedule; `make test LOGPIPE_TEST_SEED=N` picks
+# The CI gate replays one fixed kill-9 schedule; `make test LP_TEST_SEED=N` picks
 # another (every run prints its seed), `make test-faults` draws a fresh one.
-LOGPIPE_TEST_SEED ?= 20261201
+LP_TEST_SEED ?= 20261201
 
 test: setup ## Run the whole test suite, the CI gate (uses redis-server, else the bundled one)
-	LOGPIPE_TEST_SEED=$(LOGPIPE_TEST_SEED) $(BIN)/pytest
+	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest
 
 test-fast: setup ## Everything but the fault and end-to-end suites: the quick loop
 	$(BIN)/pytest -m "not faults and not e2e"

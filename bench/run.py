@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURES = ("single", "batch", "batch100", "ids", "drain", "drain_many", "query")
 API_FIGURES = {"single", "batch", "batch100", "ids"}
-PEER_SRC = Path(os.environ.get("LOGPIPE_PEER_SRC", "/work/shared/peers/rust-original"))
+PEER_SRC = Path(os.environ.get("LP_PEER_SRC", "/work/shared/peers/rust-original"))
 PEER_BUILD = ROOT / ".logpipe" / "peer"
 
 TARGET_SINGLE_RATIO = 0.6

@@ -37,10 +37,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_report_header() -> str:
     """Name the random seed up front, so any run can be replayed (``make test`` fixes it)."""
-    seed = os.environ.get("LOGPIPE_TEST_SEED")
+    seed = os.environ.get("LP_TEST_SEED")
     if seed:
-        return f"LOGPIPE_TEST_SEED={seed}"
-    return "LOGPIPE_TEST_SEED unset: each test that draws one prints its own"
+        return f"LP_TEST_SEED={seed}"
+    return "LP_TEST_SEED unset: each test that draws one prints its own"
 
 
 @pytest.fixture

@@ -279,7 +279,7 @@ def test_hostile_requests_never_break_the_write_path_or_the_drain(
     with TestClient(create_app(cfg)) as client:
 
         @settings(
-            max_examples=int(os.environ.get("LOGPIPE_PROPERTY_EXAMPLES", "250")),
+            max_examples=int(os.environ.get("LP_PROPERTY_EXAMPLES", "250")),
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
             database=None,

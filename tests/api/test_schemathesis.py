@@ -103,7 +103,7 @@ def test_every_answer_is_as_documented(
     operation = api_schema[path][method]
 
     @settings(
-        max_examples=int(os.environ.get("LOGPIPE_SCHEMATHESIS_EXAMPLES", "40")),
+        max_examples=int(os.environ.get("LP_SCHEMATHESIS_EXAMPLES", "40")),
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,

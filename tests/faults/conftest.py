@@ -24,7 +24,7 @@ def fault_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Show the figures and say where they went: pytest prunes old session dirs, so the
-    table in the log outlives the file (``LOGPIPE_FAULT_REPORT`` keeps one for good)."""
+    table in the log outlives the file (``LP_FAULT_REPORT`` keeps one for good)."""
     for path in _written:
         if path.is_file():
             terminalreporter.write_sep("-", "fault report")

@@ -2,7 +2,7 @@
 
 Every fault test appends one JSON line to the session's report (the ``fault_report``
 fixture: ``fault-report.jsonl`` in pytest's temp dir for the session, or
-``$LOGPIPE_FAULT_REPORT``; never a shared path) and prints it; the session prints the
+``$LP_FAULT_REPORT``; never a shared path) and prints it; the session prints the
 report's path at the end. Render the latest record of each test as a Markdown table with::
 
     python -m tests.faults.report PATH
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENV_VAR = "LOGPIPE_FAULT_REPORT"
+ENV_VAR = "LP_FAULT_REPORT"
 #: the columns of the table, in order; other figures go to the notes column
 COLUMNS = {
     "trials": "Trials",
@@ -34,7 +34,7 @@ QUIET_ZERO = {"stored_without_200"}
 
 
 def report_path(session_dir: Path) -> Path:
-    """Where a session writes its report: ``$LOGPIPE_FAULT_REPORT``, else ``session_dir``."""
+    """Where a session writes its report: ``$LP_FAULT_REPORT``, else ``session_dir``."""
     return Path(os.environ.get(ENV_VAR) or session_dir / "fault-report.jsonl")
 
 

@@ -7,7 +7,7 @@ its own lease (recorded before an append, cleared by the ack), then killed while
 the file is then often longer than that offset (appended, never acknowledged). A clean
 ``drain --once`` afterwards must leave every accepted event in the files exactly once.
 
-``LOGPIPE_TEST_KILL_TRIALS`` sets the number of kills (default 32) and ``LOGPIPE_TEST_SEED``
+``LP_TEST_KILL_TRIALS`` sets the number of kills (default 32) and ``LP_TEST_SEED``
 the random seed (default: a fresh one, printed; ``make test`` fixes it), so a failure can be
 replayed.
 """
@@ -44,7 +44,7 @@ from tests.processes import (
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 
 #: kills, half at random instants and half in the write/ack window
-TRIALS = int(os.environ.get("LOGPIPE_TEST_KILL_TRIALS") or 32)
+TRIALS = int(os.environ.get("LP_TEST_KILL_TRIALS") or 32)
 #: further window kills allowed when none of the planned ones left an append behind
 EXTRA_WINDOW_TRIALS = 16
 #: short, so a killed drainer's keys are taken over soon (the lock timeout is twice this)
@@ -124,9 +124,9 @@ def left_behind(client: redis.Redis, logs: Path, pending: list[tuple[str, int]])
 def test_drainer_killed_at_random_instants_loses_and_duplicates_nothing(
     launcher: Launcher, redis_url: str, tmp_path: Path, fault_report: Path
 ) -> None:
-    seed = int(os.environ.get("LOGPIPE_TEST_SEED") or time.time_ns() % 2**32)
+    seed = int(os.environ.get("LP_TEST_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
-    print(f"seed {seed}, {TRIALS} trials (LOGPIPE_TEST_SEED={seed} replays it)")
+    print(f"seed {seed}, {TRIALS} trials (LP_TEST_SEED={seed} replays it)")
     started = time.monotonic()
     logs = tmp_path / "logs"
     settings = {
