@@ -21,20 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import stat
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from logpipe_cli.buffer import Buffer, redis_errors
-from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
+from logpipe_cli.errors import SinkError, UnsafeKeyError
 from logpipe_cli.events import is_valid_line
 from logpipe_cli.keys import EventKey
 from logpipe_cli.scripts import parse_size
-from logpipe_cli.sink import path_for
+from logpipe_cli.sink import lock, path_for
 
 #: bytes read from a day file per thread hop: large enough that a 1 GiB file costs a
 #: thousand hops, small enough that memory stays flat whatever the file's size
@@ -108,21 +108,6 @@ def open_day_file(logs_dir: Path, ek: EventKey) -> int | None:
         os.close(fd)
         raise UnsafeKeyError(f"{path} is not a regular file: refused")
     return fd
-
-
-def lock_shared(fd: int, path: Path, timeout_s: float) -> None:
-    """Take a shared ``flock`` on ``fd``, waiting at most ``timeout_s`` for a drainer."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() + delay > deadline:
-                raise FileBusyError(f"{path} stayed locked by a drainer") from None
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 @dataclass
@@ -309,7 +294,9 @@ async def open_stream(
         fd = await asyncio.to_thread(open_day_file, logs_dir, ek)
         try:
             if fd is not None:
-                await asyncio.to_thread(lock_shared, fd, path, lock_timeout_s)
+                await asyncio.to_thread(
+                    functools.partial(lock, fd, path, lock_timeout_s, shared=True)
+                )
             async with buffer.client.pipeline(transaction=True) as pipe:
                 pipe.lrange(ek.claim, 0, -1)
                 pipe.lrange(ek.key, 0, -1)

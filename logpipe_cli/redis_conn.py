@@ -4,13 +4,18 @@ Standalone: the Redis at ``redis.url``. Sentinel: the master that the Sentinels 
 ``redis.sentinel_master``, found again after a failover without a restart (redis-py's
 ``SentinelConnectionPool`` asks the Sentinels for the master's address whenever it opens
 a connection, and drops a connection whose server answers ``READONLY``, i.e. was
-demoted). Both clients return bytes and never retry by themselves.
+demoted). Both clients return bytes and never retry by themselves, and both get the
+same TLS options for ``rediss://`` (:func:`redis_client_kwargs`). A password or ACL user
+travels in the URL; redis-py's errors never include it, and the settings mask it
+wherever they are shown.
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -18,8 +23,34 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnec
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from logpipe_cli.redis_options import redis_client_kwargs
+from logpipe_cli.errors import ConfigError
 from logpipe_cli.settings import RedisSettings
+
+_TLS_FILES = {
+    "tls_ca_file": "ssl_ca_certs",
+    "tls_cert_file": "ssl_certfile",
+    "tls_key_file": "ssl_keyfile",
+}
+
+
+def redis_client_kwargs(cfg: RedisSettings) -> dict[str, Any]:
+    """Keyword arguments for ``Redis.from_url(cfg.url, ...)`` beyond the URL.
+
+    Raises :class:`ConfigError` when a TLS file is set for a URL that is not
+    ``rediss://``, when a file does not exist, or when a client key has no certificate.
+    """
+    given = {name: getattr(cfg, name) for name in _TLS_FILES if getattr(cfg, name)}
+    if not given:
+        return {}
+    if urlsplit(cfg.url).scheme != "rediss":
+        names = ", ".join(f"redis.{n}" for n in given)
+        raise ConfigError(f"{names} need a rediss:// redis.url (TLS)")
+    if ("tls_key_file" in given) != ("tls_cert_file" in given):
+        raise ConfigError("redis.tls_cert_file and redis.tls_key_file go together")
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"redis.{name}: no such file: {path}")
+    return {_TLS_FILES[name]: path for name, path in given.items()}
 
 
 def client_options(cfg: RedisSettings) -> dict[str, Any]:

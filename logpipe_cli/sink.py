@@ -201,7 +201,7 @@ class LockedFile:
         except OSError as exc:
             raise _fail("open", path, exc) from None
         try:
-            _lock(fd, path, lock_timeout_s)
+            lock(fd, path, lock_timeout_s)
             size = os.fstat(fd).st_size
         except OSError as exc:
             os.close(fd)
@@ -309,18 +309,22 @@ def _open_file(
     return fd, created
 
 
-def _lock(fd: int, path: Path, timeout_s: float) -> None:
+def lock(fd: int, path: Path, timeout_s: float, *, shared: bool = False) -> None:
+    """``flock`` ``fd``, exclusive (a drainer appending) or ``shared`` (a reader that must
+    not see an append half-acknowledged); wait at most ``timeout_s``, then raise
+    :class:`FileBusyError`."""
+    op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
     deadline = time.monotonic() + timeout_s
-    delay = 0.005
+    delay = 0.002
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, op)
             return
         except BlockingIOError:
             if time.monotonic() + delay > deadline:
                 raise FileBusyError(f"{path} is locked by another process") from None
         time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+        delay = min(delay * 2, 0.05)
 
 
 class LogsDir:

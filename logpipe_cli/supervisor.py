@@ -31,7 +31,7 @@ import redis
 
 from logpipe_cli import redis_binary
 from logpipe_cli.errors import LogpipeError
-from logpipe_cli.redis_options import redis_client_kwargs
+from logpipe_cli.redis_conn import redis_client_kwargs
 from logpipe_cli.settings import Settings, mask_url
 
 log = logging.getLogger("logpipe.run")
