@@ -207,7 +207,7 @@ def test_async_sender_against_the_real_api(live: str, redis_url: str) -> None:
 
 
 def test_an_event_queued_while_closing_is_still_sent() -> None:
-    from logpipe_cli.appclient import _checked_line, make_event
+    from logpipe_cli.clientcore import checked_line, make_event
 
     server = FakeServer()
     server.gate = threading.Event()
@@ -220,7 +220,7 @@ def test_an_event_queued_while_closing_is_still_sent() -> None:
         wait_until(lambda: s._queue.qsize() == 1, "close() to queue its stop marker")
         # what a log() that passed its "closed?" check just before close() would do
         late = make_event("u1", "b", None, None, {})
-        s._queue.put((late, _checked_line(late)))
+        s._queue.put((late, checked_line(late)))
         server.gate.set()
         closing.join(30)
         assert not closing.is_alive()
