@@ -1,35 +1,39 @@
-"""The HTTP client side of logpipe: ``send`` posts events, ``stats`` reads ``GET /stats``.
+"""The HTTP client side of logpipe for the CLI: where the API is, ``GET /stats``, and
+what to say when an event was not stored.
 
-Only a ``503`` (nothing stored) or a connection that was never made is retried, so a
-retry can never store an event twice.
+Events go through the client library (:mod:`logpipe_cli.appclient`, re-exported below as
+the public ``logpipe_cli.client``): ``send`` and the load generator post with it, with its
+retries and its event ids, so a retry never stores an event twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
 
+# the client library for applications, re-exported: ``from logpipe_cli.client import
+# Client, AsyncClient, LogpipeHandler``
+from logpipe_cli.appclient import (
+    Answer,
+    AsyncClient,
+    AsyncSender,
+    BatchReceipt,
+    Client,
+    DeliveryError,
+    QueueFullError,
+    Receipt,
+    RefusedError,
+    RetryPolicy,
+    Sender,
+    UnavailableError,
+)
+from logpipe_cli.clientcore import request_headers
 from logpipe_cli.errors import ClientError, ConfigError
+from logpipe_cli.loghandler import LogpipeHandler
 from logpipe_cli.schemas import StatsDoc
 from logpipe_cli.settings import ServerSettings
-
-MAX_BACKOFF_S = 5.0
-JSON = "application/json"
-NDJSON = "application/x-ndjson"
-#: failures where the request never reached the server: safe to send again
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    status: int
-    body: Any
-    attempts: int
 
 
 def base_url(server: ServerSettings) -> str:
@@ -67,78 +71,21 @@ def _body(resp: httpx.Response) -> Any:
         return resp.text
 
 
-def _delay_s(attempt: int, backoff_s: float) -> float:
-    return float(min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1)))
-
-
 def _reason(exc: httpx.HTTPError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
-    """``Authorization: Bearer <token>``, or nothing without a token."""
-    return {} if not token else {"authorization": f"Bearer {token}"}
-
-
-def send_event(
-    url: str,
-    event: dict[str, Any],
-    *,
-    token: str | None = None,
-    retries: int = 0,
-    timeout_s: float = 10.0,
-    backoff_s: float = 0.2,
-) -> SendResult:
-    """POST one event to ``<url>/log``; retry ``503`` and connection failures.
-
-    Raises :class:`ClientError` if the server cannot be reached at all.
-    """
-
-    async def one() -> SendResult:
-        async with httpx.AsyncClient(timeout=timeout_s) as http:
-            return await post(
-                http,
-                url.rstrip("/") + "/log",
-                json.dumps(event).encode(),
-                "application/json",
-                token=token,
-                retries=retries,
-                backoff_s=backoff_s,
-            )
-
-    return asyncio.run(one())
-
-
-async def post(
-    http: httpx.AsyncClient,
-    target: str,
-    content: bytes,
-    content_type: str,
-    *,
-    token: str | None = None,
-    retries: int = 0,
-    backoff_s: float = 0.2,
-) -> SendResult:
-    """POST ``content`` with ``http`` (and ``token``, if given); retry ``503`` and
-    connections never made.
-
-    Raises :class:`ClientError` when no answer came back.
-    """
-    headers = {"content-type": content_type, **auth_headers(token)}
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            resp = await http.post(target, content=content, headers=headers)
-        except _NOT_SENT as exc:
-            if attempt > retries:
-                raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
-        except httpx.HTTPError as exc:
-            raise ClientError(f"request to {target} failed: {_reason(exc)}") from None
-        else:
-            if resp.status_code != 503 or attempt > retries:
-                return SendResult(resp.status_code, _body(resp), attempt)
-        await asyncio.sleep(_delay_s(attempt, backoff_s))
+def failure(exc: ClientError, target: str) -> str:
+    """One line saying why nothing was stored at ``target``: refused (and with what), or no
+    answer at all, and after how many attempts when there were retries."""
+    if isinstance(exc, RefusedError):
+        return f"refused with {exc.status}: {exc.detail}"
+    if not isinstance(exc, UnavailableError):
+        return exc.detail
+    tries = "" if exc.attempts < 2 else f" (gave up after {exc.attempts} attempts)"
+    if exc.status is None:
+        return f"cannot reach {target}: {exc.reason}{tries}"
+    return f"refused with {exc.status}: {exc.reason}{tries}"
 
 
 def fetch_stats(
@@ -157,7 +104,7 @@ def fetch_stats(
     own = http is None
     client = http if http is not None else httpx.Client(timeout=timeout_s)
     try:
-        resp = client.get(target, headers=auth_headers(token))
+        resp = client.get(target, headers=request_headers(token or None))
     except httpx.HTTPError as exc:
         raise ClientError(f"cannot reach {target}: {_reason(exc)}") from None
     finally:
@@ -184,24 +131,8 @@ def rates(previous: StatsDoc, current: StatsDoc, seconds: float) -> dict[str, fl
     }
 
 
-# The client library for applications lives in its own modules; it is re-exported here so
-# that ``from logpipe_cli.client import Client, AsyncClient, LogpipeHandler`` works.
-from logpipe_cli.appclient import (  # noqa: E402
-    AsyncClient,
-    AsyncSender,
-    BatchReceipt,
-    Client,
-    DeliveryError,
-    QueueFullError,
-    Receipt,
-    RefusedError,
-    RetryPolicy,
-    Sender,
-    UnavailableError,
-)
-from logpipe_cli.loghandler import LogpipeHandler  # noqa: E402
-
 __all__ = [
+    "Answer",
     "AsyncClient",
     "AsyncSender",
     "BatchReceipt",
@@ -212,14 +143,11 @@ __all__ = [
     "Receipt",
     "RefusedError",
     "RetryPolicy",
-    "SendResult",
     "Sender",
     "UnavailableError",
     "api_url",
-    "auth_headers",
     "base_url",
+    "failure",
     "fetch_stats",
-    "post",
     "rates",
-    "send_event",
 ]

@@ -1,9 +1,11 @@
 """The load generator behind ``logpipe send --count`` and ``logpipe send --file``.
 
 Events go out as ``POST /log`` (one per request) or ``POST /logs`` (NDJSON batches)
-from ``concurrency`` workers sharing one ``httpx.AsyncClient``. Each event ends up
-counted exactly once: accepted (the API stored it), refused (the API answered with
-an error) or failed (no answer: the event may or may not be stored).
+from ``concurrency`` workers, each with its own :class:`~logpipe_cli.appclient.AsyncClient`
+(the client library, with its retries). Each event carries an ``event_id``, so a retry
+never stores it twice. Each event ends up counted exactly once: accepted (the API stored
+it), refused (the API answered with an error) or failed (no answer: the event may or may
+not be stored).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from logpipe_cli import client
+from logpipe_cli.appclient import AsyncClient, RefusedError, RetryPolicy, UnavailableError
+from logpipe_cli.client import failure
+from logpipe_cli.clientcore import JSON, NDJSON, new_event_id
 from logpipe_cli.errors import ClientError, ConfigError
 
 #: called with (events done, events in all) after each request
@@ -43,19 +47,27 @@ class LoadPlan:
     url: str
     batch: bool = False
     concurrency: int = 8
+    #: retries of a request after a timeout, a dropped connection, 429, 502, 503 or 504
     retries: int = 0
     timeout_s: float = 10.0
-    backoff_s: float = 0.2
     #: the bearer token, if the API wants one (kept out of the repr)
     token: str | None = field(default=None, repr=False)
 
     @property
+    def path(self) -> str:
+        return "/logs" if self.batch else "/log"
+
+    @property
     def target(self) -> str:
-        return self.url.rstrip("/") + ("/logs" if self.batch else "/log")
+        return self.url.rstrip("/") + self.path
 
     @property
     def content_type(self) -> str:
-        return client.NDJSON if self.batch else client.JSON
+        return NDJSON if self.batch else JSON
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.retries)
 
 
 @dataclass
@@ -102,48 +114,46 @@ class LoadSummary:
             "ok": self.ok,
         }
 
-    def record(self, req: Request, result: client.SendResult, seconds: float) -> None:
+    def record(
+        self, req: Request, seconds: float, status: int, stored: int, refusal: str = ""
+    ) -> None:
+        """An answer: ``stored`` of the request's events were stored, and the rest refused
+        (the first refusal said ``refusal``)."""
         self.sent += req.events
         self.requests += 1
         self.latencies_s.append(seconds)
-        self.statuses[result.status] += 1
-        stored = _stored(req, result)
+        self.statuses[status] += 1
         self.accepted += stored
         if stored < req.events:
             self.refused += req.events - stored
             if self.first_refusal is None:
-                self.first_refusal = f"{result.status}: {_detail(result.body)}"
+                self.first_refusal = f"{status}: {refusal}"
 
-    def record_failure(self, req: Request, error: ClientError) -> None:
+    def record_failure(self, req: Request, reason: str) -> None:
         self.sent += req.events
         self.requests += 1
         self.failed += req.events
         if self.first_failure is None:
-            self.first_failure = error.detail
+            self.first_failure = reason
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _stored(req: Request, result: client.SendResult) -> int:
-    if result.status != 200:
-        return 0
-    body = result.body
+def _stored(req: Request, body: Any) -> int:
     if isinstance(body, dict) and isinstance(body.get("accepted"), int):
         return min(req.events, int(body["accepted"]))
     return req.events
 
 
-def _detail(body: Any) -> str:
-    if isinstance(body, dict):
-        detail = str(body.get("detail", body))
-        errors = body.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            first = errors[0]
-            detail += f" (first: event {first.get('index')}: {first.get('detail')})"
-        return detail
-    return str(body)[:200]
+def _refusal(exc: RefusedError | UnavailableError) -> str:
+    if isinstance(exc, UnavailableError):
+        return exc.reason
+    if exc.errors:
+        index, detail = exc.errors[0]
+        return f"{exc.detail} (first: event {index}: {detail})"
+    return exc.detail
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -167,7 +177,7 @@ def generated(
     """``count`` events as JSON lines: users ``u0..u{users-1}`` in turn, or ``user``.
 
     Each carries a ``seq`` field (0, 1, ...) so the files can be checked for loss
-    and duplicates afterwards.
+    and duplicates afterwards, and an ``event_id`` so a retry cannot duplicate it.
     """
     encode = msgspec.json.encode
     for seq in range(count):
@@ -177,6 +187,7 @@ def generated(
                 "event": event,
                 "timestamp": int(time.time()) if timestamp is None else timestamp,
                 "seq": seq,
+                "event_id": new_event_id(),
             }
         )
 
@@ -224,9 +235,12 @@ async def send_all(
         # A client (one connection) per worker: httpx's pool scans every connection for
         # every request, which costs more CPU than the request itself when it is shared.
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(timeout=plan.timeout_s, limits=limits) as http:
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+        async with AsyncClient(
+            plan.url, plan.token or None, plan.timeout_s, retry=plan.retry, transport=transport
+        ) as client:
             for req in shared:
-                await _send(http, plan, req, summary)
+                await _send(client, plan, req, summary)
                 if progress is not None:
                     progress(summary.sent, total)
 
@@ -236,24 +250,20 @@ async def send_all(
     return summary
 
 
-async def _send(
-    http: httpx.AsyncClient, plan: LoadPlan, req: Request, summary: LoadSummary
-) -> None:
+async def _send(client: AsyncClient, plan: LoadPlan, req: Request, summary: LoadSummary) -> None:
     start = time.perf_counter()
     try:
-        result = await client.post(
-            http,
-            plan.target,
-            req.body,
-            plan.content_type,
-            token=plan.token,
-            retries=plan.retries,
-            backoff_s=plan.backoff_s,
-        )
+        answer = await client.post_body(plan.path, req.body, plan.content_type)
+    except (RefusedError, UnavailableError) as exc:
+        if exc.status is None:  # no answer
+            summary.record_failure(req, failure(exc, plan.target))
+        else:
+            summary.record(req, time.perf_counter() - start, exc.status, 0, _refusal(exc))
     except ClientError as exc:
-        summary.record_failure(req, exc)
+        summary.record_failure(req, exc.detail)
     else:
-        summary.record(req, result, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        summary.record(req, seconds, answer.status, _stored(req, answer.body))
 
 
 def run(

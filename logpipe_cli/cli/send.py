@@ -1,9 +1,11 @@
-"""``logpipe send``: post one event, generate load, or replay a file of events."""
+"""``logpipe send``: post one event, generate load, or replay a file of events.
+
+All three post with the client library (:mod:`logpipe_cli.appclient`): its retries, its
+``Retry-After`` handling and its event ids, so a retry never stores an event twice.
+"""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +18,15 @@ from rich.text import Text
 from logpipe_cli import loadgen
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from
-from logpipe_cli.client import api_url, send_event
+from logpipe_cli.client import (
+    Client,
+    RefusedError,
+    RetryPolicy,
+    UnavailableError,
+    api_url,
+    failure,
+)
+from logpipe_cli.clientcore import line_with_id
 from logpipe_cli.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 8
@@ -28,11 +38,23 @@ def send(
     user: Annotated[str | None, typer.Option("--user", "-u", help="user_id of the event.")] = None,
     event: Annotated[str | None, typer.Option("--event", "-e", help="Event name.")] = None,
     timestamp: Annotated[int | None, typer.Option(help="Unix seconds [default: now].")] = None,
+    event_id: Annotated[
+        str | None,
+        typer.Option(
+            "--event-id",
+            help="The event's id: the API stores an id once [default: a fresh one].",
+        ),
+    ] = None,
     url: Annotated[
         str | None, typer.Option(help="API base URL [default: http://<server.host>:<server.port>].")
     ] = None,
     retries: Annotated[
-        int, typer.Option(min=0, help="Retries on 503 or a refused connection, with backoff.")
+        int,
+        typer.Option(
+            min=0,
+            help="Retries after a timeout, a failed connection, 429, 502, 503 or 504, "
+            "with backoff or the answer's Retry-After.",
+        ),
     ] = 0,
     count: Annotated[
         int | None, typer.Option(min=1, help="Load mode: send N generated events.")
@@ -63,8 +85,10 @@ def send(
     if count is None and file is None:
         if concurrency is not None or users is not None or batch is not None:
             raise ConfigError("--concurrency, --users and --batch need --count N or --file F")
-        _send_one(base, user, event, timestamp, retries, as_json, token)
+        _send_one(base, user, event, timestamp, event_id, retries, as_json, token)
         return
+    if event_id is not None:
+        raise ConfigError("--event-id names one event: drop it with --count or --file")
     lines, total = _events(count, file, user, event, timestamp, users)
     plan = loadgen.LoadPlan(
         base,
@@ -83,29 +107,33 @@ def _send_one(
     user: str | None,
     event: str | None,
     timestamp: int | None,
+    event_id: str | None,
     retries: int,
     as_json: bool,
     token: str | None,
 ) -> None:
     if user is None or event is None:
         raise ConfigError("give --user and --event (or --count N or --file F to send many)")
-    body = {
-        "user_id": user,
-        "event": event,
-        "timestamp": int(time.time()) if timestamp is None else timestamp,
+    with Client(base, token or None, retry=RetryPolicy(max_retries=retries)) as client:
+        try:
+            receipt = client.log(user, event, timestamp=timestamp, event_id=event_id)
+        except (RefusedError, UnavailableError) as exc:
+            render.print_error(failure(exc, client.url + "/log"))
+            raise typer.Exit(1) from None
+    answer = {
+        "stored": True,
+        "key": receipt.key,
+        "duplicate": receipt.duplicate,
+        "event_id": receipt.event_id,
+        "attempts": receipt.attempts,
     }
-    result = send_event(base, body, retries=retries, token=token)
     if as_json:
-        render.print_json(
-            {"status": result.status, "body": result.body, "attempts": result.attempts}
-        )
-    elif result.status == 200:
-        # the body as JSON, as the API sent it, never a Python repr
-        render.print_line(f"stored ({result.status}): {_json(result.body)}")
-    if result.status != 200:
-        detail = result.body.get("detail") if isinstance(result.body, dict) else result.body
-        render.print_error(f"refused with {result.status}: {_json(detail)}")
-        raise typer.Exit(1)
+        render.print_json(answer)
+    else:
+        # a duplicate: this id was stored before (by an earlier send), not stored again
+        what = "already stored (200, a duplicate)" if receipt.duplicate else "stored (200)"
+        tries = "" if receipt.attempts == 1 else f" after {receipt.attempts} attempts"
+        render.print_line(f"{what}{tries}: key {receipt.key}, event_id {receipt.event_id}")
 
 
 def _events(
@@ -125,7 +153,8 @@ def _events(
             raise ConfigError(f"--file replays events as they are: drop {', '.join(clash)}")
         if not file.is_file():
             raise ConfigError(f"no such file: {file}")
-        return loadgen.file_events(file), loadgen.count_file_events(file)
+        # each line as it is, but with an event_id, so that a retry cannot store it twice
+        return map(line_with_id, loadgen.file_events(file)), loadgen.count_file_events(file)
     if user is not None and users is not None:
         raise ConfigError("give --user (one user) or --users K (u0..u<K-1>), not both")
     assert count is not None
@@ -155,11 +184,6 @@ def _report(summary: loadgen.LoadSummary, target: str, as_json: bool) -> None:
     if problems:
         render.print_error(f"of {fmt.count(summary.sent, 'event')}, " + "; ".join(problems))
         raise typer.Exit(1)
-
-
-def _json(value: object) -> str:
-    """A string as it is; anything else as compact JSON (``true``, ``{"a": 1}``)."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _ms(value: float | None) -> str:

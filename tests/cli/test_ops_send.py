@@ -45,11 +45,12 @@ def test_one_event_is_stored(api: ApiServer, logpipe: RunCli, settings: Settings
         "send", "--url", api.url, "--user", "42", "--event", "login", "--timestamp", str(TS)
     )
     assert result.exit_code == 0, result.stderr
-    assert "stored (200)" in result.stdout
-    # the answer as JSON, as the API sent it, never a Python repr
-    assert '{"stored": true, "key": "logs:user_42:19723"}' in result.stdout
+    assert result.stdout.startswith("stored (200): key logs:user_42:19723, event_id ")
+    event_id = result.stdout.split()[-1]
     assert stored(settings.redis.url) == {
-        "logs:user_42:19723": [{"user_id": "42", "event": "login", "timestamp": TS}]
+        "logs:user_42:19723": [
+            {"user_id": "42", "event": "login", "timestamp": TS, "event_id": event_id}
+        ]
     }
 
 
@@ -57,9 +58,24 @@ def test_one_event_json(api: ApiServer, logpipe: RunCli) -> None:
     result = logpipe("send", "--url", api.url, "-u", "42", "-e", "login", "--json")
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["status"] == 200
+    assert answer["stored"] is True
     assert answer["attempts"] == 1
-    assert answer["body"]["stored"] is True
+    assert answer["duplicate"] is False
+    assert answer["key"].startswith("logs:user_42:")
+
+
+def test_sending_the_same_event_id_again_stores_it_once(
+    api: ApiServer, logpipe: RunCli, settings: Settings
+) -> None:
+    args = ("send", "--url", api.url, "-u", "42", "-e", "paid", "--event-id", "order-17")
+    first = logpipe(*args, "--timestamp", str(TS))
+    assert first.exit_code == 0, first.stderr
+    again = logpipe(*args, "--timestamp", str(TS), "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["duplicate"] is True
+    text = logpipe(*args, "--timestamp", str(TS))
+    assert text.stdout.startswith("already stored (200, a duplicate): key logs:user_42:19723")
+    assert len(stored(settings.redis.url)["logs:user_42:19723"]) == 1
 
 
 def test_one_refused_event_exits_1(api: ApiServer, logpipe: RunCli, settings: Settings) -> None:
@@ -210,7 +226,10 @@ def test_file_replays_every_event_in_order(
     summary = json.loads(result.stdout)
     assert (summary["sent"], summary["accepted"]) == (5, 5)
     assert summary["requests"] == (5 if batch is None else 3)
-    assert stored(settings.redis.url) == {"logs:user_r:19723": events}
+    got = stored(settings.redis.url)["logs:user_r:19723"]
+    ids = [e.pop("event_id") for e in got]  # each line got an id, so retries are safe
+    assert got == events
+    assert len(set(ids)) == 5
 
 
 def test_file_with_a_bad_line_refuses_it_and_exits_1(
@@ -321,7 +340,7 @@ def test_retries_ride_out_a_redis_outage(
     assert proc.returncode == 0, err
     answer = json.loads(out)
     if "attempts" in answer:
-        assert answer["status"] == 200
+        assert answer["stored"] is True
         assert answer["attempts"] >= 2
     else:
         assert (answer["accepted"], answer["refused"], answer["failed"]) == (3, 0, 0)

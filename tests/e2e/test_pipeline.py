@@ -94,6 +94,8 @@ def test_send_then_drain_once_prints_a_summary(
             "login",
             "--timestamp",
             str(BASE_TS),
+            "--event-id",
+            "login-1",
             "--url",
             api.url,
         ],
@@ -126,7 +128,9 @@ def test_send_then_drain_once_prints_a_summary(
     assert cells[:3] == ["1", "1", "1"], summary.stdout
 
     path = logs / "user_123" / f"{BASE_TS // DAY_S}.jsonl"
-    assert lines_of(path) == [{"user_id": "123", "event": "login", "timestamp": BASE_TS}]
+    assert lines_of(path) == [
+        {"user_id": "123", "event": "login", "timestamp": BASE_TS, "event_id": "login-1"}
+    ]
 
     again = launcher.run(["drain", "--once", "--json"], env)
     assert again.returncode == 0, again.stderr
