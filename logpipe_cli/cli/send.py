@@ -120,7 +120,10 @@ def _send_one(
         except (RefusedError, UnavailableError) as exc:
             render.print_error(failure(exc, client.url + "/log"))
             raise typer.Exit(1) from None
+    # POST /log answers 200 once the event is stored (or was: a duplicate); anything else
+    # raised above
     answer = {
+        "status": 200,
         "stored": True,
         "key": receipt.key,
         "duplicate": receipt.duplicate,

@@ -130,6 +130,7 @@ def test_send_event_id_and_json(invoke: Invoke, fake: tuple[FakeServer, FakeCloc
     assert result.exit_code == 0, result.stderr
     assert fake[0].seen[0].events()[0]["event_id"] == "order-17"
     assert json.loads(result.stdout) == {
+        "status": 200,
         "stored": True,
         "key": "logs:user_x:1",
         "duplicate": False,

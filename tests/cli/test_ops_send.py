@@ -58,7 +58,7 @@ def test_one_event_json(api: ApiServer, logpipe: RunCli) -> None:
     result = logpipe("send", "--url", api.url, "-u", "42", "-e", "login", "--json")
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["stored"] is True
+    assert (answer["status"], answer["stored"]) == (200, True)
     assert answer["attempts"] == 1
     assert answer["duplicate"] is False
     assert answer["key"].startswith("logs:user_42:")
@@ -340,7 +340,7 @@ def test_retries_ride_out_a_redis_outage(
     assert proc.returncode == 0, err
     answer = json.loads(out)
     if "attempts" in answer:
-        assert answer["stored"] is True
+        assert answer["status"] == 200
         assert answer["attempts"] >= 2
     else:
         assert (answer["accepted"], answer["refused"], answer["failed"]) == (3, 0, 0)

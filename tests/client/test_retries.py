@@ -107,6 +107,32 @@ def test_transport_errors_that_never_end_become_unavailable(clock: FakeClock) ->
         c.log("u1", "clicked")
     assert err.value.status is None
     assert "failed: scripted failure" in err.value.detail
+    assert err.value.reason == "scripted failure"
+
+
+def test_unavailable_says_what_the_server_said_last(clock: FakeClock) -> None:
+    server = FakeServer(503, 429)
+    policy = RetryPolicy(jitter=0.0, max_retries=1)
+    with (
+        Client("http://t", transport=server.transport(), retry=policy, sleep=clock.sleep) as c,
+        pytest.raises(UnavailableError) as err,
+    ):
+        c.log("u1", "clicked")
+    assert (err.value.status, err.value.attempts) == (429, 2)
+    assert err.value.reason == "scripted 429"
+    assert clock.waits == [0.1]
+
+
+def test_post_body_sends_the_bytes_as_they_are_with_the_retries(clock: FakeClock) -> None:
+    server = FakeServer(503, 200)
+    body = b'{"user_id":"u1","event":"a","timestamp":1,"event_id":"e1"}\n'
+    with client(server, clock) as c:
+        answer = c.post_body("/logs", body, "application/x-ndjson")
+    assert (answer.status, answer.body, answer.attempts) == (200, {"accepted": 1}, 2)
+    assert [s.body for s in server.seen] == [body, body]
+    assert server.seen[0].headers["content-type"] == "application/x-ndjson"
+    with client(FakeServer(400), clock) as c, pytest.raises(RefusedError):
+        c.post_body("/log", b"{}")
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 415])
@@ -246,6 +272,17 @@ def test_async_refusal_and_give_up(clock: FakeClock) -> None:
     with pytest.raises(UnavailableError):
         asyncio.run(go(FakeServer(*[503] * 100)))
     assert sum(clock.waits) <= POLICY.max_total_s
+
+
+def test_async_post_body(clock: FakeClock) -> None:
+    server = FakeServer(httpx.ReadTimeout)
+
+    async def go() -> int:
+        async with async_client(server, clock) as c:
+            return (await c.post_body("/log", b'{"user_id":"u1"}')).attempts
+
+    assert asyncio.run(go()) == 2
+    assert [s.body for s in server.seen] == [b'{"user_id":"u1"}'] * 2
 
 
 def test_async_log_many(clock: FakeClock) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import json
+import time
 
 import pytest
 
@@ -14,6 +16,7 @@ from logpipe_cli.appclient import (
     parse_retry_after,
     retry_delay,
 )
+from logpipe_cli.clientcore import line_with_id, with_id
 from logpipe_cli.errors import InvalidEventError
 
 P = RetryPolicy(
@@ -57,6 +60,25 @@ def test_retry_delay(
         assert got is None
     else:
         assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("max_retries", "attempt", "expected"),
+    [
+        (None, 30, 2.0),  # only the time bounds it
+        (0, 1, None),  # no retry at all
+        (2, 1, 0.1),
+        (2, 2, 0.2),
+        (2, 3, None),  # the third failure: two retries were made
+    ],
+)
+def test_max_retries_bounds_the_number_of_retries(
+    max_retries: int | None, attempt: int, expected: float | None
+) -> None:
+    policy = RetryPolicy(max_backoff_s=2.0, jitter=0.0, max_retries=max_retries)
+    assert retry_delay(policy, attempt, 0.0) == expected
+    if expected is None:  # a Retry-After does not buy another retry
+        assert retry_delay(policy, attempt, 0.0, retry_after_s=1.0) is None
 
 
 @pytest.mark.parametrize(
@@ -111,3 +133,38 @@ def test_make_event_refuses_bad_ids_and_shadowed_fields(
     with pytest.raises(InvalidEventError) as err:
         make_event("u1", "clicked", None, event_id, fields)
     assert err.value.field == field
+
+
+def test_an_event_given_an_id_is_given_its_time_too() -> None:
+    # the dedupe check is per user and day: were the time left to the server, a retry
+    # that crossed midnight UTC would land in the next day's list, stored twice
+    before = int(time.time())
+    for event in (
+        {"user_id": "u1", "event": "a"},
+        {"user_id": "u1", "event": "a", "event_id": "x"},
+    ):
+        filled = with_id(event)
+        assert before <= filled["timestamp"] <= int(time.time())
+        assert EVENT_ID_RE.fullmatch(filled["event_id"])
+    assert with_id({"user_id": "u1", "event": "a", "timestamp": 7})["timestamp"] == 7
+
+
+@pytest.mark.parametrize(
+    ("line", "gets_an_id"),
+    [
+        (b'{"user_id":"u","event":"e","timestamp":1}', True),
+        (b'{"user_id": "u", "event": "e"}', True),  # the server will judge the rest
+        (b'{"user_id":"u","event":"e","event_id":"mine"}', False),
+        (b"{not json", False),
+        (b"[1, 2]", False),
+        (b'"a string"', False),
+    ],
+)
+def test_line_with_id_adds_an_id_and_nothing_else(line: bytes, gets_an_id: bool) -> None:
+    out = line_with_id(line)
+    if not gets_an_id:
+        assert out == line
+        return
+    event = json.loads(out)
+    assert EVENT_ID_RE.fullmatch(event.pop("event_id"))
+    assert event == json.loads(line)
