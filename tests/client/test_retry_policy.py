@@ -6,6 +6,7 @@ import email.utils
 import json
 import time
 
+import httpx
 import pytest
 
 from logpipe_cli.appclient import (
@@ -16,8 +17,9 @@ from logpipe_cli.appclient import (
     parse_retry_after,
     retry_delay,
 )
-from logpipe_cli.clientcore import line_with_id, with_id
+from logpipe_cli.clientcore import Exchange, RefusedError, line_with_id, with_id
 from logpipe_cli.errors import InvalidEventError
+from tests.client.conftest import POLICY, FakeClock
 
 P = RetryPolicy(
     initial_backoff_s=0.1, max_backoff_s=2.0, max_total_s=10.0, max_retry_after_s=5.0, jitter=0.5
@@ -168,3 +170,21 @@ def test_line_with_id_adds_an_id_and_nothing_else(line: bytes, gets_an_id: bool)
     event = json.loads(out)
     assert EVENT_ID_RE.fullmatch(event.pop("event_id"))
     assert event == json.loads(line)
+
+
+def test_an_exchange_is_driven_without_any_io() -> None:
+    # the core alone: answers and errors go in, waits and the result come out
+    clock = FakeClock()
+    exchange = Exchange("http://t/log", b"{}", {}, POLICY, clock, lambda a: (a.body, a.attempts))
+    req = httpx.Request("POST", "http://t/log")
+    with pytest.raises(RuntimeError):
+        exchange.result  # noqa: B018 - nothing succeeded yet
+    assert exchange.outcome(httpx.Response(503, headers={"retry-after": "3"}, request=req)) == 3
+    assert exchange.outcome(httpx.ConnectError("refused", request=req)) == 0.2
+    assert exchange.outcome(httpx.Response(200, json={"stored": True}, request=req)) is None
+    assert exchange.result == ({"stored": True}, 3)
+    with pytest.raises(RefusedError) as err:
+        Exchange("http://t/log", b"{}", {}, POLICY, clock, id).outcome(
+            httpx.Response(403, json={"detail": "wrong scope"}, request=req)
+        )
+    assert (err.value.status, err.value.detail) == (403, "wrong scope")
