@@ -469,6 +469,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     ),
     responses={
         200: ResponseSpec(StatsDoc, description="The pipeline's state"),
+        500: ResponseSpec(
+            Problem, description="A key logpipe keeps in Redis holds another type (by hand)"
+        ),
         503: ResponseSpec(Problem, description="Redis does not answer"),
         **_AUTH_ERRORS,
     },
