@@ -98,13 +98,18 @@ def gate(
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
-        if origin is not None and cors is not None and cors.allows(origin):
-            if preflight and method == "OPTIONS":
-                # the browser asks before a request with Authorization or JSON: answered
-                # here, with no token (browsers never send one on a preflight)
-                await _send(send, 204, b"", _preflight_headers(origin))
-                return
-            send = _with_cors(send, origin)
+        if cors is not None:
+            if origin is not None and cors.allows(origin):
+                if preflight and method == "OPTIONS":
+                    # the browser asks before a request with Authorization or JSON: answered
+                    # here, with no token (browsers never send one on a preflight)
+                    await _send(send, 204, b"", _preflight_headers(origin))
+                    return
+                send = _with_cors(send, origin)
+            else:
+                # the answer depends on Origin whatever it is: a shared cache that kept
+                # the one without CORS headers must not serve it to an allowed page
+                send = _with_headers(send, [_VARY])
         if auth_on:
             path = scope["path"]
             needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
@@ -132,21 +137,31 @@ def _preflight_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
         (b"access-control-allow-methods", ALLOW_METHODS),
         (b"access-control-allow-headers", ALLOW_HEADERS),
         (b"access-control-max-age", str(MAX_AGE_S).encode()),
-        (b"vary", b"Origin"),
+        _VARY,
     ]
+
+
+_VARY = (b"vary", b"Origin")
 
 
 def _with_cors(send: Send, origin: bytes) -> Send:
     """``send`` that adds an allowed origin's CORS headers to the answer."""
+    return _with_headers(
+        send,
+        [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", EXPOSE_HEADERS),
+            _VARY,
+        ],
+    )
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` headers to the answer."""
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            headers += [
-                (b"access-control-allow-origin", origin),
-                (b"access-control-expose-headers", EXPOSE_HEADERS),
-                (b"vary", b"Origin"),
-            ]
+            headers = [*message.get("headers", ()), *extra]
             message = {**message, "headers": headers}
         await send(message)
 
