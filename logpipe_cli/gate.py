@@ -2,8 +2,8 @@
 bearer tokens (:mod:`logpipe_cli.auth`) and CORS.
 
 One ASGI layer for every route, so the fast path, which Litestar middleware never sees,
-is guarded exactly as the handlers are. It is installed only when tokens or CORS origins
-are configured; otherwise requests do not pass through it at all.
+is guarded exactly as the handlers are. Without tokens it still refuses a ``POST`` from a
+page on a site that ``cors_origins`` does not allow (see :func:`_cross_site`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from logpipe_cli.auth import Authorizer, Grant, Refusal, RouteScope
 from logpipe_cli.metrics import ApiMetrics
@@ -90,6 +90,7 @@ def gate(
         repeated = False
         origin: bytes | None = None
         preflight = False
+        host: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 repeated = authorization is not None
@@ -98,6 +99,17 @@ def gate(
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
+            elif name == b"host":
+                host = value
+        if (
+            not auth_on
+            and origin is not None
+            and method == "POST"
+            and not (cors is not None and cors.allows(origin))
+            and not _same_origin(origin, host)
+        ):
+            await _refuse(send, scope, _cross_site(origin), metrics, scopes)
+            return
         if cors is not None:
             if origin is not None and cors.allows(origin):
                 if preflight and method == "OPTIONS":
@@ -117,18 +129,51 @@ def gate(
             if repeated and needs != "public":
                 verdict = _REPEATED
             if not isinstance(verdict, Grant):
-                start = time.perf_counter()
-                body = msgspec.json.encode({"detail": verdict.detail})
-                extra = [(b"www-authenticate", verdict.challenge.encode())]
-                await _send(send, verdict.status, body, extra, json=True)
-                route = path if path in scopes else "other"
-                metrics.requests.labels(route, method, str(verdict.status)).inc()
-                metrics.latency.labels(route).observe(time.perf_counter() - start)
+                await _refuse(send, scope, verdict, metrics, scopes)
                 return
             scope.setdefault("state", {})["principal"] = verdict.principal
         await app(scope, receive, send)
 
     return guarded
+
+
+async def _refuse(
+    send: Send, scope: HTTPScope, refusal: Refusal, metrics: ApiMetrics, scopes: Mapping[str, str]
+) -> None:
+    """Answer ``refusal`` and count it in the request metrics as routes count theirs."""
+    start = time.perf_counter()
+    body = msgspec.json.encode({"detail": refusal.detail})
+    extra = [(b"www-authenticate", refusal.challenge.encode())] if refusal.challenge else []
+    await _send(send, refusal.status, body, extra, json=True)
+    path = scope["path"]
+    route = path if path in scopes else "other"
+    metrics.requests.labels(route, scope["method"], str(refusal.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def _same_origin(origin: bytes, host: bytes | None) -> bool:
+    """Whether ``Origin`` names this server as the request reached it (its ``Host``):
+    a page logpipe served itself (the OpenAPI UI)."""
+    if host is None:
+        return False
+    scheme, sep, rest = origin.partition(b"://")
+    return bool(sep) and scheme in (b"http", b"https") and rest.lower() == host.lower()
+
+
+def _cross_site(origin: bytes) -> Refusal:
+    """Without tokens, a browser on any site can POST here: a form, or ``fetch`` in
+    ``no-cors`` mode with a body of no declared type, is sent without a preflight (and
+    logpipe takes a body without Content-Type as JSON). Browsers say where such a
+    request comes from in ``Origin``; one from a page that is not allowed is refused,
+    else every web page a developer opens could write events into, or drain, the
+    logpipe on their own machine."""
+    shown = origin.decode("latin-1")
+    return Refusal(
+        403,
+        f"a request from a page on {shown!r} is refused: with no tokens, only origins in "
+        "server.cors_origins may post here",
+        "",
+    )
 
 
 def _preflight_headers(origin: bytes) -> list[tuple[bytes, bytes]]:

@@ -163,3 +163,52 @@ def test_a_page_on_an_allowed_origin_posts_and_others_cannot(
         finally:
             client.close()
         Api(proc, port).stop()
+
+
+NO_CORS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>another site</title></head>
+<body><pre id="outcome">pending</pre>
+<script>
+const out = document.getElementById("outcome");
+// no preflight: no-cors mode, an untyped body (no Content-Type), no token
+const body = new TextEncoder().encode(JSON.stringify(%(event)s));
+Promise.all([
+  fetch(%(log)s, {method: "POST", mode: "no-cors", body}),
+  fetch(%(drain)s, {method: "POST", mode: "no-cors"}),
+]).then(
+  (rs) => { out.textContent = "sent " + rs.map((r) => r.type).join(" "); },
+  (e) => { out.textContent = "rejected " + e.name; },
+);
+</script></body></html>
+"""
+
+
+def test_a_page_on_another_site_cannot_post_to_an_api_without_tokens(
+    launcher: Launcher, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The API trusts its network (no tokens, loopback: what `make run` starts); a page
+    on any site the user opens sends requests that need no preflight."""
+    redis_server.flush()
+    chromium()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    event = {"user_id": "from_a_site", "event": "forged", "timestamp": 1712345678}
+    page = NO_CORS_PAGE % {
+        "event": json.dumps(event),
+        "log": json.dumps(api_url + "/log"),
+        "drain": json.dumps(api_url + "/drain"),
+    }
+    with page_server(page) as site:
+        env = launcher.env(redis_server.url, tmp_path / "logs", server_port=port)
+        proc = launcher.start(["serve"], env)
+        wait_until(lambda: healthy(api_url), "serve to answer /healthz", procs=[proc])
+        # the browser sends both (their answers are opaque to the page either way)
+        assert outcome_of(site, tmp_path / "profile") == "sent opaque opaque"
+        assert not (tmp_path / "logs" / "user_from_a_site").exists()
+        client = redis_server.client()
+        try:
+            assert stored(client, "from_a_site") == []
+            assert client.exists("logpipe:last_drain") == 0  # no drain ran
+        finally:
+            client.close()
+        Api(proc, port).stop()
