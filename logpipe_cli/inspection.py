@@ -73,8 +73,17 @@ def parse_day(text: str) -> int:
 
 
 def day_date(day: int) -> dt.date:
-    """The calendar date (UTC) of a day number."""
+    """The calendar date (UTC) of a day number (OverflowError past 9999-12-31)."""
     return _EPOCH + dt.timedelta(days=day)
+
+
+def day_text(day: int) -> str:
+    """A day number as an ISO date; the number itself when it has none (a key written by
+    hand, ``logs:user_x:99999999``, is past the year 9999 and must not crash a listing)."""
+    try:
+        return day_date(day).isoformat()
+    except OverflowError:
+        return str(day)
 
 
 def event_time(event: dict[str, Any]) -> dt.datetime | None:
@@ -141,7 +150,7 @@ def key_as_dict(info: KeyInfo) -> dict[str, Any]:
         "kind": info.kind,
         "user": ek.user_id if ek else None,
         "day": ek.day if ek else None,
-        "date": day_date(ek.day).isoformat() if ek else None,
+        "date": day_text(ek.day) if ek else None,
         "events": info.events,
         "bytes": info.bytes,
         "ttl_s": info.ttl_s,
@@ -308,7 +317,7 @@ class FileSummary:
             "path": str(f.path),
             "user": f.user_id,
             "day": f.day,
-            "date": day_date(f.day).isoformat(),
+            "date": day_text(f.day),
             "events": self.events,
             "bytes": f.size,
             "mtime": f.mtime,

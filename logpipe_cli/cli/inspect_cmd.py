@@ -18,7 +18,7 @@ from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
-from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_date
+from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_text
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import LineRecord
 
@@ -178,7 +178,7 @@ def keys_table(shown: Sequence[KeyInfo], totals: KeyTotals, c: Console | None = 
             fmt.inert(k.key),
             k.kind,
             fmt.inert(k.event_key.user_id) if k.event_key else Text("?", style="red"),
-            day_date(k.event_key.day).isoformat() if k.event_key else "?",
+            day_text(k.event_key.day) if k.event_key else "?",
             fmt.number(k.events),
             fmt.size(k.bytes),
             "-" if k.ttl_s < 0 else fmt.duration(k.ttl_s),
@@ -249,7 +249,7 @@ def files_table(found: Sequence[FileSummary], c: Console | None = None) -> None:
         table.add_row(
             fmt.inert(f.info.path),
             fmt.inert(f.info.user_id),
-            day_date(f.info.day).isoformat(),
+            day_text(f.info.day),
             fmt.number(f.events),
             fmt.size(f.info.size),
             fmt.moment(f.info.mtime).removesuffix(" UTC"),
