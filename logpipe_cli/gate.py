@@ -8,8 +8,9 @@ page on a site that ``cors_origins`` does not allow (see :func:`_cross_site`).
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -221,3 +222,47 @@ async def _send(
         head.insert(0, (b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
+    """Whether a request's ``Host`` names this API for :func:`host_guard`: an IP address,
+    ``localhost`` (or a name under it), or a name in ``allowed`` (``*``: any)."""
+    if b"*" in allowed:
+        return True
+    # the name without the port: [::1]:8000 -> ::1, localhost:8000 -> localhost
+    bracketed = host.startswith(b"[")
+    name = (host[1:].partition(b"]") if bracketed else host.partition(b":"))[0].lower()
+    if name == b"localhost" or name.endswith(b".localhost") or name in allowed:
+        return True
+    try:
+        ipaddress.ip_address(name.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def host_guard(app: ASGIApp, allowed: Iterable[str]) -> ASGIApp:
+    """``app`` answering only requests whose ``Host`` it recognizes (:func:`host_allowed`);
+    ``serve`` puts it in front when no token is configured.
+
+    DNS rebinding: a page on ``http://evil.example:8000`` whose name then resolves to
+    127.0.0.1 is, to the browser, the same origin as an API listening there, so it may
+    read every answer (``GET /logs`` of any user) and post without a preflight. Its
+    requests still say ``Host: evil.example:8000``; an IP address cannot be rebound.
+    """
+    names = frozenset(n.lower().encode() for n in allowed)
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            if host is not None and not host_allowed(host, names):
+                shown = host.decode("latin-1")
+                detail = (
+                    f"Host {shown!r} is not a name this API answers to without tokens: add "
+                    "it to server.allowed_hosts, or configure tokens"
+                )
+                await _send(send, 421, msgspec.json.encode({"detail": detail}), [], json=True)
+                return
+        await app(scope, receive, send)
+
+    return guarded

@@ -176,6 +176,11 @@ class ServerSettings:
         "Empty: no CORS headers at all.",
         problem=_origins_problem,
     )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "Without tokens, the Host names serve answers to besides IP addresses and\n"
+        'localhost (a defense against DNS rebinding), e.g. ["logs.internal"]; "*": any.',
+    )
     ssl_certfile: str = setting(
         "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."
     )
