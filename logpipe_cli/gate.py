@@ -226,14 +226,16 @@ async def _send(
 
 def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
     """Whether a request's ``Host`` names this API for :func:`host_guard`: an IP address,
-    ``localhost`` (or a name under it), or a name in ``allowed`` (``*``: any)."""
+    a name of one label (``localhost``, a compose service, a hosts-file alias: no one
+    else's DNS answers for it), a name under ``localhost``, or a name in ``allowed``
+    (``*``: any). A rebinding attacker needs a DNS name of their own: it has a dot."""
     if b"*" in allowed:
         return True
     # the name without the port: [::1]:8000 -> ::1, localhost:8000 -> localhost
     bracketed = host.startswith(b"[")
     name = (host[1:].partition(b"]") if bracketed else host.partition(b":"))[0].lower()
-    if name == b"localhost" or name.endswith(b".localhost") or name in allowed:
-        return True
+    if b"." not in name.rstrip(b".") or name.endswith(b".localhost") or name in allowed:
+        return bool(name)
     try:
         ipaddress.ip_address(name.decode("ascii"))
     except (UnicodeDecodeError, ValueError):

@@ -178,8 +178,9 @@ class ServerSettings:
     )
     allowed_hosts: tuple[str, ...] = setting(
         (),
-        "Without tokens, the Host names serve answers to besides IP addresses and\n"
-        'localhost (a defense against DNS rebinding), e.g. ["logs.internal"]; "*": any.',
+        "Without tokens (on a loopback address, or anywhere once set), the dotted\n"
+        "Host names serve answers besides IP addresses and one-label names (a defense\n"
+        'against DNS rebinding), e.g. ["logs.internal"]; "*": any.',
     )
     ssl_certfile: str = setting(
         "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."

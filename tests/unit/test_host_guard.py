@@ -28,10 +28,14 @@ from logpipe_cli.settings import load_settings
         (b"localhost:8000", True),
         (b"LocalHost", True),
         (b"app.localhost:8000", True),
+        (b"logpipe", True),  # one label: a compose service, a hosts-file alias
+        (b"api:3000", True),
         (b"logs.internal:8000", True),  # in allowed_hosts below
         (b"evil.example:8000", False),
         (b"127.0.0.1.evil.example", False),
         (b"localhost.evil.example", False),
+        (b"evil.example.:8000", False),
+        (b"com", True),  # a top-level name alone: not one an attacker can point
         (b"[evil.example]:8000", False),
         (b"", False),
     ],
