@@ -469,6 +469,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     ),
     responses={
         200: ResponseSpec(StatsDoc, description="The pipeline's state"),
+        500: ResponseSpec(
+            Problem, description="A key logpipe keeps in Redis holds another type (by hand)"
+        ),
         503: ResponseSpec(Problem, description="Redis does not answer"),
         **_AUTH_ERRORS,
     },
@@ -602,11 +605,9 @@ def _front_door(
     handlers: list[HTTPRouteHandler],
     metrics: ApiMetrics,
 ) -> Callable[[ASGIApp], ASGIApp]:
-    """What goes in front of the app: the token and CORS gate, or nothing at all when
-    neither tokens nor CORS origins are configured (no cost on the hot path)."""
+    """What goes in front of the app: the token and CORS gate. Also without tokens or
+    CORS origins: it refuses a POST from a page on another site (see gate.py)."""
     cors = Cors.of(settings.server.cors_origins)
-    if not authorizer.enabled and cors is None:
-        return lambda app: app
     scopes = route_scopes(handlers, settings)
     return lambda app: gate(app, authorizer, scopes, cors, metrics)
 

@@ -122,6 +122,13 @@ def read_tokens_file(path: Path) -> list[tuple[TokenScope, str, str]]:
         if scope not in SCOPES:
             raise ConfigError(f"{where}: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
         out.append((scope, token, where))
+    if not out:
+        # fail closed: a file emptied by a bad deploy must not turn auth off, opening
+        # the API to whatever can reach it (a proxy in front of a loopback address)
+        raise ConfigError(
+            f"auth.tokens_file {path}: holds no token (lines '<scope> <token>'); "
+            "unset auth.tokens_file to run without tokens"
+        )
     return out
 
 

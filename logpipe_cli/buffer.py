@@ -20,9 +20,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from logpipe_cli import keys, scripts
+from logpipe_cli import keys, ownkeys, scripts
 from logpipe_cli.errors import (
     BufferFullError,
+    LogpipeError,
     RateLimitedError,
     RedisUnavailableError,
     ReplicationError,
@@ -46,7 +47,18 @@ def redis_errors(action: str) -> Iterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+        raise _unavailable(action, exc) from exc
+
+
+def _unavailable(action: str, exc: BaseException) -> LogpipeError:
+    """The error for Redis refusing ``action``: a key of another type is no outage
+    (retrying cannot help; :meth:`Buffer._name_wrong_type` names the key), anything
+    else is :class:`RedisUnavailableError`."""
+    if ownkeys.is_wrongtype(exc):
+        return WrongTypeError(
+            f"a Redis key holds another type than logpipe keeps there, while {action}: {exc}", []
+        )
+    return RedisUnavailableError(f"redis unavailable while {action}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +196,8 @@ class Buffer:
         self.client = client
         self.cfg = cfg
         self._append = client.register_script(scripts.APPEND)
+        #: logpipe's own keys found of another type and logged (see _name_wrong_type)
+        self._reported: set[str] = set()
         #: the drain scripts' SHA1 digests, what EVALSHA names them by
         self._sha = _DRAIN_SHAS
 
@@ -286,11 +300,14 @@ class Buffer:
             argv += (0, 0)
         argv += (len(buckets), len(id_keys))
         script_keys = [keys.STATS, *grouped, *buckets, *id_keys, keys.FLUSHES]
-        if self.cfg.min_replicas:
-            reply = await self._append_replicated(script_keys, argv)
-        else:
-            with redis_errors("storing events"):
-                reply = await self._append(keys=script_keys, args=argv)
+        try:
+            if self.cfg.min_replicas:
+                reply = await self._append_replicated(script_keys, argv)
+            else:
+                with redis_errors("storing events"):
+                    reply = await self._append(keys=script_keys, args=argv)
+        except WrongTypeError as exc:
+            raise await self._name_wrong_type(exc) from exc
         outcome = scripts.appended(reply)
         if outcome.outcome == "wrongtype":
             names = list(grouped)
@@ -381,7 +398,7 @@ class Buffer:
                 continue
             for r in replies:
                 if isinstance(r, Exception):
-                    raise RedisUnavailableError(f"redis unavailable while storing events: {r}")
+                    raise _unavailable("storing events", r)
             if scripts.appended(reply).outcome == "stored":
                 await self._check_replicas(replies[-1], "stored")
             return reply
@@ -570,7 +587,7 @@ class Buffer:
                 replies[i] = r
         for r in replies:
             if isinstance(r, ResponseError):
-                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+                raise await self._name_wrong_type(_unavailable(action, r))
         return replies
 
     async def _run_drain_replicated(
@@ -640,12 +657,31 @@ class Buffer:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.STATS)
             pipe.hgetall(keys.LAST_DRAIN)
-            with redis_errors("reading counters"):
-                stats, last = await pipe.execute()
+            try:
+                with redis_errors("reading counters"):
+                    stats, last = await pipe.execute()
+            except WrongTypeError as exc:
+                raise await self._name_wrong_type(exc) from exc
         # anyone with Redis access can write these hashes: a counter that is no integer
         # is not one logpipe wrote, and is left out rather than failing every reader
         counters = {_str(k): n for k, v in stats.items() if (n := _int_or_none(v)) is not None}
         return counters, {_str(k): _str(v) for k, v in last.items()}
+
+    async def _name_wrong_type(self, exc: LogpipeError) -> LogpipeError:
+        """``exc`` (Redis said WRONGTYPE, naming no key) made precise: which of
+        logpipe's own keys holds another type and what to do, logged once. Any other
+        error, or when none of those keys is at fault, is ``exc`` itself."""
+        if not isinstance(exc, WrongTypeError) or exc.keys:
+            return exc
+        try:
+            found = await ownkeys.misplaced(self.client)
+        except (RedisError, OSError):
+            return exc
+        if not found:
+            return exc
+        for f in found:
+            ownkeys.report_once(f, self._reported)
+        return WrongTypeError("; ".join(f.describe() for f in found), [f.key for f in found])
 
     async def list_keys(self, pattern: str) -> list[KeyInfo]:
         """Buffered keys with their sizes: event lists, claims and quarantines."""

@@ -117,10 +117,13 @@ class GroupCommitter:
                     self._waiters[:0] = retry
                 except WrongTypeError as exc:
                     # Only the requests aimed at a bad key fail; the rest go again.
+                    # A key of logpipe's own (logpipe:stats, ...) fails every request:
+                    # going again would meet it again, forever.
                     bad = set(exc.keys)
+                    every = not any(key in bad for w in waiters for key, _ in w[1])
                     retry = []
                     for waiter in waiters:
-                        if any(key in bad for key, _ in waiter[1]):
+                        if every or any(key in bad for key, _ in waiter[1]):
                             _fail(waiter[0], exc)
                         else:
                             retry.append(waiter)

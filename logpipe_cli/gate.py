@@ -2,19 +2,20 @@
 bearer tokens (:mod:`logpipe_cli.auth`) and CORS.
 
 One ASGI layer for every route, so the fast path, which Litestar middleware never sees,
-is guarded exactly as the handlers are. It is installed only when tokens or CORS origins
-are configured; otherwise requests do not pass through it at all.
+is guarded exactly as the handlers are. Without tokens it still refuses a ``POST`` from a
+page on a site that ``cors_origins`` does not allow (see :func:`_cross_site`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from logpipe_cli.auth import Authorizer, Grant, Refusal, RouteScope
 from logpipe_cli.metrics import ApiMetrics
@@ -90,6 +91,7 @@ def gate(
         repeated = False
         origin: bytes | None = None
         preflight = False
+        host: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 repeated = authorization is not None
@@ -98,13 +100,29 @@ def gate(
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = True
-        if origin is not None and cors is not None and cors.allows(origin):
-            if preflight and method == "OPTIONS":
-                # the browser asks before a request with Authorization or JSON: answered
-                # here, with no token (browsers never send one on a preflight)
-                await _send(send, 204, b"", _preflight_headers(origin))
-                return
-            send = _with_cors(send, origin)
+            elif name == b"host":
+                host = value
+        if (
+            not auth_on
+            and origin is not None
+            and method == "POST"
+            and not (cors is not None and cors.allows(origin))
+            and not _same_origin(origin, host)
+        ):
+            await _refuse(send, scope, _cross_site(origin), metrics, scopes)
+            return
+        if cors is not None:
+            if origin is not None and cors.allows(origin):
+                if preflight and method == "OPTIONS":
+                    # the browser asks before a request with Authorization or JSON: answered
+                    # here, with no token (browsers never send one on a preflight)
+                    await _send(send, 204, b"", _preflight_headers(origin))
+                    return
+                send = _with_cors(send, origin)
+            else:
+                # the answer depends on Origin whatever it is: a shared cache that kept
+                # the one without CORS headers must not serve it to an allowed page
+                send = _with_headers(send, [_VARY])
         if auth_on:
             path = scope["path"]
             needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
@@ -112,18 +130,51 @@ def gate(
             if repeated and needs != "public":
                 verdict = _REPEATED
             if not isinstance(verdict, Grant):
-                start = time.perf_counter()
-                body = msgspec.json.encode({"detail": verdict.detail})
-                extra = [(b"www-authenticate", verdict.challenge.encode())]
-                await _send(send, verdict.status, body, extra, json=True)
-                route = path if path in scopes else "other"
-                metrics.requests.labels(route, method, str(verdict.status)).inc()
-                metrics.latency.labels(route).observe(time.perf_counter() - start)
+                await _refuse(send, scope, verdict, metrics, scopes)
                 return
             scope.setdefault("state", {})["principal"] = verdict.principal
         await app(scope, receive, send)
 
     return guarded
+
+
+async def _refuse(
+    send: Send, scope: HTTPScope, refusal: Refusal, metrics: ApiMetrics, scopes: Mapping[str, str]
+) -> None:
+    """Answer ``refusal`` and count it in the request metrics as routes count theirs."""
+    start = time.perf_counter()
+    body = msgspec.json.encode({"detail": refusal.detail})
+    extra = [(b"www-authenticate", refusal.challenge.encode())] if refusal.challenge else []
+    await _send(send, refusal.status, body, extra, json=True)
+    path = scope["path"]
+    route = path if path in scopes else "other"
+    metrics.requests.labels(route, scope["method"], str(refusal.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def _same_origin(origin: bytes, host: bytes | None) -> bool:
+    """Whether ``Origin`` names this server as the request reached it (its ``Host``):
+    a page logpipe served itself (the OpenAPI UI)."""
+    if host is None:
+        return False
+    scheme, sep, rest = origin.partition(b"://")
+    return bool(sep) and scheme in (b"http", b"https") and rest.lower() == host.lower()
+
+
+def _cross_site(origin: bytes) -> Refusal:
+    """Without tokens, a browser on any site can POST here: a form, or ``fetch`` in
+    ``no-cors`` mode with a body of no declared type, is sent without a preflight (and
+    logpipe takes a body without Content-Type as JSON). Browsers say where such a
+    request comes from in ``Origin``; one from a page that is not allowed is refused,
+    else every web page a developer opens could write events into, or drain, the
+    logpipe on their own machine."""
+    shown = origin.decode("latin-1")
+    return Refusal(
+        403,
+        f"a request from a page on {shown!r} is refused: with no tokens, only origins in "
+        "server.cors_origins may post here",
+        "",
+    )
 
 
 def _preflight_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
@@ -132,21 +183,31 @@ def _preflight_headers(origin: bytes) -> list[tuple[bytes, bytes]]:
         (b"access-control-allow-methods", ALLOW_METHODS),
         (b"access-control-allow-headers", ALLOW_HEADERS),
         (b"access-control-max-age", str(MAX_AGE_S).encode()),
-        (b"vary", b"Origin"),
+        _VARY,
     ]
+
+
+_VARY = (b"vary", b"Origin")
 
 
 def _with_cors(send: Send, origin: bytes) -> Send:
     """``send`` that adds an allowed origin's CORS headers to the answer."""
+    return _with_headers(
+        send,
+        [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", EXPOSE_HEADERS),
+            _VARY,
+        ],
+    )
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` headers to the answer."""
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            headers += [
-                (b"access-control-allow-origin", origin),
-                (b"access-control-expose-headers", EXPOSE_HEADERS),
-                (b"vary", b"Origin"),
-            ]
+            headers = [*message.get("headers", ()), *extra]
             message = {**message, "headers": headers}
         await send(message)
 
@@ -161,3 +222,49 @@ async def _send(
         head.insert(0, (b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def host_allowed(host: bytes, allowed: frozenset[bytes]) -> bool:
+    """Whether a request's ``Host`` names this API for :func:`host_guard`: an IP address,
+    a name of one label (``localhost``, a compose service, a hosts-file alias: no one
+    else's DNS answers for it), a name under ``localhost``, or a name in ``allowed``
+    (``*``: any). A rebinding attacker needs a DNS name of their own: it has a dot."""
+    if b"*" in allowed:
+        return True
+    # the name without the port: [::1]:8000 -> ::1, localhost:8000 -> localhost
+    bracketed = host.startswith(b"[")
+    name = (host[1:].partition(b"]") if bracketed else host.partition(b":"))[0].lower()
+    if b"." not in name.rstrip(b".") or name.endswith(b".localhost") or name in allowed:
+        return bool(name)
+    try:
+        ipaddress.ip_address(name.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def host_guard(app: ASGIApp, allowed: Iterable[str]) -> ASGIApp:
+    """``app`` answering only requests whose ``Host`` it recognizes (:func:`host_allowed`);
+    ``serve`` puts it in front when no token is configured.
+
+    DNS rebinding: a page on ``http://evil.example:8000`` whose name then resolves to
+    127.0.0.1 is, to the browser, the same origin as an API listening there, so it may
+    read every answer (``GET /logs`` of any user) and post without a preflight. Its
+    requests still say ``Host: evil.example:8000``; an IP address cannot be rebound.
+    """
+    names = frozenset(n.lower().encode() for n in allowed)
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            if host is not None and not host_allowed(host, names):
+                shown = host.decode("latin-1")
+                detail = (
+                    f"Host {shown!r} is not a name this API answers to without tokens: add "
+                    "it to server.allowed_hosts, or configure tokens"
+                )
+                await _send(send, 421, msgspec.json.encode({"detail": detail}), [], json=True)
+                return
+        await app(scope, receive, send)
+
+    return guarded

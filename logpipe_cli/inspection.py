@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-from collections.abc import Iterable
+import os
+import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import msgspec
 
 from logpipe_cli.buffer import KeyInfo
+from logpipe_cli.daystream import open_day_file
 from logpipe_cli.errors import SinkError
 from logpipe_cli.keys import USER_ID_RE, EventKey
-from logpipe_cli.sink import FileInfo, LineRecord, list_files, path_for, read_lines
+from logpipe_cli.sink import FileInfo, LineRecord, path_for
 
 _EPOCH = dt.date(1970, 1, 1)
 _CHUNK_BYTES = 1 << 20
+#: below ``logs_dir`` every name is opened relative to its parent's descriptor and never
+#: through a link, as the drainer writes them (see :mod:`logpipe_cli.sink`): a link
+#: planted there (``user_x -> /home/alice``) must not make ``inspect`` read, count or
+#: print anything outside. O_NONBLOCK: a planted FIFO must not block the open.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def parse_time(text: str) -> float:
@@ -62,8 +73,17 @@ def parse_day(text: str) -> int:
 
 
 def day_date(day: int) -> dt.date:
-    """The calendar date (UTC) of a day number."""
+    """The calendar date (UTC) of a day number (OverflowError past 9999-12-31)."""
     return _EPOCH + dt.timedelta(days=day)
+
+
+def day_text(day: int) -> str:
+    """A day number as an ISO date; the number itself when it has none (a key written by
+    hand, ``logs:user_x:99999999``, is past the year 9999 and must not crash a listing)."""
+    try:
+        return day_date(day).isoformat()
+    except OverflowError:
+        return str(day)
 
 
 def event_time(event: dict[str, Any]) -> dt.datetime | None:
@@ -130,7 +150,7 @@ def key_as_dict(info: KeyInfo) -> dict[str, Any]:
         "kind": info.kind,
         "user": ek.user_id if ek else None,
         "day": ek.day if ek else None,
-        "date": day_date(ek.day).isoformat() if ek else None,
+        "date": day_text(ek.day) if ek else None,
         "events": info.events,
         "bytes": info.bytes,
         "ttl_s": info.ttl_s,
@@ -145,6 +165,15 @@ def resolve_file(logs_dir: Path, user_id: str, day: str) -> Path:
     if not USER_ID_RE.fullmatch(user_id):
         raise ValueError(f"{user_id!r} is not a valid user id")
     return path_for(logs_dir, EventKey(user_id, parse_day(day)))
+
+
+def open_user_file(logs_dir: Path, user_id: str, day: str) -> tuple[Path, int | None]:
+    """:func:`resolve_file` and a read-only descriptor of it (``None``: no such file),
+    opened as the drainer opens it: a link or a special file on the way is refused
+    with :class:`~logpipe_cli.errors.UnsafeKeyError`. Raises :class:`ValueError` for
+    a bad user id or day."""
+    path = resolve_file(logs_dir, user_id, day)
+    return path, open_day_file(logs_dir, EventKey(user_id, parse_day(day)))
 
 
 @dataclass(frozen=True)
@@ -200,41 +229,73 @@ class FileView:
     matched: int = 0  # lines that passed the filter (before --limit / --tail)
 
 
+def _records(fh: IO[bytes]) -> Iterator[LineRecord]:
+    """The lines of an open file; a bad line is reported, never an exception."""
+    for lineno, raw in enumerate(fh, 1):
+        raw = raw.rstrip(b"\n")
+        try:
+            obj = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            obj = None  # a line too deep to decode is a bad line, not a crash
+        yield LineRecord(lineno, raw, obj if isinstance(obj, dict) else None)
+
+
 def view_file(
     path: Path,
     flt: LineFilter | None = None,
     *,
     limit: int | None = None,
     tail: int | None = None,
+    fd: int | None = None,
 ) -> FileView:
     """Read ``path`` through ``flt``; keep the first ``limit`` or the last ``tail`` matches.
 
-    The whole file is read so the counts are true for all of it; a bad line is
-    counted and returned, never raised. Raises :class:`SinkError` if it cannot be read.
+    ``fd``: read this descriptor (closed here) instead of opening ``path``, e.g. one
+    :func:`open_user_file` opened safely. The whole file is read so the counts are true
+    for all of it; a bad line is counted and returned, never raised. Raises
+    :class:`SinkError` if it cannot be read.
     """
     flt = flt or LineFilter()
     view = FileView(path)
     kept: collections.deque[LineRecord] | list[LineRecord]
     kept = collections.deque(maxlen=tail) if tail is not None else []
-    for record in read_lines(path):
-        view.lines += 1
-        if record.event is None:
-            view.bad_lines += 1
-        if not flt.keeps(record):
-            continue
-        view.matched += 1
-        if limit is None or len(kept) < limit:
-            kept.append(record)
+    try:
+        fh = open(path, "rb") if fd is None else os.fdopen(fd, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise SinkError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        for record in _records(fh):
+            view.lines += 1
+            if record.event is None:
+                view.bad_lines += 1
+            if not flt.keeps(record):
+                continue
+            view.matched += 1
+            if limit is None or len(kept) < limit:
+                kept.append(record)
+    except OSError as exc:
+        raise SinkError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        fh.close()
     view.records = list(kept)
     return view
 
 
 def count_lines(path: Path) -> int:
     """Lines in a file (a last line without a newline counts), read in large chunks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SinkError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _count_fd(fd, path)
+
+
+def _count_fd(fd: int, path: Path) -> int:
+    """:func:`count_lines` of an open descriptor, which it closes."""
     n = 0
     last = b"\n"
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(fd, "rb") as fh:
             while chunk := fh.read(_CHUNK_BYTES):
                 n += chunk.count(b"\n")
                 last = chunk[-1:]
@@ -256,16 +317,111 @@ class FileSummary:
             "path": str(f.path),
             "user": f.user_id,
             "day": f.day,
-            "date": day_date(f.day).isoformat(),
+            "date": day_text(f.day),
             "events": self.events,
             "bytes": f.size,
             "mtime": f.mtime,
         }
 
 
-def summarize_files(logs_dir: Path, user_id: str | None = None) -> list[FileSummary]:
-    """The files under ``logs_dir`` (one user's, if given) with their line counts."""
-    found: Iterable[FileInfo] = list_files(logs_dir)
-    if user_id is not None:
-        found = (f for f in found if f.user_id == user_id)
-    return [FileSummary(f, count_lines(f.path)) for f in found]
+@dataclass(frozen=True)
+class Refused:
+    """A name under ``logs_dir`` where a directory or a log file belongs that is not one
+    (a symbolic link, a FIFO, ...): not followed, not read."""
+
+    path: Path
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.path} is {self.why}: refused, not read"
+
+
+@dataclass
+class FilesFound:
+    files: list[FileSummary] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file or directory"
+
+
+def _open_below(name: str, flags: int, dir_fd: int, path: Path) -> int | Refused | None:
+    """``name`` under ``dir_fd`` opened with ``flags`` (never through a link); a
+    :class:`Refused` for a link or a special file there, ``None`` for anything else that
+    is not what is looked for (a plain file where a directory belongs, gone meanwhile)."""
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            if flags & os.O_DIRECTORY:
+                return None  # a plain file where a directory belongs: not a user's
+            raise SinkError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return Refused(path, _kind(st.st_mode))
+    mode = os.fstat(fd).st_mode
+    wanted = stat.S_ISDIR(mode) if flags & os.O_DIRECTORY else stat.S_ISREG(mode)
+    if not wanted:
+        os.close(fd)
+        return None if stat.S_ISDIR(mode) or stat.S_ISREG(mode) else Refused(path, _kind(mode))
+    return fd
+
+
+def summarize_files(logs_dir: Path, user_id: str | None = None) -> FilesFound:
+    """The ``user_<id>/<day>.jsonl`` files under ``logs_dir`` (one user's, if given)
+    with their line counts, and what was refused on the way.
+
+    Walked as the drainer writes: each name opened below its parent's descriptor,
+    following no link (``logs_dir`` itself is the operator's choice and may be one).
+    """
+    found = FilesFound()
+    try:
+        root_fd = os.open(logs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        raise SinkError(f"cannot read {logs_dir}: {exc.strerror or exc}") from None
+    try:
+        for name in sorted(os.listdir(root_fd)):
+            if not name.startswith("user_") or (user_id is not None and name[5:] != user_id):
+                continue
+            user_dir = logs_dir / name
+            dir_fd = _open_below(name, _DIR_FLAGS, root_fd, user_dir)
+            if isinstance(dir_fd, Refused):
+                found.refused.append(dir_fd)
+            if not isinstance(dir_fd, int):
+                continue
+            try:
+                _summarize_dir(dir_fd, user_dir, name[5:], found)
+            finally:
+                os.close(dir_fd)
+    finally:
+        os.close(root_fd)
+    return found
+
+
+def _summarize_dir(dir_fd: int, user_dir: Path, user_id: str, found: FilesFound) -> None:
+    for fname in sorted(os.listdir(dir_fd)):
+        stem, dot, ext = fname.partition(".")
+        if not (dot and ext == "jsonl" and stem.isdigit()):
+            continue
+        path = user_dir / fname
+        fd = _open_below(fname, _FILE_FLAGS, dir_fd, path)
+        if isinstance(fd, Refused):
+            found.refused.append(fd)
+        if not isinstance(fd, int):
+            continue
+        st = os.fstat(fd)
+        info = FileInfo(path, user_id, int(stem), st.st_size, st.st_mtime)
+        found.files.append(FileSummary(info, _count_fd(fd, path)))

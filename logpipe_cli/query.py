@@ -426,7 +426,12 @@ class EventReader:
             hi = today
         else:
             lo = None if q.since is None else _day(q.since)
-            hi = today + future_days if q.until is None else _day(math.ceil(q.until) - 1)
+            # no event is stored on a day after today + max_future_s (the API refuses
+            # later timestamps): a far `until` (year 33658) must not cost a Redis check
+            # for each of millions of empty days
+            hi = today + future_days
+            if q.until is not None:
+                hi = min(hi, _day(math.ceil(q.until) - 1))
         if lo is None:
             lo = min([today - 1, *self._file_days(q.user_id)])
         return max(0, lo), hi

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from litestar import Litestar
+from litestar.types import ASGIApp
 
 from logpipe_cli.api import create_app
-from logpipe_cli.auth import describe, exposure_problem, load_authorizer
+from logpipe_cli.auth import describe, exposure_problem, is_loopback, load_authorizer
 from logpipe_cli.config_file import load
 from logpipe_cli.errors import ConfigError
+from logpipe_cli.gate import host_guard
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.settings import Settings
 
@@ -41,9 +42,21 @@ def http_limits(settings: Settings) -> HttpLimits:
     return HttpLimits(**{f.name: getattr(srv, LIMIT_SETTINGS[f.name]) for f in fields(HttpLimits)})
 
 
-def app_factory() -> Litestar:
+def app_factory() -> ASGIApp:
     """For ``--workers N``: each worker process builds its app from the environment."""
-    return create_app(load(os.environ.get("LOGPIPE_CONFIG")))
+    return served_app(load(os.environ.get("LOGPIPE_CONFIG")))
+
+
+def served_app(settings: Settings) -> ASGIApp:
+    """The app ``serve`` runs: without tokens, behind the Host check (DNS rebinding) on
+    a loopback address, or wherever ``server.allowed_hosts`` names hosts. (A network
+    address served anonymously, ``auth.allow_anonymous``, is reached by names the API
+    cannot guess: it is checked once they are listed.)"""
+    app: ASGIApp = create_app(settings)
+    srv = settings.server
+    if not load_authorizer(settings.auth).enabled and (is_loopback(srv.host) or srv.allowed_hosts):
+        app = host_guard(app, srv.allowed_hosts)
+    return app
 
 
 def tls_options(settings: Settings) -> dict[str, str]:
@@ -107,4 +120,4 @@ def serve(settings: Settings) -> None:
                     os.environ[f"LOGPIPE_{section.upper()}_{key.upper()}"] = str(value)
         uvicorn.run("logpipe_cli.server:app_factory", factory=True, workers=srv.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(served_app(settings), **common)

@@ -176,6 +176,12 @@ class ServerSettings:
         "Empty: no CORS headers at all.",
         problem=_origins_problem,
     )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "Without tokens (on a loopback address, or anywhere once set), the dotted\n"
+        "Host names serve answers besides IP addresses and one-label names (a defense\n"
+        'against DNS rebinding), e.g. ["logs.internal"]; "*": any.',
+    )
     ssl_certfile: str = setting(
         "", "Serve HTTPS with this certificate (PEM; with ssl_keyfile). Empty: plain HTTP."
     )

@@ -18,7 +18,7 @@ from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
-from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_date
+from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_text
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import LineRecord
 
@@ -85,9 +85,9 @@ def file(
     """The events in one log file; lines that are not JSON are shown and counted."""
     if limit is not None and tail is not None:
         raise ConfigError("give --limit or --tail, not both")
-    target = _target_file(ctx, path, user, day, logs_dir)
     flt = inspection.LineFilter(event, _time(since, "--since"), _time(until, "--until"))
-    view = inspection.view_file(target, flt, limit=limit, tail=tail)
+    target, fd = _target_file(ctx, path, user, day, logs_dir)
+    view = inspection.view_file(target, flt, limit=limit, tail=tail, fd=fd)
     if as_json:
         render.print_json([inspection.record_as_dict(r) for r in view.records])
     else:
@@ -101,24 +101,26 @@ def file(
 
 def _target_file(
     ctx: typer.Context, path: Path | None, user: str | None, day: str | None, logs_dir: str | None
-) -> Path:
-    """PATH, or the file of --user on --day under logs_dir; exit 2 if it is not there."""
+) -> tuple[Path, int | None]:
+    """PATH, or the file of --user on --day under logs_dir, opened as the drainer opens
+    it (no link followed: a link or a special file there is refused, exit 1), with its
+    descriptor (``None`` for a PATH, the operator's own choice); exit 2 if it is not there."""
     if path is not None:
         if user is not None or day is not None:
             raise ConfigError("give a PATH or --user and --day, not both")
         if not path.is_file():
             raise ConfigError(f"no such file: {path}")
-        return path
+        return path, None
     if user is None or day is None:
         raise ConfigError("give a PATH, or --user and --day to find the file under logs_dir")
     settings: Settings = settings_from(ctx, **{"drainer.logs_dir": logs_dir})
     try:
-        target = inspection.resolve_file(Path(settings.drainer.logs_dir), user, day)
+        target, fd = inspection.open_user_file(Path(settings.drainer.logs_dir), user, day)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not target.is_file():
+    if fd is None:
         raise ConfigError(f"no file for user {user!r} on day {day}: {target} does not exist")
-    return target
+    return target, fd
 
 
 def _time(text: str | None, flag: str) -> float | None:
@@ -143,9 +145,12 @@ def files(
     settings = settings_from(ctx, **{"drainer.logs_dir": logs_dir})
     found = inspection.summarize_files(Path(settings.drainer.logs_dir), user)
     if as_json:
-        render.print_json([f.as_dict() for f in found])
-        return
-    files_table(found)
+        render.print_json([f.as_dict() for f in found.files])
+    else:
+        files_table(found.files)
+    # as the drainer reports an unsafe key: named, skipped, the rest still shown
+    for refused in found.refused:
+        render.print_warning(refused.describe())
 
 
 # ---- tables --------------------------------------------------------------------------
@@ -173,7 +178,7 @@ def keys_table(shown: Sequence[KeyInfo], totals: KeyTotals, c: Console | None = 
             fmt.inert(k.key),
             k.kind,
             fmt.inert(k.event_key.user_id) if k.event_key else Text("?", style="red"),
-            day_date(k.event_key.day).isoformat() if k.event_key else "?",
+            day_text(k.event_key.day) if k.event_key else "?",
             fmt.number(k.events),
             fmt.size(k.bytes),
             "-" if k.ttl_s < 0 else fmt.duration(k.ttl_s),
@@ -244,7 +249,7 @@ def files_table(found: Sequence[FileSummary], c: Console | None = None) -> None:
         table.add_row(
             fmt.inert(f.info.path),
             fmt.inert(f.info.user_id),
-            day_date(f.info.day).isoformat(),
+            day_text(f.info.day),
             fmt.number(f.events),
             fmt.size(f.info.size),
             fmt.moment(f.info.mtime).removesuffix(" UTC"),

@@ -20,7 +20,7 @@ from logpipe_cli import stats as stats_lib
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from, with_buffer
 from logpipe_cli.errors import ClientError
-from logpipe_cli.inspection import day_date
+from logpipe_cli.inspection import day_text
 from logpipe_cli.schemas import ApiCounts, LastDrain, StatsDoc
 
 #: how ``--watch`` waits between refreshes (a seam for tests)
@@ -122,7 +122,7 @@ def _rows(doc: StatsDoc, rates: dict[str, float], now: float) -> list[tuple[str,
     if b.claims is not None:
         buffered += f", {fmt.number(b.claims)} being drained"
     if b.oldest_day is not None:
-        buffered += f"; oldest day {day_date(b.oldest_day).isoformat()}"
+        buffered += f"; oldest day {day_text(b.oldest_day)}"
     elif b.keys is None:
         buffered += " (keys not counted: add --keys)"
     rows = [
