@@ -11,6 +11,8 @@ unchanged, so they answer byte for byte alike.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import time
 import zlib
 from typing import Any
@@ -246,7 +248,20 @@ def bucket_of(principal: str | None, client: str | None) -> str:
     with neither, e.g. over a Unix socket, share one bucket)."""
     if principal is not None:
         return "token:" + principal
-    return "addr:" + (client or "unknown")
+    return "addr:" + address_label(client)
+
+
+def address_label(client: str | None) -> str:
+    """A client address as a short, bounded bucket name. An IP address is spelled the one
+    canonical way (so ``::1`` and ``0:0::1`` share a bucket); anything else (an
+    ``X-Forwarded-For`` value a trusted proxy passed on, which a client may have written
+    itself) becomes a digest, so no request can name a 20 KB Redis key."""
+    if not client:
+        return "unknown"
+    try:
+        return ipaddress.ip_address(client).compressed
+    except ValueError:
+        return "h:" + hashlib.blake2b(client.encode(errors="replace"), digest_size=12).hexdigest()
 
 
 #: how much of a gzip body is given to the inflater at a time

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, connect
-from logpipe_cli.ingest import Ingest
+from logpipe_cli.ingest import Ingest, address_label
 from logpipe_cli.keys import EventKey
 from tests.conftest import MakeSettings
 from tests.integration.conftest import DAY, Rig
@@ -106,9 +106,10 @@ async def test_each_principal_has_its_own_bucket(limited: Ingest, redis_url: str
     assert await send(1, principal="token-c", client="10.0.0.2") == [200]
     raw = redis.Redis.from_url(redis_url)
     assert stored(raw) == 3 + 3 + 3 + 1 + 1
+    named = address_label("token-a").encode()
     assert sorted(raw.scan_iter(match="logpipe:rate:*")) == [
         b"logpipe:rate:addr:10.0.0.2",
-        b"logpipe:rate:addr:token-a",
+        b"logpipe:rate:addr:" + named,
         b"logpipe:rate:token:token-a",
         b"logpipe:rate:token:token-b",
         b"logpipe:rate:token:token-c",
