@@ -649,10 +649,13 @@ def _check_sentinel(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
 
 
 def _check_cluster(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
-    """Cluster mode has one database: a url naming another is refused at load."""
+    """Cluster mode has one database and no unix sockets: refused at load."""
     if cfg.mode != "cluster":
         return
     where = f'redis.mode = "cluster" (from {sources.get("redis.mode", "default")})'
+    scheme = urlsplit(cfg.url).scheme
+    if scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{where} needs a redis:// or rediss:// redis.url, got {scheme}://")
     path = urlsplit(cfg.url).path.strip("/")
     if path not in ("", "0"):
         raise ConfigError(f"{where}: a Redis Cluster has only db 0, but redis.url names db {path}")
