@@ -112,7 +112,7 @@ def test_dedupe_finds_a_retried_event_and_returns_its_index(
             assert first.duplicates == []
             # a retry of half of them (new flush id), and two new events
             again = items[:10] + items_for(["new"], 2)
-            again_ids = ids[:10] + ["n1", "n2"]
+            again_ids = [*ids[:10], "n1", "n2"]
             second = await buffer.store(again, ids=again_ids)
             assert second.duplicates == list(range(10))
             counters, _ = await buffer.counters()
