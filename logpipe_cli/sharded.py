@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     NoScriptError,
     RedisError,
     ResponseError,
@@ -254,7 +255,7 @@ class Sharded:
             if isinstance(r, Exception) and not isinstance(r, ResponseError):
                 if isinstance(r, _TOPOLOGY_ERRORS):
                     await self._reload_slots()
-                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+                raise RedisUnavailableError(f"redis unavailable while {action}: {_why(r)}")
         return list(replies)
 
     async def _reload_slots(self) -> None:
@@ -551,6 +552,14 @@ class Sharded:
                 bad,
             )
         return Stored(buffered, sorted(duplicates))
+
+
+def _why(exc: Exception) -> str:
+    """An error's text, with redis-py's "TTL exhausted." (it followed ``MOVED``/``ASK``
+    or waited out ``TRYAGAIN`` 16 times: nothing ran) said plainly."""
+    if isinstance(exc, ClusterError) and "TTL exhausted" in str(exc):
+        return "redirected too often: keys of a slot being moved (resharding) or a failover"
+    return str(exc)
 
 
 def _str(value: Any) -> str:
