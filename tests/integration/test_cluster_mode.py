@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 from redis.cluster import RedisCluster as SyncCluster
 
 from logpipe_cli import keys
+from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.drainer import Drainer
 from logpipe_cli.errors import BufferFullError, RedisUnavailableError
@@ -21,6 +23,7 @@ from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
 from logpipe_cli.slots import key_slot
+from tests.cli.conftest import Invoke
 from tests.conftest import MakeSettings
 from tests.redis_cluster import RedisCluster
 
@@ -313,3 +316,54 @@ def test_a_killed_master_is_replaced_without_a_restart(
         got = path.read_bytes().splitlines()
         want = [v for k, v in first + second if k == EventKey(u, DAY).key]
         assert got == want
+
+
+def test_the_api_stores_counts_drains_and_reads_back_in_cluster_mode(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    events = [
+        {"user_id": u, "event": "e", "timestamp": DAY * 86400 + 5, "event_id": f"id-{u}"}
+        for u in USERS
+    ]
+    body = "\n".join(json.dumps(e) for e in events)
+    ndjson = {"content-type": "application/x-ndjson"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/log", json=events[0]).status_code == 200
+        resp = client.post("/logs", content=body, headers=ndjson)
+        assert resp.status_code == 200, resp.text
+        # the first one again (its id): a duplicate, found in its list's slot
+        assert resp.json() == {
+            "accepted": len(USERS),
+            "duplicates": 1,
+            "duplicate_indexes": [0],
+        }
+        stats = client.get("/stats").json()
+        assert stats["buffered"]["events"] == len(USERS)
+        drained = client.post("/drain")
+        assert drained.status_code == 200, drained.text
+        assert drained.json()["events"] == len(USERS)
+        got = client.get("/logs", params={"user_id": USERS[3], "since": 0}).json()
+        assert [e["event_id"] for e in got["events"]] == [f"id-{USERS[3]}"]
+        assert client.get("/stats").json()["totals"]["drained_events"] == len(USERS)
+
+
+def test_redis_check_lists_every_master_with_its_slots_and_replica(
+    redis_cluster: RedisCluster, invoke: Invoke
+) -> None:
+    env = {"LOGPIPE_REDIS_URL": redis_cluster.seed_url, "LOGPIPE_REDIS_MODE": "cluster"}
+    result = invoke("redis-check", "--json", env=env)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    masters = data["masters"]
+    assert sorted(m["address"] for m in masters) == sorted(
+        f"127.0.0.1:{m.port}" for m in redis_cluster.masters()
+    )
+    assert sum(m["slots"] for m in masters) == 16384
+    assert all(len(m["replicas"]) == 1 for m in masters)
+    assert data["replication"]["mode"] == "cluster"
+    assert any("min_replicas is 0" in w for w in data["warnings"])
+    table = invoke("redis-check", env=env)
+    assert table.exit_code == 0, table.stderr
+    assert "cluster" in table.stdout
+    assert "slots" in table.stdout
