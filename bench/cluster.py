@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import shutil
 import statistics
@@ -64,8 +65,8 @@ def line(user: int, n: int) -> bytes:
     return b'{"user_id":"u%d","event":"e","timestamp":%d}' % (user, DAY * 86400 + n)
 
 
-async def ingest_rate(cfg: Settings, seconds: float) -> float:
-    """Events stored per second by CONCURRENCY one-event writers."""
+async def ingest_rate(cfg: Settings, seconds: float) -> tuple[float, int]:
+    """Events stored per second by CONCURRENCY one-event writers, and how many."""
     stored = 0
     async with Buffer.connect(cfg.redis) as buffer:
         committer = GroupCommitter(buffer, retry_s=cfg.redis.write_retry_seconds)
@@ -82,19 +83,24 @@ async def ingest_rate(cfg: Settings, seconds: float) -> float:
 
         start = time.monotonic()
         await asyncio.gather(*(writer(n) for n in range(CONCURRENCY)))
-        return stored / (time.monotonic() - start)
+        return stored / (time.monotonic() - start), stored
 
 
-async def drain_rate(cfg: Settings) -> float:
-    """Load NKEYS x PER_KEY events, then events/s of one ``drain_once()`` into new files."""
+async def load(cfg: Settings) -> None:
+    """Store NKEYS x PER_KEY events for the drain figure."""
     items = [(event_key(f"d{k}", DAY), line(k, n)) for n in range(PER_KEY) for k in range(NKEYS)]
     async with Buffer.connect(cfg.redis) as buffer:
         for i in range(0, len(items), LOAD_CHUNK):
             await buffer.append(items[i : i + LOAD_CHUNK])
+
+
+async def drain_rate(cfg: Settings) -> tuple[float, int]:
+    """Events/s of one ``drain_once()`` into new files, and how many it drained."""
+    async with Buffer.connect(cfg.redis) as buffer:
         report = await Drainer(buffer, cfg.drainer).drain_once()
-    if report.errors or report.events != len(items):
+    if report.errors or report.events != NKEYS * PER_KEY:
         raise RuntimeError(f"drain pass incomplete: {report.events} events, {report.errors}")
-    return report.events / report.seconds
+    return report.events / report.seconds, report.events
 
 
 @dataclass
@@ -103,6 +109,37 @@ class Setup:
     redis: dict[str, Any]
     #: empties every master before a measurement
     flush: Callable[[], None]
+    #: the setup's masters and replicas, whose CPU time is counted
+    masters: list[int]
+    replicas: list[int]
+
+
+def cpu_seconds(ports: list[int]) -> float:
+    """User + system CPU seconds the redis-servers on ``ports`` have used so far."""
+    total = 0.0
+    for port in ports:
+        with redis.Redis(port=port) as c:
+            info = c.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+@dataclass
+class Figure:
+    """One measurement: events/s, and Redis CPU µs per event on masters and replicas."""
+
+    rate: float
+    master_us: float
+    replica_us: float
+
+
+def timed(setup: Setup, events_of: Callable[[], tuple[float, int]]) -> Figure:
+    """Run ``events_of`` (returns events/s and events) and charge the CPU it made the
+    setup's redis-servers use to each event."""
+    m0, r0 = cpu_seconds(setup.masters), cpu_seconds(setup.replicas)
+    rate, events = events_of()
+    m1, r1 = cpu_seconds(setup.masters), cpu_seconds(setup.replicas)
+    return Figure(rate, (m1 - m0) * 1e6 / events, (r1 - r0) * 1e6 / events)
 
 
 def settings(redis_cfg: dict[str, Any], logs: Path) -> Settings:
@@ -136,58 +173,72 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+PARTS = ("ingest", "drain")
+FIELDS = ("rate", "master_us", "replica_us")
+
+
 def measure(seconds: float, reps: int, tmp: Path) -> dict[str, dict[str, Any]]:
     single = RedisServer(tmp / "single")
     primary = RedisServer(tmp / "primary", extra_args=("--repl-diskless-sync-delay", "0"))
+    replica = RedisServer(tmp / "replica")
     cluster = RedisCluster(tmp / "cluster")
-    replica: RedisServer | None = None
     try:
         single.start()
         primary.start()
-        replica = RedisServer(
-            tmp / "replica", extra_args=("--replicaof", "127.0.0.1", str(primary.port))
-        )
+        replica.extra_args = ("--replicaof", "127.0.0.1", str(primary.port))
         replica.start()
         wait_replica_online(primary.port)
         cluster.start()
+        masters = [m.port for m in cluster.masters()]
+        cluster_replicas = [s.port for s in cluster.servers if s.port not in masters]
         cluster_cfg = {"mode": "cluster", "url": cluster.seed_url}
         setups = [
-            Setup("standalone", {"url": single.url}, flush_one(single.port)),
+            Setup("standalone", {"url": single.url}, flush_one(single.port), [single.port], []),
             Setup(
                 "standalone + replica, min_replicas 1",
                 {"url": primary.url, "min_replicas": 1},
                 flush_one(primary.port),
+                [primary.port],
+                [replica.port],
             ),
-            Setup("cluster, min_replicas 0", cluster_cfg, cluster.flush),
-            Setup("cluster, min_replicas 1", {**cluster_cfg, "min_replicas": 1}, cluster.flush),
+            Setup("cluster, min_replicas 0", cluster_cfg, cluster.flush, masters, cluster_replicas),
+            Setup(
+                "cluster, min_replicas 1",
+                {**cluster_cfg, "min_replicas": 1},
+                cluster.flush,
+                masters,
+                cluster_replicas,
+            ),
         ]
-        runs: dict[str, dict[str, list[float]]] = {
-            s.name: {"ingest": [], "drain": []} for s in setups
-        }
+        runs: dict[str, dict[str, list[Figure]]] = {s.name: {p: [] for p in PARTS} for s in setups}
         logs = tmp / "logs"
         for rep in range(reps):
             for s in setups:
                 cfg = settings(s.redis, logs)
                 s.flush()
-                runs[s.name]["ingest"].append(asyncio.run(ingest_rate(cfg, seconds)))
+                ingest = timed(s, functools.partial(asyncio.run, ingest_rate(cfg, seconds)))
                 s.flush()
                 shutil.rmtree(logs, ignore_errors=True)
-                runs[s.name]["drain"].append(asyncio.run(drain_rate(cfg)))
+                asyncio.run(load(cfg))
+                drain = timed(s, functools.partial(asyncio.run, drain_rate(cfg)))
+                runs[s.name]["ingest"].append(ingest)
+                runs[s.name]["drain"].append(drain)
                 print(
                     f"  rep {rep + 1}/{reps} {s.name:<38} "
-                    f"ingest {runs[s.name]['ingest'][-1]:>9,.0f}/s  "
-                    f"drain {runs[s.name]['drain'][-1]:>9,.0f}/s",
+                    f"ingest {ingest.rate:>9,.0f}/s  drain {drain.rate:>9,.0f}/s",
                     file=sys.stderr,
                 )
         return {
-            name: {"ingest": spread(r["ingest"]), "drain": spread(r["drain"])}
+            name: {
+                part: {f: spread([getattr(x, f) for x in figs]) for f in FIELDS}
+                for part, figs in r.items()
+            }
             for name, r in runs.items()
         }
     finally:
         cluster.stop()
         for server in (single, primary, replica):
-            if server is not None:
-                server.stop()
+            server.stop()
 
 
 def render(results: dict[str, dict[str, Any]], seconds: float, reps: int) -> str:
@@ -195,21 +246,22 @@ def render(results: dict[str, dict[str, Any]], seconds: float, reps: int) -> str
     out = [
         f"ingest: {CONCURRENCY} one-event writers through GroupCommitter, {seconds:g} s; "
         f"drain: {NKEYS} keys x {PER_KEY} events, drain_once() with fsync; "
-        f"median of {reps} (min-max)",
-        "| setup | ingest events/s | µs/event | x standalone "
-        "| drain events/s | µs/event | x standalone |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"median of {reps} (min-max); Redis CPU per event: masters / replicas",
     ]
-    for name, r in results.items():
-        cells = [name]
-        for part in ("ingest", "drain"):
-            med = r[part]["median"]
-            cells += [
-                f"{med:,.0f} ({r[part]['min']:,.0f}-{r[part]['max']:,.0f})",
-                f"{1e6 / med:.1f}",
-                f"{base[part]['median'] / med:.2f}",
-            ]
-        out.append("| " + " | ".join(cells) + " |")
+    for part in PARTS:
+        out += [
+            "",
+            f"| setup | {part} events/s | µs/event | x standalone | Redis CPU µs/event |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in results.items():
+            rate = r[part]["rate"]
+            med = rate["median"]
+            out.append(
+                f"| {name} | {med:,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f}) "
+                f"| {1e6 / med:.1f} | {base[part]['rate']['median'] / med:.2f} "
+                f"| {r[part]['master_us']['median']:.1f} / {r[part]['replica_us']['median']:.1f} |"
+            )
     return "\n".join(out)
 
 
