@@ -1,0 +1,572 @@
+"""Redis Cluster mode: what a :class:`~logpipe_cli.buffer.Buffer` does differently when
+its client is a ``RedisCluster`` (``redis.mode = "cluster"``).
+
+A Redis Cluster runs a script only if all its keys are in one hash slot. So:
+
+- a flush becomes one ``APPEND`` per slot it writes to (the same script as in standalone
+  mode), with that slot's own counters and flush-id table (``keys.slot_key``) and per-list
+  dedupe sets (``keys.list_id_set``); the scripts go out in one pipeline per master, the
+  masters in parallel (redis-py's ``ClusterPipeline``);
+- the limits that span slots are checked before anything is written: a rate limit by a
+  script on each principal's bucket (:data:`RATE`, refunded by :data:`REFUND` when another
+  bucket refuses), backpressure against the per-slot counters summed at most once a second;
+- the drain protocol's commands are single-slot already (a list's companions carry its name
+  as hash tag); the one global key they name, the counters, becomes the slot's copy;
+- ``WAIT`` (``redis.min_replicas``) is sent to every master, after a write on the same
+  connection, in a round trip of its own.
+
+redis-py follows ``MOVED``/``ASK``/``TRYAGAIN`` (the command did not run) and resends nothing
+whose connection failed; on such a failure the slot map is read again before the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from logpipe_cli import keys, scripts
+from logpipe_cli.errors import (
+    BufferFullError,
+    RateLimitedError,
+    RedisUnavailableError,
+    ReplicationError,
+    WrongTypeError,
+)
+from logpipe_cli.settings import RedisSettings
+from logpipe_cli.slots import SLOTS, key_slot
+
+if TYPE_CHECKING:
+    from logpipe_cli.buffer import Charge, RateLimit, Stored
+
+RATE = """
+-- KEYS[1] = a principal's rate bucket (hash: tokens, ts in ms, flush)
+-- ARGV[1] = events per second, ARGV[2] = burst, ARGV[3] = the flush's id,
+-- ARGV[4..] = the costs of its requests in the flush, in order
+-- APPEND's token bucket, for one bucket on its own (cluster mode: the bucket is in another
+-- slot than the lists). Charges every request if the bucket holds them all and returns
+-- {}; else charges nothing and returns {request, ms, ...}: the refused requests (1-based)
+-- and the wait in ms after which each would pass. A flush sent again (the id the bucket
+-- last charged) is not charged again.
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- pcall: a bucket overwritten by hand with another type counts as full, and is replaced
+local h, have, stale = redis.pcall('HMGET', KEYS[1], 'tokens', 'ts', 'flush'), burst, false
+if h['err'] then
+  stale = true
+else
+  if h[3] == ARGV[3] then return {} end
+  local left, ts = tonumber(h[1]), tonumber(h[2])
+  if left and ts then have = math.min(burst, left + math.max(0, now_ms - ts) * rate / 1000) end
+end
+local limited = {}
+for i = 4, #ARGV do
+  local cost = tonumber(ARGV[i])
+  if have + 1e-9 >= cost then
+    have = have - cost
+  else
+    limited[#limited + 1] = i - 3
+    limited[#limited + 1] = math.ceil((cost - have) * 1000 / rate)
+  end
+end
+if #limited > 0 then return limited end
+if stale then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', have), 'ts', now_ms, 'flush', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return limited
+"""
+
+REFUND = """
+-- KEYS[1] = a principal's rate bucket; ARGV[1] = tokens to give back, ARGV[2] = burst
+-- Undoes RATE's charge of a flush that another bucket refused (nothing was stored).
+local h = redis.pcall('HGET', KEYS[1], 'tokens')
+if type(h) ~= 'string' then return 0 end
+local back = math.min(tonumber(ARGV[2]), tonumber(h) + tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', back), 'flush', '')
+return 1
+"""
+
+#: how old the summed counters that backpressure is checked against may be: reading them
+#: costs ~0.1 s of the API's CPU, so while under half of both limits only every 10 s
+ROOM_MAX_AGE_S = 1.0
+ROOM_MAX_AGE_FAR_S = 10.0
+
+#: errors after which the slot map is read again (a master died, a failover)
+_TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
+
+
+@dataclass(frozen=True)
+class SlotCall:
+    """One slot's share of a flush: its APPEND's keys and arguments, and the flush's item
+    indexes in the order the script sees its values (to map duplicates back)."""
+
+    slot: int
+    lists: list[str]
+    script_keys: list[str]
+    argv: list[Any]
+    order: list[int]
+
+
+def plan_flush(
+    items: Sequence[tuple[str, bytes]],
+    flush_id: str,
+    cfg: RedisSettings,
+    ids: Sequence[str | None] | None,
+    now: float,
+) -> list[SlotCall]:
+    """The per-slot APPEND calls of one flush (see scripts.APPEND for the arguments).
+
+    Limits are not in them (0 = none; :class:`Sharded` checks them before), nor rate
+    buckets. Pure: no Redis, so it is tested on its own.
+    """
+    by_slot: dict[int, dict[str, list[int]]] = {}
+    for i, (key, _) in enumerate(items):
+        lists = by_slot.setdefault(key_slot(key), {})
+        where = lists.get(key)
+        if where is None:
+            lists[key] = [i]
+        else:
+            where.append(i)
+    window = cfg.dedupe_seconds
+    dedupe = bool(ids) and window > 0 and any(ids or ())
+    bucket = int(now // window) if dedupe else 0
+    calls = []
+    for slot, lists in by_slot.items():
+        argv: list[Any] = [0, cfg.key_expiration_seconds, flush_id]
+        nbytes = 0
+        id_keys: list[str] = []
+        section: list[str] = []
+        for key, where in lists.items():
+            values = [items[i][1] for i in where]
+            joined = b"\n".join(values)
+            if joined.count(b"\n") == len(values) - 1:
+                argv += (len(values), joined)
+                nbytes += len(joined) - len(values) + 1
+            else:
+                argv.append(-len(values))
+                argv.extend(values)
+                nbytes += sum(map(len, values))
+            if dedupe:
+                assert ids is not None
+                line_ids = [ids[i] or "" for i in where]
+                if any(line_ids):
+                    id_keys.append(keys.list_id_set(key, bucket))
+                    section.append(f"{len(id_keys)}\n" + "\n".join(line_ids))
+                else:
+                    section.append("0")
+        if id_keys:
+            argv += (" ".join(section), (bucket + 2) * window, bucket)
+        else:
+            argv += ("", 0, 0)
+        argv += (0, nbytes, 0, 0, 0, len(id_keys))
+        script_keys = [
+            keys.slot_key(keys.STATS, slot),
+            *lists,
+            *id_keys,
+            keys.slot_key(keys.FLUSHES, slot),
+        ]
+        order = [i for where in lists.values() for i in where]
+        calls.append(SlotCall(slot, list(lists), script_keys, argv, order))
+    return calls
+
+
+def localize(cmd: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A drain command with the global counters' key (``keys.STATS``) among its script
+    keys replaced by the copy in the slot of its first key (see scripts.ACK)."""
+    if cmd[0] != "EVALSHA":
+        return cmd
+    n = int(cmd[2])
+    script_keys = cmd[3 : 3 + n]
+    if keys.STATS not in script_keys:
+        return cmd
+    slot = key_slot(script_keys[0])
+    local = tuple(keys.slot_key(k, slot) if k == keys.STATS else k for k in script_keys)
+    return (*cmd[:3], *local, *cmd[3 + n :])
+
+
+def _sum_counters(replies: Sequence[Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for reply in replies:
+        if not isinstance(reply, dict):
+            continue  # a hash overwritten with another type: not logpipe's
+        for k, v in reply.items():
+            try:
+                n = int(v)
+            except ValueError:
+                continue
+            name = k.decode() if isinstance(k, bytes) else str(k)
+            total[name] = total.get(name, 0) + n
+    return total
+
+
+class Sharded:
+    """The cluster-mode parts of a Buffer (see the module's docstring)."""
+
+    def __init__(self, client: RedisCluster, cfg: RedisSettings) -> None:
+        self.client = client
+        self.cfg = cfg
+        self._append_sha = client.register_script(scripts.APPEND).sha
+        self._rate = client.register_script(RATE)
+        self._refund = client.register_script(REFUND)
+        #: (monotonic time read, buffered events, buffered bytes) for backpressure
+        self._room: tuple[float, int, int] | None = None
+        self._room_task: asyncio.Task[None] | None = None
+        #: a slot each master owns, for its per-slot REPLICATED key (see wait_all)
+        self._slot_of: dict[str, int] = {}
+
+    # ---- one pipeline, errors handled the same way everywhere ------------------------
+
+    async def run(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``cmds`` in one ``ClusterPipeline`` (one round trip per master, in parallel);
+        error replies (``NOSCRIPT`` included) are returned in place.
+
+        A failed connection, a cluster that is down or a slot nobody serves raises
+        :class:`RedisUnavailableError` and makes the client read the slot map again
+        before its next command (a failover: the promoted replica is found).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except _TOPOLOGY_ERRORS as exc:
+            await self._reload_slots()
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+        for r in replies:
+            if isinstance(r, Exception) and not isinstance(r, ResponseError):
+                if isinstance(r, _TOPOLOGY_ERRORS):
+                    await self._reload_slots()
+                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+        return list(replies)
+
+    async def _reload_slots(self) -> None:
+        """Drop the connections and the slot map: the next command reads it again."""
+        # closing connections to a dead node: nothing to keep
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.aclose()
+        self._slot_of = {}
+
+    async def run_scripts(
+        self, action: str, cmds: Sequence[tuple[Any, ...]], texts: Sequence[str]
+    ) -> list[Any]:
+        """:meth:`run`; commands answered ``NOSCRIPT`` (a promoted replica, a restarted
+        node: they did not run) are sent again once after loading ``texts`` on every
+        master. Any other error reply raises :class:`RedisUnavailableError`."""
+        replies = await self.run(action, cmds)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            try:
+                for text in texts:
+                    await self.client.script_load(text)
+            except (RedisError, OSError) as exc:
+                raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+            again = await self.run(action, [cmds[i] for i in missing])
+            for i, r in zip(missing, again, strict=True):
+                replies[i] = r
+        for r in replies:
+            if isinstance(r, ResponseError):
+                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+        return replies
+
+    # ---- the drain protocol ----------------------------------------------------------
+
+    async def drain_pipeline(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Buffer._pipeline in cluster mode: each command to its slot's master, the global
+        counters replaced by the slot's own; the replication check (``INCR
+        logpipe:replicated`` + ``WAIT``) becomes one per master."""
+        if len(cmds) == 2 and cmds[0] == ("INCR", keys.REPLICATED) and cmds[1][0] == "WAIT":
+            return [0, await self.wait_all(int(cmds[1][1]), int(cmds[1][2]))]
+        return await self.run(action, [localize(c) for c in cmds])
+
+    async def wait_all(self, replicas: int, timeout_ms: int) -> int:
+        """``WAIT`` on every master after a write on the same connection (so it covers
+        every write that master took before); the fewest replicas any master reached."""
+        masters = self.client.get_primaries()
+        if not masters:
+            raise RedisUnavailableError("redis unavailable: no master known")
+        cmds: list[tuple[Any, ...]] = []
+        for node in masters:
+            slot = self._a_slot_of(node)
+            cmds.append(("INCR", keys.slot_key(keys.REPLICATED, slot)))
+            cmds.append(("WAIT", replicas, timeout_ms))
+        pipe = self.client.pipeline(transaction=False)
+        for node, i in zip(masters, range(0, len(cmds), 2), strict=True):
+            pipe.execute_command(*cmds[i])
+            pipe.execute_command(*cmds[i + 1], target_nodes=node)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, _TOPOLOGY_ERRORS):
+                await self._reload_slots()
+            raise RedisUnavailableError(
+                f"redis unavailable while waiting for replicas: {exc}"
+            ) from exc
+        waits = replies[1::2]
+        for r in replies:
+            if isinstance(r, Exception):
+                raise RedisUnavailableError(f"redis unavailable while waiting for replicas: {r}")
+        return min(int(w) for w in waits)
+
+    def _a_slot_of(self, node: ClusterNode) -> int:
+        """A slot ``node`` serves, as the client's slot map says (cached while true)."""
+        cache = self.client.nodes_manager.slots_cache
+        slot = self._slot_of.get(node.name)
+        if slot is not None and cache.get(slot) and cache[slot][0].name == node.name:
+            return slot
+        for s, owners in cache.items():
+            if owners and owners[0].name not in self._slot_of:
+                self._slot_of[owners[0].name] = s
+        slot = self._slot_of.get(node.name)
+        if slot is None:
+            raise RedisUnavailableError(f"redis unavailable: master {node.name} serves no slot")
+        return slot
+
+    # ---- counters ---------------------------------------------------------------------
+
+    async def counters(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Every slot's counters summed, and the last drain's outcome: 16384 reads
+        pipelined per master (a constant cost, whatever the number of keys)."""
+        replies = await self.read_slots(("HGETALL",))
+        last = await self.run("reading counters", [("HGETALL", keys.LAST_DRAIN)])
+        return _sum_counters(replies), {_str(k): _str(v) for k, v in last[0].items()}
+
+    async def read_slots(self, cmd: tuple[Any, ...]) -> list[Any]:
+        """``cmd`` (a read, e.g. ``("HGETALL",)``) on every slot's counters
+        (``keys.slot_key(keys.STATS, slot)``), in slot order.
+
+        Packed and sent on one connection per master, the masters in parallel: through
+        ``ClusterPipeline`` the 16384 reads took ~0.3 s of CPU, packed ~0.1 s. A slot that
+        moved (a reply of ``MOVED`` or ``ASK``: a resharding) is read again through the
+        client, which follows the redirect.
+        """
+        try:
+            await self.client.initialize()  # reads the slot map, unless it has one
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while reading counters: {exc}") from exc
+        cache = self.client.nodes_manager.slots_cache
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for slot in range(SLOTS):
+            owners = cache.get(slot)
+            if not owners:
+                raise RedisUnavailableError(f"redis unavailable: no master serves slot {slot}")
+            by_node.setdefault(owners[0].name, (owners[0], []))[1].append(slot)
+        replies: list[Any] = [None] * SLOTS
+        from logpipe_cli.buffer import _pack
+
+        async def read(node: ClusterNode, slots: list[int]) -> None:
+            cmds = [(*cmd[:1], keys.slot_key(keys.STATS, s), *cmd[1:]) for s in slots]
+            conn = node.acquire_connection()
+            try:
+                await conn.send_packed_command(_pack(cmds), check_health=False)
+                for s in slots:
+                    try:
+                        replies[s] = await conn.read_response()
+                    except ResponseError as exc:
+                        replies[s] = exc
+            except BaseException:
+                await conn.disconnect(nowait=True)  # replies may be left unread
+                raise
+            finally:
+                node.release(conn)
+
+        try:
+            await asyncio.gather(*(read(node, slots) for node, slots in by_node.values()))
+        except _TOPOLOGY_ERRORS as exc:
+            await self._reload_slots()
+            raise RedisUnavailableError(f"redis unavailable while reading counters: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while reading counters: {exc}") from exc
+        moved = [s for s in range(SLOTS) if isinstance(replies[s], ResponseError)]
+        if moved:
+            again = await self.run(
+                "reading counters",
+                [(*cmd[:1], keys.slot_key(keys.STATS, s), *cmd[1:]) for s in moved],
+            )
+            for s, r in zip(moved, again, strict=True):
+                replies[s] = r
+        if cmd[0].upper() == "HGETALL":
+            return [_pairs(r) for r in replies]
+        return replies
+
+    async def _read_room(self) -> None:
+        replies = await self.read_slots(("HMGET", "buffered", "buffered_bytes"))
+        events = nbytes = 0
+        for r in replies:
+            if isinstance(r, list):
+                events += _int(r[0])
+                nbytes += _int(r[1])
+        self._room = (time.monotonic(), events, nbytes)
+
+    async def check_room(self, events: int, nbytes: int) -> None:
+        """Backpressure against the summed counters, at most :data:`ROOM_MAX_AGE_S` old
+        (:data:`ROOM_MAX_AGE_FAR_S` while under half of both limits; read again in the
+        background while the last figure serves); raises
+        :class:`BufferFullError` before anything is written."""
+        cfg = self.cfg
+        if not cfg.max_buffered_events and not cfg.max_buffered_bytes:
+            return
+        if self._room is None:
+            await self._read_room()
+        assert self._room is not None
+        read_at, buffered, held = self._room
+        near = (cfg.max_buffered_events and 2 * buffered >= cfg.max_buffered_events) or (
+            cfg.max_buffered_bytes and 2 * held >= cfg.max_buffered_bytes
+        )
+        max_age = ROOM_MAX_AGE_S if near else ROOM_MAX_AGE_FAR_S
+        if time.monotonic() - read_at > max_age and self._room_task is None:
+            self._room_task = asyncio.create_task(self._refresh_room())
+        if cfg.max_buffered_events and buffered + events > cfg.max_buffered_events:
+            raise BufferFullError(
+                f"buffer full: Redis holds {cfg.max_buffered_events} events or more "
+                "(redis.max_buffered_events); retry after the drainer catches up"
+            )
+        if cfg.max_buffered_bytes and held + nbytes > cfg.max_buffered_bytes:
+            raise BufferFullError(
+                f"buffer full: the events in Redis hold {cfg.max_buffered_bytes} bytes "
+                "or more (redis.max_buffered_bytes); retry after the drainer catches up"
+            )
+
+    async def _refresh_room(self) -> None:
+        try:
+            await self._read_room()
+        except RedisUnavailableError:
+            pass  # the last figure stays; the writes themselves will tell of the outage
+        finally:
+            self._room_task = None
+
+    async def aclose(self) -> None:
+        """Stop a background read of the counters (the client is closed by its owner)."""
+        task = self._room_task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # ---- rate limits ------------------------------------------------------------------
+
+    async def charge(self, charges: Sequence[Charge], rate: RateLimit, flush_id: str) -> None:
+        """Charge each request to its principal's bucket, one script per bucket (in
+        parallel). If any request is refused, the buckets that were charged are refunded
+        and :class:`~logpipe_cli.buffer.RateLimitedErrors` says which were refused."""
+        from logpipe_cli.buffer import RateLimitedErrors, _rate_limited
+
+        per_bucket: dict[str, list[int]] = {}
+        for i, c in enumerate(charges):
+            per_bucket.setdefault(keys.rate_bucket(c.principal), []).append(i)
+        names = list(per_bucket)
+        eps, burst = repr(rate.events_per_second), rate.burst
+        cmds = [
+            ("EVALSHA", self._rate.sha, 1, name, eps, burst, flush_id,
+             *(charges[i].cost for i in per_bucket[name]))
+            for name in names
+        ]  # fmt: skip
+        replies = await self.run_scripts("charging rate limits", cmds, [RATE])
+        refused: dict[int, RateLimitedError] = {}
+        for name, reply in zip(names, replies, strict=True):
+            where = per_bucket[name]
+            for j, ms in zip(reply[0::2], reply[1::2], strict=True):
+                i = where[int(j) - 1]
+                refused[i] = _rate_limited(charges[i], rate, int(ms))
+        if not refused:
+            return
+        back = [
+            ("EVALSHA", self._refund.sha, 1, name, sum(charges[i].cost for i in per_bucket[name]),
+             burst)
+            for name, reply in zip(names, replies, strict=True)
+            if not reply
+        ]  # fmt: skip
+        if back:
+            await self.run_scripts("refunding rate limits", back, [REFUND])
+        raise RateLimitedErrors(refused)
+
+    # ---- the write path ---------------------------------------------------------------
+
+    async def store(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        flush_id: str | None,
+        ids: Sequence[str | None] | None,
+        now: float | None,
+        charges: Sequence[Charge],
+        rate: RateLimit | None,
+    ) -> Stored:
+        """Buffer.store in cluster mode (see the module's docstring)."""
+        from logpipe_cli.buffer import Stored
+
+        flush_id = flush_id or uuid.uuid4().hex
+        await self.check_room(len(items), sum(len(v) for _, v in items))
+        if rate is not None and rate.events_per_second > 0 and charges:
+            await self.charge(charges, rate, flush_id)
+        calls = plan_flush(items, flush_id, self.cfg, ids, time.time() if now is None else now)
+        cmds = [
+            ("EVALSHA", self._append_sha, len(c.script_keys), *c.script_keys, *c.argv)
+            for c in calls
+        ]
+        replies = await self.run_scripts("storing events", cmds, [scripts.APPEND])
+        if self.cfg.min_replicas:
+            got = await self.wait_all(
+                self.cfg.min_replicas, max(1, round(self.cfg.replica_timeout_seconds * 1000))
+            )
+            if got < self.cfg.min_replicas:
+                raise ReplicationError(
+                    f"stored on the Redis masters but written on only {got} of "
+                    f"{self.cfg.min_replicas} replicas within "
+                    f"{self.cfg.replica_timeout_seconds:g} s (redis.min_replicas)",
+                    got,
+                    self.cfg.min_replicas,
+                )
+        buffered = 0
+        duplicates: list[int] = []
+        bad: list[str] = []
+        for call, reply in zip(calls, replies, strict=True):
+            outcome = scripts.appended(reply)
+            if outcome.outcome == "wrongtype":
+                bad += [call.lists[i] for i in outcome.wrong]
+            elif outcome.outcome == "stored":
+                buffered += outcome.buffered
+                duplicates += [call.order[p] for p in outcome.duplicates]
+            else:  # limits are 0 in the per-slot calls: checked above
+                raise RedisUnavailableError(f"unexpected APPEND outcome {outcome.outcome}")
+        if bad:
+            raise WrongTypeError(
+                f"Redis key {bad[0]} (or its dedupe set) holds another type than expected "
+                "(written by something else?); its events were not stored",
+                bad,
+            )
+        return Stored(buffered, sorted(duplicates))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int:
+    """A counter as stored; anything else (none, written by hand) counts as 0."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _pairs(reply: Any) -> Any:
+    """An HGETALL reply read raw (a flat list) as a dict; an error or a dict as it is."""
+    if isinstance(reply, list):
+        return dict(zip(reply[0::2], reply[1::2], strict=True))
+    return reply
