@@ -199,8 +199,13 @@ class RedisCluster:
         return self.masters()[0].url
 
     def settings(self, **more: Any) -> dict[str, Any]:
-        """``LOGPIPE_*``-style keyword settings (see ``Launcher.env``) for cluster mode."""
-        return {"redis_mode": "cluster", **more}
+        """``LOGPIPE_*``-style keyword settings (see ``Launcher.env``) for cluster mode, with
+        every node as a further seed (a process started after a node died still finds it)."""
+        return {
+            "redis_mode": "cluster",
+            "redis_cluster_nodes": ",".join(f"127.0.0.1:{s.port}" for s in self.servers),
+            **more,
+        }
 
     @staticmethod
     def client(port: int) -> redis.Redis:
