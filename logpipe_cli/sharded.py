@@ -273,11 +273,17 @@ class Sharded:
         return list(replies)
 
     async def _reload_slots(self) -> None:
-        """Drop the connections and the slot map: the next command reads it again."""
-        # closing connections to a dead node: nothing to keep
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+        """Read the slot map again (a failover moves slots to the promoted replica).
+
+        Connections to the nodes that answer are kept (other calls may be using them);
+        if no node answers, the client is closed and reads the map on its next command.
+        """
         self._slot_of = {}
+        try:
+            await self.client.nodes_manager.initialize()
+        except (RedisError, OSError):
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.aclose()
 
     async def send(
         self,
