@@ -52,6 +52,7 @@ from logpipe_cli.errors import (
     BufferFullError,
     RateLimitedError,
     RedisUnavailableError,
+    ReplicasMissingError,
     ReplicationError,
     WrongTypeError,
 )
@@ -285,6 +286,15 @@ class Sharded:
         timeout_ms = max(1, round(cfg.replica_timeout_seconds * 1000))
         got = await self.wait_on(touched, cfg.min_replicas, timeout_ms)
         if got < cfg.min_replicas:
+            short = await self._short_of_replicas(touched)
+            if short:
+                raise ReplicasMissingError(
+                    f"{what} on the Redis masters, but master {', '.join(short)} has fewer "
+                    f"than redis.min_replicas = {cfg.min_replicas} replicas connected (its "
+                    "replica took over when it died?): its slots are refused until one is back",
+                    got,
+                    cfg.min_replicas,
+                )
             raise ReplicationError(
                 f"{what} on the Redis masters but written on only {got} of "
                 f"{cfg.min_replicas} replicas within {cfg.replica_timeout_seconds:g} s "
@@ -382,23 +392,40 @@ class Sharded:
             raise RedisUnavailableError(f"redis unavailable while listing keys: {exc}") from exc
         return sorted(found), sorted(unsafe)
 
-    async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
-        """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
+    async def _replicas_online(self, masters: list[ClusterNode]) -> dict[str, int]:
+        """Each master's replicas online, by ``INFO replication``."""
         infos: dict[str, dict[str, Any]] = await self.client.info(
             "replication", target_nodes=masters
         )
         if len(masters) == 1:  # one node's answer is not keyed by its name
             infos = {masters[0].name: infos}
-        keep = []
-        for node in masters:
-            info = infos.get(node.name, {})
-            online = sum(
+        return {
+            node.name: sum(
                 1
-                for name, value in info.items()
+                for name, value in infos.get(node.name, {}).items()
                 if name.startswith("slave")
                 and isinstance(value, dict)
                 and value.get("state") == "online"
             )
+            for node in masters
+        }
+
+    async def _short_of_replicas(self, touched: set[str]) -> list[str]:
+        """The masters in ``touched`` with fewer than ``min_replicas`` replicas online
+        (asked only after a WAIT fell short; ``[]`` when that cannot be told)."""
+        masters = [n for n in self.client.get_primaries() if "*" in touched or n.name in touched]
+        try:
+            online = await self._replicas_online(masters)
+        except (RedisError, OSError):
+            return []
+        return sorted(name for name, n in online.items() if n < self.cfg.min_replicas)
+
+    async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
+        """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
+        replicas = await self._replicas_online(masters)
+        keep = []
+        for node in masters:
+            online = replicas[node.name]
             if online >= self.cfg.min_replicas:
                 keep.append(node)
             else:

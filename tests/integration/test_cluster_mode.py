@@ -18,7 +18,7 @@ from logpipe_cli import keys
 from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.drainer import Drainer
-from logpipe_cli.errors import BufferFullError, RedisUnavailableError
+from logpipe_cli.errors import BufferFullError, RedisUnavailableError, ReplicasMissingError
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
@@ -417,7 +417,7 @@ def test_with_min_replicas_a_master_without_replica_keeps_its_keys_until_one_is_
             assert report.ok, report
             assert report.events == 2 * (len(USERS) - len(on_victim))
             # and a write to one of its slots is refused (503), not acknowledged unsafely
-            with pytest.raises(RedisUnavailableError, match="min_replicas"):
+            with pytest.raises(ReplicasMissingError, match="min_replicas"):
                 await buffer.append([(next(iter(on_victim)), line("late", 1))])
             await asyncio.to_thread(redis_cluster.restore)  # the dead node rejoins
             report = await Drainer(buffer, settings.drainer).drain_once()
