@@ -104,8 +104,12 @@ class Sharded:
         #: (monotonic time read, buffered events, buffered bytes) for backpressure
         self._room: tuple[float, int, int] | None = None
         self._room_task: asyncio.Task[None] | None = None
-        #: a slot each master owns, for its per-slot REPLICATED key (see wait_all)
+        #: a slot each master owns, for its per-slot REPLICATED key (see wait_on)
         self._slot_of: dict[str, int] = {}
+        #: masters found with fewer than min_replicas replicas online, and when last asked
+        self._short: set[str] = set()
+        self._short_at = 0.0
+        self._short_task: asyncio.Task[None] | None = None
 
     # ---- one pipeline, errors handled the same way everywhere ------------------------
 
@@ -288,6 +292,8 @@ class Sharded:
         if got < cfg.min_replicas:
             short = await self._short_of_replicas(touched)
             if short:
+                self._short.update(short)
+                self._short_at = time.monotonic()
                 raise ReplicasMissingError(
                     f"{what} on the Redis masters, but master {', '.join(short)} has fewer "
                     f"than redis.min_replicas = {cfg.min_replicas} replicas connected (its "
@@ -419,6 +425,38 @@ class Sharded:
         except (RedisError, OSError):
             return []
         return sorted(name for name, n in online.items() if n < self.cfg.min_replicas)
+
+    def refuse_short(self, slots: Sequence[int]) -> None:
+        """Raise :class:`ReplicasMissingError`, before anything is written, when one of
+        ``slots`` is on a master lately found short of replicas: waiting out its ``WAIT``
+        again (``redis.replica_timeout_seconds``) would hold up the API's other writes.
+        Whether it has them again is asked in the background, once a second."""
+        if not self._short:
+            return
+        cache = self.client.nodes_manager.slots_cache
+        hit = sorted({o[0].name for s in slots if (o := cache.get(s)) and o[0].name in self._short})
+        if not hit:
+            return
+        if self._short_task is None and time.monotonic() - self._short_at > ROOM_MAX_AGE_S:
+            self._short_task = asyncio.create_task(self._recheck_short())
+        raise ReplicasMissingError(
+            f"not stored: master {', '.join(hit)} has fewer than redis.min_replicas = "
+            f"{self.cfg.min_replicas} replicas connected (its replica took over when it "
+            "died?); its slots are refused until one is back",
+            0,
+            self.cfg.min_replicas,
+        )
+
+    async def _recheck_short(self) -> None:
+        try:
+            masters = [n for n in self.client.get_primaries() if n.name in self._short]
+            online = await self._replicas_online(masters)
+            self._short = {name for name, n in online.items() if n < self.cfg.min_replicas}
+        except (RedisError, OSError):
+            pass  # asked again a second later
+        finally:
+            self._short_at = time.monotonic()
+            self._short_task = None
 
     async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
         """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
@@ -558,10 +596,10 @@ class Sharded:
 
     async def aclose(self) -> None:
         """Stop a background read of the counters (the client is closed by its owner)."""
-        task = self._room_task
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._room_task, self._short_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     # ---- rate limits ------------------------------------------------------------------
 
@@ -617,9 +655,11 @@ class Sharded:
 
         flush_id = flush_id or uuid.uuid4().hex
         await self.check_room(len(items), sum(len(v) for _, v in items))
+        calls = plan_flush(items, flush_id, self.cfg, ids, time.time() if now is None else now)
+        if self.cfg.min_replicas:
+            self.refuse_short([c.slot for c in calls])
         if rate is not None and rate.events_per_second > 0 and charges:
             await self.charge(charges, rate, flush_id)
-        calls = plan_flush(items, flush_id, self.cfg, ids, time.time() if now is None else now)
         cmds = [
             ("EVALSHA", self._append_sha, len(c.script_keys), *c.script_keys, *c.argv)
             for c in calls

@@ -417,8 +417,15 @@ def test_with_min_replicas_a_master_without_replica_keeps_its_keys_until_one_is_
             assert report.ok, report
             assert report.events == 2 * (len(USERS) - len(on_victim))
             # and a write to one of its slots is refused (503), not acknowledged unsafely
+            late = [(next(iter(on_victim)), line("late", 1))]
             with pytest.raises(ReplicasMissingError, match="min_replicas"):
-                await buffer.append([(next(iter(on_victim)), line("late", 1))])
+                await buffer.append(late)
+            # known short now: the next one is refused before it is written
+            with pytest.raises(ReplicasMissingError, match="not stored"):
+                await buffer.append(late)
+            # while a flush for the other masters goes through
+            other = next(k for k, _ in items if k not in on_victim)
+            await buffer.append([(other, line("other", 1))])
             await asyncio.to_thread(redis_cluster.restore)  # the dead node rejoins
             report = await Drainer(buffer, settings.drainer).drain_once()
             assert report.ok, report
