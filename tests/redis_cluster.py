@@ -406,6 +406,16 @@ class RedisCluster:
         assert done.returncode == 0, f"reshard failed:\n{done.stdout[-3000:]}\n{done.stderr}"
         return done.stdout
 
+    def errors_replied(self, *kinds: str) -> int:
+        """How many ``ASK``/``TRYAGAIN``/``MOVED``/... error replies the live nodes have
+        sent (``INFO errorstats``): the evidence that clients met a resharding."""
+        total = 0
+        for s in self.alive():
+            with self.client(s.port) as c:
+                stats = c.info("errorstats")
+            total += sum(int(stats.get(f"errorstat_{k}", {}).get("count", 0)) for k in kinds)
+        return total
+
     # ---- what is left -------------------------------------------------------------
 
     def leftovers(self) -> dict[str, Any]:
