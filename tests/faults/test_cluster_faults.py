@@ -1,4 +1,4 @@
-"""Faults 9 and 10: Redis Cluster (3 masters, 3 replicas) under load.
+"""Faults 9, 9b and 9c: Redis Cluster (3 masters, 3 replicas) under load.
 
 9. A master SIGKILLed under load: its replica takes over. With ``redis.min_replicas = 1``
    every ``200`` waited until the master's replica had the events (``WAIT`` per master),
@@ -6,10 +6,10 @@
    holds every acknowledged event and every pending offset. The promoted master has no
    replica of its own until the killed node is restarted and rejoins as one, so its
    slots cannot be written meanwhile (``WAIT`` cannot succeed); the test restarts it
-   within ``redis.write_retry_seconds``. A real ``logpipe serve`` and a
-   looping ``logpipe drain`` follow the new slot map by themselves (no restart). 9b kills
-   the drainer too, while the failover is under way, and lets a second drainer finish.
-10. Slots resharded under load: the slots of some of the users' keys move to another
+   within ``redis.write_retry_seconds``. A real ``logpipe serve`` and a looping
+   ``logpipe drain`` follow the new slot map by themselves (no restart). 9b kills the
+   drainer too, while the failover is under way, and lets a second drainer finish.
+9c. Slots resharded under load: the slots of some of the users' keys move to another
    master key by key (``MIGRATE``), with events written and drained while the keys of a
    slot are split between the two nodes (the ``ASK``/``TRYAGAIN`` window), and then back.
 
@@ -205,7 +205,7 @@ def test_cluster_slots_resharded_under_load_lose_and_duplicate_nothing(
     row = record(
         fault_report,
         "cluster_reshard",
-        "10. Cluster slots resharded (min_replicas 1)",
+        "9c. Cluster slots resharded (min_replicas 1)",
         trials=2,
         sent=len(sent.events),
         **delivery.figures(),
