@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,11 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
+    ClusterError,
     NoScriptError,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -109,6 +113,8 @@ ROOM_MAX_AGE_FAR_S = 10.0
 
 #: errors after which the slot map is read again (a master died, a failover)
 _TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
+#: replies that say the command did not run there: sent again, following the redirect
+_REDIRECTS = (AskError, TryAgainError)  # MovedError is an AskError
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,11 @@ def localize(cmd: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*cmd[:3], *local, *cmd[3 + n :])
 
 
+def _first_key(cmd: tuple[Any, ...]) -> Any:
+    """The first key a command names (the drain protocol's: EVALSHA or a one-key read)."""
+    return cmd[3] if cmd[0] == "EVALSHA" else cmd[1]
+
+
 def _sum_counters(replies: Sequence[Any]) -> dict[str, int]:
     total: dict[str, int] = {}
     for reply in replies:
@@ -254,7 +265,7 @@ class Sharded:
             if isinstance(r, Exception) and not isinstance(r, ResponseError):
                 if isinstance(r, _TOPOLOGY_ERRORS):
                     await self._reload_slots()
-                raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
+                raise RedisUnavailableError(f"redis unavailable while {action}: {_why(r)}")
         return list(replies)
 
     async def _reload_slots(self) -> None:
@@ -264,13 +275,83 @@ class Sharded:
             await self.client.aclose()
         self._slot_of = {}
 
-    async def run_scripts(
-        self, action: str, cmds: Sequence[tuple[Any, ...]], texts: Sequence[str]
+    async def send(
+        self, action: str, cmds: Sequence[tuple[Any, ...]], slots: Sequence[int]
     ) -> list[Any]:
-        """:meth:`run`; commands answered ``NOSCRIPT`` (a promoted replica, a restarted
-        node: they did not run) are sent again once after loading ``texts`` on every
-        master. Any other error reply raises :class:`RedisUnavailableError`."""
-        replies = await self.run(action, cmds)
+        """:meth:`run`, faster: ``cmds[i]`` (whose keys are in ``slots[i]``) packed and
+        sent on one connection per master, the masters in parallel, in order per master.
+
+        ``ClusterPipeline`` works out each command's slot and policy anew: ~130 us a
+        command, which made a flush of 100 events over 100 slots cost 13 ms (bench:
+        7,600 events/s against 166,000 standalone). Commands answered ``MOVED``, ``ASK``
+        or ``TRYAGAIN`` (they did not run), or whose slot has no known master, are sent
+        again through :meth:`run`, which follows the redirects and updates the slot map.
+        """
+        from logpipe_cli.buffer import _pack
+
+        try:
+            await self.client.initialize()  # reads the slot map, unless it has one
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+        cache = self.client.nodes_manager.slots_cache
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        unrouted: list[int] = []
+        for i, slot in enumerate(slots):
+            owners = cache.get(slot)
+            if owners:
+                by_node.setdefault(owners[0].name, (owners[0], []))[1].append(i)
+            else:
+                unrouted.append(i)
+        replies: list[Any] = [None] * len(cmds)
+        timeout_s = self.cfg.timeout_seconds
+
+        async def one(node: ClusterNode, where: list[int]) -> None:
+            conn = node.acquire_connection()
+            try:
+                await conn.send_packed_command(_pack([cmds[i] for i in where]), check_health=False)
+                async with asyncio.timeout(timeout_s):
+                    for i in where:
+                        try:
+                            replies[i] = await conn.read_response(timeout=math.inf)
+                        except ResponseError as exc:
+                            replies[i] = exc
+            except BaseException:
+                await conn.disconnect(nowait=True)  # replies may be left unread
+                raise
+            finally:
+                node.release(conn)
+
+        try:
+            await asyncio.gather(*(one(node, where) for node, where in by_node.values()))
+        except (*_TOPOLOGY_ERRORS, TimeoutError) as exc:
+            await self._reload_slots()
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc!r}") from exc
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
+        if any(isinstance(r, ClusterDownError) for r in replies):
+            await self._reload_slots()
+        again = unrouted + [i for i, r in enumerate(replies) if isinstance(r, _REDIRECTS)]
+        if again:
+            again.sort()  # in the order given: BEGIN before its LRANGE
+            for i, r in zip(again, await self.run(action, [cmds[i] for i in again]), strict=True):
+                replies[i] = r
+        return replies
+
+    async def run_scripts(
+        self,
+        action: str,
+        cmds: Sequence[tuple[Any, ...]],
+        texts: Sequence[str],
+        slots: Sequence[int] | None = None,
+    ) -> list[Any]:
+        """:meth:`send` (:meth:`run` without ``slots``); commands answered ``NOSCRIPT`` (a
+        promoted replica, a restarted node: they did not run) are sent again once after
+        loading ``texts`` on every master. Any other error reply raises
+        :class:`RedisUnavailableError`."""
+        if slots is None:
+            replies = await self.run(action, cmds)
+        else:
+            replies = await self.send(action, cmds, slots)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
             try:
@@ -294,7 +375,8 @@ class Sharded:
         logpipe:replicated`` + ``WAIT``) becomes one per master."""
         if len(cmds) == 2 and cmds[0] == ("INCR", keys.REPLICATED) and cmds[1][0] == "WAIT":
             return [0, await self.wait_all(int(cmds[1][1]), int(cmds[1][2]))]
-        return await self.run(action, [localize(c) for c in cmds])
+        local = [localize(c) for c in cmds]
+        return await self.send(action, local, [key_slot(_first_key(c)) for c in local])
 
     async def wait_all(self, replicas: int, timeout_ms: int) -> int:
         """``WAIT`` on every master after a write on the same connection (so it covers
@@ -424,7 +506,12 @@ class Sharded:
         if not cfg.max_buffered_events and not cfg.max_buffered_bytes:
             return
         if self._room is None:
-            await self._read_room()
+            # the first flushes of a process wait for one read, not one each
+            if self._room_task is None:
+                self._room_task = asyncio.create_task(self._refresh_room())
+            await asyncio.shield(self._room_task)
+            if self._room is None:
+                await self._read_room()  # it failed: now raise its error here
         assert self._room is not None
         read_at, buffered, held = self._room
         near = (cfg.max_buffered_events and 2 * buffered >= cfg.max_buffered_events) or (
@@ -477,7 +564,8 @@ class Sharded:
              *(charges[i].cost for i in per_bucket[name]))
             for name in names
         ]  # fmt: skip
-        replies = await self.run_scripts("charging rate limits", cmds, [RATE])
+        slots = [key_slot(name) for name in names]
+        replies = await self.run_scripts("charging rate limits", cmds, [RATE], slots)
         refused: dict[int, RateLimitedError] = {}
         for name, reply in zip(names, replies, strict=True):
             where = per_bucket[name]
@@ -519,7 +607,9 @@ class Sharded:
             ("EVALSHA", self._append_sha, len(c.script_keys), *c.script_keys, *c.argv)
             for c in calls
         ]
-        replies = await self.run_scripts("storing events", cmds, [scripts.APPEND])
+        replies = await self.run_scripts(
+            "storing events", cmds, [scripts.APPEND], [c.slot for c in calls]
+        )
         if self.cfg.min_replicas:
             got = await self.wait_all(
                 self.cfg.min_replicas, max(1, round(self.cfg.replica_timeout_seconds * 1000))
@@ -551,6 +641,14 @@ class Sharded:
                 bad,
             )
         return Stored(buffered, sorted(duplicates))
+
+
+def _why(exc: Exception) -> str:
+    """An error's text, with redis-py's "TTL exhausted." (it followed ``MOVED``/``ASK``
+    or waited out ``TRYAGAIN`` 16 times: nothing ran) said plainly."""
+    if isinstance(exc, ClusterError) and "TTL exhausted" in str(exc):
+        return "redirected too often: keys of a slot being moved (resharding) or a failover"
+    return str(exc)
 
 
 def _str(value: Any) -> str:

@@ -251,7 +251,9 @@ def test_a_drainer_paused_past_its_lease_is_taken_over_without_a_duplicate(
         frozen_after_append, "an append the drainer has not acknowledged", poll_s=0, procs=[stalled]
     )
     key = next(k for k, off in pending if file_for(logs, k).stat().st_size > off)
-    wait_until(lambda: client.get(f"logpipe:lease:{{{key}}}") is None, "the stalled lease to expire")
+    wait_until(
+        lambda: client.get(f"logpipe:lease:{{{key}}}") is None, "the stalled lease to expire"
+    )
     taker = launcher.start(["drain", "--once", "--json"], env, name="drain-taker")
     wait_until(
         lambda: f":{taker.pid}:".encode() in (client.get(f"logpipe:lease:{{{key}}}") or b""),

@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 from redis.cluster import RedisCluster as SyncCluster
 
 from logpipe_cli import keys
+from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.drainer import Drainer
-from logpipe_cli.errors import BufferFullError
+from logpipe_cli.errors import BufferFullError, RedisUnavailableError
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
 from logpipe_cli.slots import key_slot
+from tests.cli.conftest import Invoke
 from tests.conftest import MakeSettings
 from tests.redis_cluster import RedisCluster
 
@@ -112,7 +116,7 @@ def test_dedupe_finds_a_retried_event_and_returns_its_index(
             assert first.duplicates == []
             # a retry of half of them (new flush id), and two new events
             again = items[:10] + items_for(["new"], 2)
-            again_ids = ids[:10] + ["n1", "n2"]
+            again_ids = [*ids[:10], "n1", "n2"]
             second = await buffer.store(again, ids=again_ids)
             assert second.duplicates == list(range(10))
             counters, _ = await buffer.counters()
@@ -188,3 +192,178 @@ def test_per_slot_keys_live_in_their_slot() -> None:
     for slot in (0, 1, 5000, 16383):
         for name in (keys.STATS, keys.FLUSHES, keys.REPLICATED):
             assert key_slot(keys.slot_key(name, slot)) == slot
+
+
+def users_in_one_slot(n: int) -> list[str]:
+    """``n`` users whose lists share a hash slot (found by trying names)."""
+    by_slot: dict[int, list[str]] = {}
+    for i in range(1_000_000):
+        user = f"s{i}"
+        same = by_slot.setdefault(key_slot(EventKey(user, DAY).key), [])
+        same.append(user)
+        if len(same) == n:
+            return same
+    raise AssertionError("no slot with enough users")
+
+
+async def append_until_stored(
+    buffer: Buffer,
+    items: list[tuple[str, bytes]],
+    flush_id: str,
+    tried: threading.Event | None = None,
+    errors: list[str] | None = None,
+) -> int:
+    """Send one flush again under its id until it is answered (as the API does); returns
+    how many times it failed. ``tried`` is set after each attempt."""
+    failures = 0
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            await buffer.append(items, flush_id)
+            return failures
+        except RedisUnavailableError as exc:
+            if errors is not None:
+                errors.append(str(exc))
+            failures += 1
+            if tried is not None:
+                tried.set()
+            assert asyncio.get_running_loop().time() < deadline, "never stored"
+            await asyncio.sleep(0.05)
+
+
+def test_a_slot_resharded_under_writes_loses_and_repeats_nothing(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    users = users_in_one_slot(3)
+    slot = key_slot(EventKey(users[0], DAY).key)
+    source = redis_cluster.node_for_slot(slot)
+    target = next(m for m in redis_cluster.masters() if m is not source)
+    sent: dict[str, list[bytes]] = {u: [] for u in users}
+    tried = threading.Event()
+    errors: list[str] = []
+
+    def between() -> None:
+        # a write tried between every two steps of the move, while the slot is split
+        # (it is answered TRYAGAIN, or ASK, until its keys are together again)
+        tried.clear()
+        assert tried.wait(10), "no write during the move"
+
+    async def go() -> None:
+        async with Buffer.connect(settings.redis) as buffer:
+            n = 0
+
+            async def write() -> None:
+                nonlocal n
+                items = [(EventKey(u, DAY).key, line(u, n)) for u in users]
+                await append_until_stored(buffer, items, f"f{n}", tried, errors)
+                for u, (_, value) in zip(users, items, strict=True):
+                    sent[u].append(value)
+                n += 1
+                tried.set()
+
+            for _ in range(5):
+                await write()
+            move = asyncio.create_task(
+                asyncio.to_thread(redis_cluster.migrate_slots, [slot], target, between=between)
+            )
+            while not move.done():
+                await write()
+            assert await move == 5  # 3 lists, the slot's counters and flush ids
+            await write()
+            assert redis_cluster.node_for_slot(slot) is target
+            report = await Drainer(buffer, settings.drainer).drain_once()
+            assert report.ok, report
+            counters, _ = await buffer.counters()
+            assert counters["buffered"] == 0
+            assert counters["accepted"] == counters["drained_events"] == 3 * n
+
+    asyncio.run(go())
+    # writes met the split slot (TRYAGAIN until its keys were together) and were sent again
+    assert any("resharding" in e for e in errors), errors[:3]
+    for u in users:
+        path = path_for(Path(settings.drainer.logs_dir), EventKey(u, DAY))
+        assert path.read_bytes().splitlines() == sent[u]
+
+
+def test_a_killed_master_is_replaced_without_a_restart(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path, min_replicas=1)
+    after = cluster_settings(make_settings, redis_cluster, tmp_path)
+    first = items_for(USERS, 2)
+    second = [(k, v.replace(b'"e', b'"f')) for k, v in first]
+
+    async def go() -> int:
+        async with Buffer.connect(settings.redis) as buffer:
+            await buffer.append(first, "first")  # on every master's replica (WAIT 1)
+            redis_cluster.kill_master()
+            # the same client (min_replicas 0 now: the promoted replica has none) finds
+            # the new master once the cluster has promoted it
+            buffer.cfg = after.redis
+            assert buffer.sharded is not None
+            buffer.sharded.cfg = after.redis
+            failures = await append_until_stored(buffer, second, "second")
+            report = await Drainer(buffer, after.drainer).drain_once()
+            assert report.ok, report
+            assert report.events == len(first) + len(second)
+            return failures
+
+    failures = asyncio.run(go())
+    assert failures > 0  # it did meet the dead master
+    for u in USERS:
+        path = path_for(Path(settings.drainer.logs_dir), EventKey(u, DAY))
+        got = path.read_bytes().splitlines()
+        want = [v for k, v in first + second if k == EventKey(u, DAY).key]
+        assert got == want
+
+
+def test_the_api_stores_counts_drains_and_reads_back_in_cluster_mode(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    events = [
+        {"user_id": u, "event": "e", "timestamp": DAY * 86400 + 5, "event_id": f"id-{u}"}
+        for u in USERS
+    ]
+    body = "\n".join(json.dumps(e) for e in events)
+    ndjson = {"content-type": "application/x-ndjson"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/log", json=events[0]).status_code == 200
+        resp = client.post("/logs", content=body, headers=ndjson)
+        assert resp.status_code == 200, resp.text
+        # the first one again (its id): a duplicate, found in its list's slot
+        assert resp.json() == {
+            "accepted": len(USERS),
+            "duplicates": 1,
+            "duplicate_indexes": [0],
+        }
+        stats = client.get("/stats").json()
+        assert stats["buffered"]["events"] == len(USERS)
+        drained = client.post("/drain")
+        assert drained.status_code == 200, drained.text
+        assert drained.json()["events"] == len(USERS)
+        got = client.get("/logs", params={"user_id": USERS[3], "since": 0}).json()
+        assert [e["event_id"] for e in got["events"]] == [f"id-{USERS[3]}"]
+        assert client.get("/stats").json()["totals"]["drained_events"] == len(USERS)
+
+
+def test_redis_check_lists_every_master_with_its_slots_and_replica(
+    redis_cluster: RedisCluster, invoke: Invoke
+) -> None:
+    env = {"LOGPIPE_REDIS_URL": redis_cluster.seed_url, "LOGPIPE_REDIS_MODE": "cluster"}
+    result = invoke("redis-check", "--json", env=env)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    masters = data["masters"]
+    assert sorted(m["address"] for m in masters) == sorted(
+        f"127.0.0.1:{m.port}" for m in redis_cluster.masters()
+    )
+    assert sum(m["slots"] for m in masters) == 16384
+    assert all(len(m["replicas"]) == 1 for m in masters)
+    assert data["replication"]["mode"] == "cluster"
+    assert any("min_replicas is 0" in w for w in data["warnings"])
+    table = invoke("redis-check", env=env)
+    assert table.exit_code == 0, table.stderr
+    assert "cluster" in table.stdout
+    assert "slots" in table.stdout
