@@ -340,7 +340,7 @@ class RedisCluster:
         target: RedisServer,
         *,
         keys_per_step: int = 1,
-        between: Callable[[], None] | None = None,
+        between: Callable[[], object] | None = None,
     ) -> int:
         """Move ``slots`` to the master ``target`` the way ``redis-cli --cluster reshard``
         does (``SETSLOT IMPORTING``/``MIGRATING``, ``MIGRATE`` key by key, ``SETSLOT NODE``
