@@ -107,7 +107,7 @@ def test_cluster_master_killed_under_load_loses_and_duplicates_nothing(
     drain = launcher.start(["drain"], env, name="drain-a")
     drainers: list[LogpipeProcess] = [drain]
     with LoadGenerator(api.url, USERS, threads=3, tag="cluster-failover") as load:
-        wait_until(gained(load, 300), "events accepted before the failover", procs=[api.proc])
+        wait_until(gained(load, 200), "events accepted before the failover", procs=[api.proc])
         _, replica = redis_cluster.kill_master(victim)
         if kill_drainer:
             drain.kill()  # mid-pass or between passes: its claims wait for drain-b
@@ -120,7 +120,7 @@ def test_cluster_master_killed_under_load_loses_and_duplicates_nothing(
         # as the new master's replica.
         redis_cluster.restore()
         wait_until(
-            gained(load, 300),
+            gained(load, 200),
             "the API to accept events with the replica promoted and the old master back",
             procs=[api.proc, drain],
         )
