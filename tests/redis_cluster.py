@@ -321,12 +321,29 @@ class RedisCluster:
         wait_for(promoted, f"the replica on port {replica.port} to take over")
 
     def restore(self) -> None:
-        """Start any node a test killed (it rejoins as a replica) and wait until whole."""
+        """Start any node a test killed (it rejoins as a replica), finish off any slot a
+        failed test left half-moved, and wait until whole."""
         for s in self.servers:
             if s.proc is None or s.proc.poll() is not None:
                 s.proc = None
                 s.start()
         self.wait_healthy()
+        self._stabilize()
+
+    def _stabilize(self) -> None:
+        """``SETSLOT STABLE`` every slot a node still marks as migrating or importing
+        (``[slot->-id]``/``[slot-<-id]`` in its own line of ``CLUSTER NODES``): the slot
+        stays with its owner; keys already moved are emptied by :meth:`flush`."""
+        for s in self.masters():
+            with self.client(s.port) as c:
+                for line in _text(c.execute_command("CLUSTER", "NODES")).splitlines():
+                    f = line.split()
+                    if len(f) < 3 or "myself" not in f[2].split(","):
+                        continue
+                    for token in f[8:]:
+                        if token.startswith("["):
+                            slot = int(token[1:].split("-", 1)[0])
+                            c.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
     def flush(self) -> None:
         """Empty every master (their replicas follow)."""
@@ -348,13 +365,13 @@ class RedisCluster:
         and ``TRYAGAIN`` window while keys are split between the two nodes; ``between``
         runs after each step (a test waits there for load to go on meanwhile). Slots that
         already are on ``target`` are left alone. Returns how many keys moved."""
-        target_id = self._id_of(target)
+        target_id = self.node_id(target)
         moved = 0
         for slot in slots:
             source = self.node_for_slot(slot)
             if source is target:
                 continue
-            source_id = self._id_of(source)
+            source_id = self.node_id(source)
             with self.client(target.port) as t, self.client(source.port) as s:
                 t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
                 s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
@@ -378,33 +395,9 @@ class RedisCluster:
                             c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return moved
 
-    def _id_of(self, server: RedisServer) -> str:
+    def node_id(self, server: RedisServer) -> str:
+        """The cluster id of ``server``."""
         return next(i for i, s in self.ids.items() if s is server)
-
-    def reshard_cli(self, source: RedisServer, target: RedisServer, count: int) -> str:
-        """``redis-cli --cluster reshard``: move ``count`` slots from ``source`` to
-        ``target`` (redis-cli picks which); returns its output."""
-        done = subprocess.run(
-            [
-                redis_cli(),
-                "--cluster",
-                "reshard",
-                f"127.0.0.1:{target.port}",
-                "--cluster-from",
-                self._id_of(source),
-                "--cluster-to",
-                self._id_of(target),
-                "--cluster-slots",
-                str(count),
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S,
-            check=False,
-        )
-        assert done.returncode == 0, f"reshard failed:\n{done.stdout[-3000:]}\n{done.stderr}"
-        return done.stdout
 
     def errors_replied(self, *kinds: str) -> int:
         """How many ``ASK``/``TRYAGAIN``/``MOVED``/... error replies the live nodes have

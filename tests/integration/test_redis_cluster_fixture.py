@@ -67,3 +67,20 @@ def test_three_masters_with_a_replica_each_and_a_slot_moved_key_by_key(
         client.close()
     redis_cluster.flush()
     assert [dbsize(m.port) for m in redis_cluster.masters()] == [0] * MASTERS
+
+
+def test_a_slot_a_failed_test_left_half_moved_is_made_stable_again(
+    redis_cluster: RedisCluster,
+) -> None:
+    slot = redis_cluster.keyslot("k0")
+    source = redis_cluster.node_for_slot(slot)
+    target = next(m for m in redis_cluster.masters() if m is not source)
+    with redis.Redis(port=target.port) as t, redis.Redis(port=source.port) as s:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", redis_cluster.node_id(source))
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", redis_cluster.node_id(target))
+        assert f"[{slot}->-" in s.execute_command("CLUSTER", "NODES").decode()
+    redis_cluster.restore()
+    for m in redis_cluster.masters():
+        with redis.Redis(port=m.port) as c:
+            assert "[" not in c.execute_command("CLUSTER", "NODES").decode()
+    assert redis_cluster.node_for_slot(slot) is source
