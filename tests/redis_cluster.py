@@ -358,13 +358,15 @@ class RedisCluster:
         *,
         keys_per_step: int = 1,
         between: Callable[[], object] | None = None,
+        record: list[str] | None = None,
     ) -> int:
         """Move ``slots`` to the master ``target`` the way ``redis-cli --cluster reshard``
         does (``SETSLOT IMPORTING``/``MIGRATING``, ``MIGRATE`` key by key, ``SETSLOT NODE``
         everywhere), ``keys_per_step`` keys per ``MIGRATE``, so clients meet the ``ASK``
         and ``TRYAGAIN`` window while keys are split between the two nodes; ``between``
         runs after each step (a test waits there for load to go on meanwhile). Slots that
-        already are on ``target`` are left alone. Returns how many keys moved."""
+        already are on ``target`` are left alone. Returns how many keys moved, and appends
+        their names to ``record`` if given."""
         target_id = self.node_id(target)
         moved = 0
         for slot in slots:
@@ -383,6 +385,8 @@ class RedisCluster:
                         "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
                     )
                     moved += len(keys)
+                    if record is not None:
+                        record.extend(_text(k) for k in keys)
                     if between is not None:
                         between()
                 # the new owner first, then the old one, then everyone (as redis-cli does)

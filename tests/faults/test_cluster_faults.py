@@ -47,6 +47,8 @@ USERS = [f"k{i}" for i in range(12)]
 SPLIT = ("ASK", "TRYAGAIN")
 #: slots moved by the reshard test (each holds one user's day and its companions)
 RESHARD_SLOTS = 4
+#: the drainer's per-list keys (claim, lease, pending offset, holder record)
+DRAIN_KEYS = ("logpipe:claim:", "logpipe:lease:", "logpipe:offset:", "logpipe:holder:")
 
 
 def gained(load: LoadGenerator, n: int) -> Callable[[], bool]:
@@ -169,6 +171,7 @@ def test_cluster_slots_resharded_under_load_lose_and_duplicate_nothing(
     api = launcher.api(env)
     drain = launcher.start(["drain"], env, name="drain")
     moved = 0
+    names: list[str] = []
     split_before = redis_cluster.errors_replied(*SPLIT)
     with LoadGenerator(api.url, USERS, threads=3, tag="reshard") as load:
         wait_until(gained(load, 100), "events accepted before the reshard", procs=[api.proc])
@@ -186,12 +189,12 @@ def test_cluster_slots_resharded_under_load_lose_and_duplicate_nothing(
                 procs=[api.proc, drain],
             )
 
-        # there and back: every slot is split twice, the second time with the drainer's
-        # claims, leases and offsets among the keys that move
-        moved += redis_cluster.migrate_slots(slots, target, between=under_load)
+        # there and back: every slot is split twice; whatever claims, leases and offsets
+        # the drain loop holds then move with the lists (counted in the report)
+        moved += redis_cluster.migrate_slots(slots, target, between=under_load, record=names)
         assert all(redis_cluster.node_for_slot(s) is target for s in slots)
         wait_until(gained(load, 100), "events accepted after the reshard", procs=[api.proc, drain])
-        moved += redis_cluster.migrate_slots(slots, source, between=under_load)
+        moved += redis_cluster.migrate_slots(slots, source, between=under_load, record=names)
         assert all(redis_cluster.node_for_slot(s) is source for s in slots)
         wait_until(gained(load, 100), "events accepted after resharding back", procs=[api.proc])
     sent = load.stop()
@@ -212,6 +215,7 @@ def test_cluster_slots_resharded_under_load_lose_and_duplicate_nothing(
         answered_503=counts[503],
         slots_moved=len(slots),
         keys_migrated=moved,
+        drain_keys_migrated=sum(1 for n in names if n.startswith(DRAIN_KEYS)),
         ask_or_tryagain_replies=split_replies,
         seconds=round(time.monotonic() - started, 1),
     )
