@@ -449,6 +449,8 @@ class Buffer:
         An unsafe key matches ``pattern`` but is not a canonical ``logs:user_<id>:<day>``
         key, so it cannot be mapped to a file inside ``logs_dir``; it is left alone.
         """
+        if self.sharded is not None:  # every master (enough replicas, with min_replicas)
+            return await self.sharded.find_drainable(pattern)
         found: set[EventKey] = set()
         unsafe: set[str] = set()
         async for key in self.scan_keys(pattern, ("events", "claim")):
@@ -590,6 +592,8 @@ class Buffer:
         round trip of their own: WAIT covers everything replicated before that write,
         whichever pooled connection sent it, including commands resent after NOSCRIPT.
         Raises :class:`ReplicationError` when it fell short."""
+        if self.sharded is not None:  # WAIT on the masters written to
+            return await self.sharded.run_drain_replicated(action, what, cmds)
         replies = await self._run_drain(action, cmds)
         if self.cfg.min_replicas:
             timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))

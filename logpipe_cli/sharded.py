@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 import uuid
@@ -52,6 +53,7 @@ from logpipe_cli.errors import (
     ReplicationError,
     WrongTypeError,
 )
+from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import RedisSettings
 from logpipe_cli.slots import SLOTS, key_slot
 
@@ -105,6 +107,8 @@ local back = math.min(tonumber(ARGV[2]), tonumber(h) + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', back), 'flush', '')
 return 1
 """
+
+log = logging.getLogger("logpipe.drainer")
 
 #: how old the summed counters that backpressure is checked against may be: reading them
 #: costs ~0.1 s of the API's CPU, so while under half of both limits only every 10 s
@@ -269,14 +273,24 @@ class Sharded:
         return list(replies)
 
     async def _reload_slots(self) -> None:
-        """Drop the connections and the slot map: the next command reads it again."""
-        # closing connections to a dead node: nothing to keep
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+        """Read the slot map again (a failover moves slots to the promoted replica).
+
+        Connections to the nodes that answer are kept (other calls may be using them);
+        if no node answers, the client is closed and reads the map on its next command.
+        """
         self._slot_of = {}
+        try:
+            await self.client.nodes_manager.initialize()
+        except (RedisError, OSError):
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.aclose()
 
     async def send(
-        self, action: str, cmds: Sequence[tuple[Any, ...]], slots: Sequence[int]
+        self,
+        action: str,
+        cmds: Sequence[tuple[Any, ...]],
+        slots: Sequence[int],
+        touched: set[str] | None = None,
     ) -> list[Any]:
         """:meth:`run`, faster: ``cmds[i]`` (whose keys are in ``slots[i]``) packed and
         sent on one connection per master, the masters in parallel, in order per master.
@@ -286,6 +300,8 @@ class Sharded:
         7,600 events/s against 166,000 standalone). Commands answered ``MOVED``, ``ASK``
         or ``TRYAGAIN`` (they did not run), or whose slot has no known master, are sent
         again through :meth:`run`, which follows the redirects and updates the slot map.
+        ``touched`` gets the name of every master written to (``"*"``: one followed a
+        redirect, which may lead anywhere), for :meth:`wait_on`.
         """
         from logpipe_cli.buffer import _pack
 
@@ -321,6 +337,8 @@ class Sharded:
             finally:
                 node.release(conn)
 
+        if touched is not None:
+            touched.update(by_node)
         try:
             await asyncio.gather(*(one(node, where) for node, where in by_node.values()))
         except (*_TOPOLOGY_ERRORS, TimeoutError) as exc:
@@ -332,6 +350,8 @@ class Sharded:
             await self._reload_slots()
         again = unrouted + [i for i, r in enumerate(replies) if isinstance(r, _REDIRECTS)]
         if again:
+            if touched is not None:
+                touched.add("*")
             again.sort()  # in the order given: BEGIN before its LRANGE
             for i, r in zip(again, await self.run(action, [cmds[i] for i in again]), strict=True):
                 replies[i] = r
@@ -343,6 +363,7 @@ class Sharded:
         cmds: Sequence[tuple[Any, ...]],
         texts: Sequence[str],
         slots: Sequence[int] | None = None,
+        touched: set[str] | None = None,
     ) -> list[Any]:
         """:meth:`send` (:meth:`run` without ``slots``); commands answered ``NOSCRIPT`` (a
         promoted replica, a restarted node: they did not run) are sent again once after
@@ -351,7 +372,7 @@ class Sharded:
         if slots is None:
             replies = await self.run(action, cmds)
         else:
-            replies = await self.send(action, cmds, slots)
+            replies = await self.send(action, cmds, slots, touched)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
             try:
@@ -359,7 +380,12 @@ class Sharded:
                     await self.client.script_load(text)
             except (RedisError, OSError) as exc:
                 raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
-            again = await self.run(action, [cmds[i] for i in missing])
+            if slots is None:
+                again = await self.run(action, [cmds[i] for i in missing])
+            else:
+                again = await self.send(
+                    action, [cmds[i] for i in missing], [slots[i] for i in missing], touched
+                )
             for i, r in zip(missing, again, strict=True):
                 replies[i] = r
         for r in replies:
@@ -371,19 +397,59 @@ class Sharded:
 
     async def drain_pipeline(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Buffer._pipeline in cluster mode: each command to its slot's master, the global
-        counters replaced by the slot's own; the replication check (``INCR
-        logpipe:replicated`` + ``WAIT``) becomes one per master."""
-        if len(cmds) == 2 and cmds[0] == ("INCR", keys.REPLICATED) and cmds[1][0] == "WAIT":
-            return [0, await self.wait_all(int(cmds[1][1]), int(cmds[1][2]))]
+        counters replaced by the slot's own."""
         local = [localize(c) for c in cmds]
         return await self.send(action, local, [key_slot(_first_key(c)) for c in local])
 
-    async def wait_all(self, replicas: int, timeout_ms: int) -> int:
-        """``WAIT`` on every master after a write on the same connection (so it covers
-        every write that master took before); the fewest replicas any master reached."""
-        masters = self.client.get_primaries()
+    async def run_drain_replicated(
+        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Buffer._run_drain_replicated in cluster mode: the commands (scripts loaded on
+        ``NOSCRIPT``), then, with ``min_replicas`` set, ``WAIT`` on the masters they went
+        to; raises :class:`ReplicationError` when one fell short."""
+        from logpipe_cli.buffer import _DRAIN_SCRIPTS
+
+        local = [localize(c) for c in cmds]
+        touched: set[str] = set()
+        slots = [key_slot(_first_key(c)) for c in local]
+        replies = await self.run_scripts(action, local, _DRAIN_SCRIPTS, slots, touched)
+        if self.cfg.min_replicas:
+            await self.check_replicated(touched, what)
+        return replies
+
+    async def check_replicated(self, touched: set[str], what: str) -> None:
+        """``WAIT`` for ``min_replicas`` on the masters in ``touched`` (see :meth:`send`);
+        :class:`ReplicationError` when one fell short."""
+        cfg = self.cfg
+        timeout_ms = max(1, round(cfg.replica_timeout_seconds * 1000))
+        got = await self.wait_on(touched, cfg.min_replicas, timeout_ms)
+        if got < cfg.min_replicas:
+            raise ReplicationError(
+                f"{what} on the Redis masters but written on only {got} of "
+                f"{cfg.min_replicas} replicas within {cfg.replica_timeout_seconds:g} s "
+                "(redis.min_replicas)",
+                got,
+                cfg.min_replicas,
+            )
+
+    async def wait_on(self, touched: set[str], replicas: int, timeout_ms: int) -> int:
+        """``WAIT`` on each master in ``touched`` (every master for ``"*"``), after a
+        write on the same connection (so it covers every write that master took before,
+        whichever connection sent it); the fewest replicas any of them reached. A master
+        written to that no longer serves a slot (demoted by a failover) raises
+        :class:`RedisUnavailableError`: its writes may be gone; the caller sends again."""
+        primaries = self.client.get_primaries()
+        if "*" in touched:
+            masters = primaries
+        else:
+            masters = [n for n in primaries if n.name in touched]
+            if len(masters) < len(touched):
+                gone = sorted(touched - {n.name for n in masters})
+                raise RedisUnavailableError(
+                    f"redis unavailable: {', '.join(gone)} is no longer a master (a failover)"
+                )
         if not masters:
-            raise RedisUnavailableError("redis unavailable: no master known")
+            return replicas  # nothing was written
         cmds: list[tuple[Any, ...]] = []
         for node in masters:
             slot = self._a_slot_of(node)
@@ -420,6 +486,69 @@ class Sharded:
         if slot is None:
             raise RedisUnavailableError(f"redis unavailable: master {node.name} serves no slot")
         return slot
+
+    async def find_drainable(self, pattern: str) -> tuple[list[EventKey], list[str]]:
+        """Buffer.find_drainable in cluster mode: ``SCAN`` on every master, except, with
+        ``min_replicas`` set, one with fewer replicas online (a killed master's promoted
+        replica, until a replica is back): its claims could not be copied before their
+        files are written, so its keys wait (a warning says so) and the others drain."""
+        try:
+            # the slot map read again each pass: a master that died and came back as a
+            # replica still answers, so nothing else would tell this client it moved
+            await self.client.initialize()
+            await self.client.nodes_manager.initialize()
+            masters = self.client.get_primaries()
+            if self.cfg.min_replicas:
+                masters = await self._replicated_enough(masters)
+            found: set[EventKey] = set()
+            unsafe: set[str] = set()
+            for node in masters:
+                for kind, match in (("events", pattern), ("claim", keys.CLAIM_PREFIX + "*")):
+                    async for raw in self.client.scan_iter(
+                        match=match, count=1000, target_nodes=node
+                    ):
+                        key = keys.classify(raw)
+                        if key.kind != kind:
+                            continue  # a pattern of "*" also matches claims
+                        if key.event_key is None:
+                            unsafe.add(key.name)
+                        else:
+                            found.add(key.event_key)
+        except _TOPOLOGY_ERRORS as exc:
+            await self._reload_slots()
+            raise RedisUnavailableError(f"redis unavailable while listing keys: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while listing keys: {exc}") from exc
+        return sorted(found), sorted(unsafe)
+
+    async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
+        """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
+        infos: dict[str, dict[str, Any]] = await self.client.info(
+            "replication", target_nodes=masters
+        )
+        if len(masters) == 1:  # one node's answer is not keyed by its name
+            infos = {masters[0].name: infos}
+        keep = []
+        for node in masters:
+            info = infos.get(node.name, {})
+            online = sum(
+                1
+                for name, value in info.items()
+                if name.startswith("slave")
+                and isinstance(value, dict)
+                and value.get("state") == "online"
+            )
+            if online >= self.cfg.min_replicas:
+                keep.append(node)
+            else:
+                log.warning(
+                    "cluster master %s has %d of redis.min_replicas = %d replicas online: "
+                    "its keys are left until one is back",
+                    node.name,
+                    online,
+                    self.cfg.min_replicas,
+                )
+        return keep
 
     # ---- counters ---------------------------------------------------------------------
 
@@ -607,21 +736,12 @@ class Sharded:
             ("EVALSHA", self._append_sha, len(c.script_keys), *c.script_keys, *c.argv)
             for c in calls
         ]
+        touched: set[str] = set()
         replies = await self.run_scripts(
-            "storing events", cmds, [scripts.APPEND], [c.slot for c in calls]
+            "storing events", cmds, [scripts.APPEND], [c.slot for c in calls], touched
         )
         if self.cfg.min_replicas:
-            got = await self.wait_all(
-                self.cfg.min_replicas, max(1, round(self.cfg.replica_timeout_seconds * 1000))
-            )
-            if got < self.cfg.min_replicas:
-                raise ReplicationError(
-                    f"stored on the Redis masters but written on only {got} of "
-                    f"{self.cfg.min_replicas} replicas within "
-                    f"{self.cfg.replica_timeout_seconds:g} s (redis.min_replicas)",
-                    got,
-                    self.cfg.min_replicas,
-                )
+            await self.check_replicated(touched, "stored")
         buffered = 0
         duplicates: list[int] = []
         bad: list[str] = []

@@ -12,8 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import string
-
-from redis.crc import key_slot as _key_slot
+from binascii import crc_hqx
 
 #: slots in a Redis Cluster
 SLOTS = 16384
@@ -21,9 +20,21 @@ SLOTS = 16384
 _ALPHABET = (string.ascii_letters + string.digits).encode()
 
 
+def _key_slot(key: bytes) -> int:
+    # Redis's rule: the part between the first "{" and the next "}" if not empty, else the
+    # whole name; CRC16-XMODEM (binascii's crc_hqx) mod 16384. Not redis.crc: keys.py
+    # imports this module, and the client library must not load redis-py
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return crc_hqx(key, 0) % SLOTS
+
+
 def key_slot(key: str | bytes) -> int:
     """The hash slot of ``key`` (CRC16 of its hash tag, or of the whole name)."""
-    return int(_key_slot(key.encode() if isinstance(key, str) else key))
+    return _key_slot(key.encode() if isinstance(key, str) else key)
 
 
 @functools.cache

@@ -18,6 +18,15 @@ def test_key_slot_matches_redis_for_known_keys() -> None:
     assert key_slot("foo") == 12182
     assert key_slot("{user1000}.following") == key_slot("{user1000}.followers") == 3443
     assert key_slot(b"") == 0
+    assert key_slot("{}x") != key_slot("{}y")  # an empty tag is no tag
+    assert key_slot("a{b}c{d}") == key_slot("b")  # the first tag counts
+
+
+def test_key_slot_agrees_with_redis_py() -> None:
+    from redis.crc import key_slot as redis_py
+
+    names = [f"logs:user_u{i}:{i % 40}" for i in range(2000)] + ["{a}b", "x{}", "{{a}}"]
+    assert all(key_slot(n) == redis_py(n.encode()) for n in names)
 
 
 def test_every_slot_has_a_short_tag_that_hashes_to_it() -> None:
