@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from logpipe_cli import keys
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.errors import RedisUnavailableError
 from logpipe_cli.redis_conn import SentinelMasterClient, is_cluster
@@ -70,6 +71,8 @@ class HealthReport:
     buffered_events: int
     buffered_keys: int
     warnings: list[str] = field(default_factory=list)
+    #: companions named the old way (no hash tag), left until `logpipe migrate-keys`
+    legacy_keys: int = 0
     #: None for a standalone Redis with min_replicas 0 (the report stays as it was)
     replication: Replication | None = None
     #: cluster mode: every master (the fields above then sum or combine theirs)
@@ -92,6 +95,10 @@ async def check(buffer: Buffer, settings: Settings) -> HealthReport:
     nkeys = 0
     async for _ in buffer.scan(settings.drainer.log_pattern):
         nkeys += 1
+    legacy = 0
+    if not is_cluster(buffer.client):  # a cluster never held the old names
+        async for raw in buffer.scan(keys.LEGACY_PATTERN):
+            legacy += keys.parse_legacy(raw) is not None
     with_config = await _config(buffer)
     report = HealthReport(
         url=mask_url(settings.redis.url),
@@ -106,6 +113,7 @@ async def check(buffer: Buffer, settings: Settings) -> HealthReport:
         rdb_saves=bool(with_config.get("save", "")),
         buffered_events=stats.get("buffered", 0),
         buffered_keys=nkeys,
+        legacy_keys=legacy,
     )
     cfg = settings.redis
     if is_cluster(buffer.client):
@@ -229,6 +237,12 @@ def risks(report: HealthReport, settings: Settings) -> list[str]:
         )
     if not report.aof_enabled and not report.rdb_saves:
         out.append("persistence is off (no AOF, no RDB saves): a Redis restart loses the buffer")
+    if report.legacy_keys:
+        out.append(
+            f"{report.legacy_keys} claim, lease, offset, holder or quarantine keys have the "
+            "names of an older version: the drainer leaves them; stop it and run "
+            "`logpipe migrate-keys`"
+        )
     ttl = settings.redis.key_expiration_seconds
     if ttl and ttl < 2 * settings.drainer.interval_seconds:
         out.append(

@@ -172,6 +172,11 @@ LEGACY_PATTERNS = tuple(p + EVENT_PREFIX + "*" for p in (
 ))  # fmt: skip
 
 
+#: one SCAN pattern for every companion named the old way: today's names have "{" after
+#: the kind, so ":logs:user_" never follows a ":" in them
+LEGACY_PATTERN = _NS + "*:" + EVENT_PREFIX + "*"
+
+
 def parse_legacy(key: str | bytes) -> EventKey | None:
     """The event key behind a companion named the old way (``logpipe:claim:logs:...``,
     no hash tag), or ``None``."""

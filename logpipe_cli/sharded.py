@@ -1,22 +1,25 @@
 """Redis Cluster mode: what a :class:`~logpipe_cli.buffer.Buffer` does differently when
 its client is a ``RedisCluster`` (``redis.mode = "cluster"``).
 
-A Redis Cluster runs a script only if all its keys are in one hash slot. So:
+A Redis Cluster runs a script only if all its keys are in one hash slot. So
+(:mod:`logpipe_cli.slot_plan` builds the calls, this module sends them):
 
 - a flush becomes one ``APPEND`` per slot it writes to (the same script as in standalone
   mode), with that slot's own counters and flush-id table (``keys.slot_key``) and per-list
-  dedupe sets (``keys.list_id_set``); the scripts go out in one pipeline per master, the
-  masters in parallel (redis-py's ``ClusterPipeline``);
+  dedupe sets (``keys.list_id_set``); the scripts are packed per master and sent on one
+  connection each, the masters in parallel (:meth:`Sharded.send`);
 - the limits that span slots are checked before anything is written: a rate limit by a
-  script on each principal's bucket (:data:`RATE`, refunded by :data:`REFUND` when another
-  bucket refuses), backpressure against the per-slot counters summed at most once a second;
+  script on each principal's bucket (``RATE``, refunded by ``REFUND`` when another bucket
+  refuses), backpressure against the per-slot counters summed in the background;
 - the drain protocol's commands are single-slot already (a list's companions carry its name
   as hash tag); the one global key they name, the counters, becomes the slot's copy;
-- ``WAIT`` (``redis.min_replicas``) is sent to every master, after a write on the same
-  connection, in a round trip of its own.
+- ``WAIT`` (``redis.min_replicas``) goes to the masters a call wrote to, after a write on
+  the same connection, in a round trip of its own; the drainer leaves the keys of a master
+  that has too few replicas online.
 
-redis-py follows ``MOVED``/``ASK``/``TRYAGAIN`` (the command did not run) and resends nothing
-whose connection failed; on such a failure the slot map is read again before the next call.
+Commands answered ``MOVED``/``ASK``/``TRYAGAIN`` did not run: they are sent again through
+redis-py's ``ClusterPipeline``, which follows the redirect. Nothing whose connection failed
+is resent here (it may have run); the slot map is read again before the next call.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -50,63 +52,17 @@ from logpipe_cli.errors import (
     BufferFullError,
     RateLimitedError,
     RedisUnavailableError,
+    ReplicasMissingError,
     ReplicationError,
     WrongTypeError,
 )
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import RedisSettings
+from logpipe_cli.slot_plan import RATE, REFUND, first_key, localize, plan_flush
 from logpipe_cli.slots import SLOTS, key_slot
 
 if TYPE_CHECKING:
     from logpipe_cli.buffer import Charge, RateLimit, Stored
-
-RATE = """
--- KEYS[1] = a principal's rate bucket (hash: tokens, ts in ms, flush)
--- ARGV[1] = events per second, ARGV[2] = burst, ARGV[3] = the flush's id,
--- ARGV[4..] = the costs of its requests in the flush, in order
--- APPEND's token bucket, for one bucket on its own (cluster mode: the bucket is in another
--- slot than the lists). Charges every request if the bucket holds them all and returns
--- {}; else charges nothing and returns {request, ms, ...}: the refused requests (1-based)
--- and the wait in ms after which each would pass. A flush sent again (the id the bucket
--- last charged) is not charged again.
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- pcall: a bucket overwritten by hand with another type counts as full, and is replaced
-local h, have, stale = redis.pcall('HMGET', KEYS[1], 'tokens', 'ts', 'flush'), burst, false
-if h['err'] then
-  stale = true
-else
-  if h[3] == ARGV[3] then return {} end
-  local left, ts = tonumber(h[1]), tonumber(h[2])
-  if left and ts then have = math.min(burst, left + math.max(0, now_ms - ts) * rate / 1000) end
-end
-local limited = {}
-for i = 4, #ARGV do
-  local cost = tonumber(ARGV[i])
-  if have + 1e-9 >= cost then
-    have = have - cost
-  else
-    limited[#limited + 1] = i - 3
-    limited[#limited + 1] = math.ceil((cost - have) * 1000 / rate)
-  end
-end
-if #limited > 0 then return limited end
-if stale then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', have), 'ts', now_ms, 'flush', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return limited
-"""
-
-REFUND = """
--- KEYS[1] = a principal's rate bucket; ARGV[1] = tokens to give back, ARGV[2] = burst
--- Undoes RATE's charge of a flush that another bucket refused (nothing was stored).
-local h = redis.pcall('HGET', KEYS[1], 'tokens')
-if type(h) ~= 'string' then return 0 end
-local back = math.min(tonumber(ARGV[2]), tonumber(h) + tonumber(ARGV[1]))
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', back), 'flush', '')
-return 1
-"""
 
 log = logging.getLogger("logpipe.drainer")
 
@@ -119,100 +75,6 @@ ROOM_MAX_AGE_FAR_S = 10.0
 _TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
 #: replies that say the command did not run there: sent again, following the redirect
 _REDIRECTS = (AskError, TryAgainError)  # MovedError is an AskError
-
-
-@dataclass(frozen=True)
-class SlotCall:
-    """One slot's share of a flush: its APPEND's keys and arguments, and the flush's item
-    indexes in the order the script sees its values (to map duplicates back)."""
-
-    slot: int
-    lists: list[str]
-    script_keys: list[str]
-    argv: list[Any]
-    order: list[int]
-
-
-def plan_flush(
-    items: Sequence[tuple[str, bytes]],
-    flush_id: str,
-    cfg: RedisSettings,
-    ids: Sequence[str | None] | None,
-    now: float,
-) -> list[SlotCall]:
-    """The per-slot APPEND calls of one flush (see scripts.APPEND for the arguments).
-
-    Limits are not in them (0 = none; :class:`Sharded` checks them before), nor rate
-    buckets. Pure: no Redis, so it is tested on its own.
-    """
-    by_slot: dict[int, dict[str, list[int]]] = {}
-    for i, (key, _) in enumerate(items):
-        lists = by_slot.setdefault(key_slot(key), {})
-        where = lists.get(key)
-        if where is None:
-            lists[key] = [i]
-        else:
-            where.append(i)
-    window = cfg.dedupe_seconds
-    dedupe = bool(ids) and window > 0 and any(ids or ())
-    bucket = int(now // window) if dedupe else 0
-    calls = []
-    for slot, lists in by_slot.items():
-        argv: list[Any] = [0, cfg.key_expiration_seconds, flush_id]
-        nbytes = 0
-        id_keys: list[str] = []
-        section: list[str] = []
-        for key, where in lists.items():
-            values = [items[i][1] for i in where]
-            joined = b"\n".join(values)
-            if joined.count(b"\n") == len(values) - 1:
-                argv += (len(values), joined)
-                nbytes += len(joined) - len(values) + 1
-            else:
-                argv.append(-len(values))
-                argv.extend(values)
-                nbytes += sum(map(len, values))
-            if dedupe:
-                assert ids is not None
-                line_ids = [ids[i] or "" for i in where]
-                if any(line_ids):
-                    id_keys.append(keys.list_id_set(key, bucket))
-                    section.append(f"{len(id_keys)}\n" + "\n".join(line_ids))
-                else:
-                    section.append("0")
-        if id_keys:
-            argv += (" ".join(section), (bucket + 2) * window, bucket)
-        else:
-            argv += ("", 0, 0)
-        argv += (0, nbytes, 0, 0, 0, len(id_keys))
-        script_keys = [
-            keys.slot_key(keys.STATS, slot),
-            *lists,
-            *id_keys,
-            keys.slot_key(keys.FLUSHES, slot),
-        ]
-        order = [i for where in lists.values() for i in where]
-        calls.append(SlotCall(slot, list(lists), script_keys, argv, order))
-    return calls
-
-
-def localize(cmd: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A drain command with the global counters' key (``keys.STATS``) among its script
-    keys replaced by the copy in the slot of its first key (see scripts.ACK)."""
-    if cmd[0] != "EVALSHA":
-        return cmd
-    n = int(cmd[2])
-    script_keys = cmd[3 : 3 + n]
-    if keys.STATS not in script_keys:
-        return cmd
-    slot = key_slot(script_keys[0])
-    local = tuple(keys.slot_key(k, slot) if k == keys.STATS else k for k in script_keys)
-    return (*cmd[:3], *local, *cmd[3 + n :])
-
-
-def _first_key(cmd: tuple[Any, ...]) -> Any:
-    """The first key a command names (the drain protocol's: EVALSHA or a one-key read)."""
-    return cmd[3] if cmd[0] == "EVALSHA" else cmd[1]
 
 
 def _sum_counters(replies: Sequence[Any]) -> dict[str, int]:
@@ -399,7 +261,7 @@ class Sharded:
         """Buffer._pipeline in cluster mode: each command to its slot's master, the global
         counters replaced by the slot's own."""
         local = [localize(c) for c in cmds]
-        return await self.send(action, local, [key_slot(_first_key(c)) for c in local])
+        return await self.send(action, local, [key_slot(first_key(c)) for c in local])
 
     async def run_drain_replicated(
         self, action: str, what: str, cmds: Sequence[tuple[Any, ...]]
@@ -411,7 +273,7 @@ class Sharded:
 
         local = [localize(c) for c in cmds]
         touched: set[str] = set()
-        slots = [key_slot(_first_key(c)) for c in local]
+        slots = [key_slot(first_key(c)) for c in local]
         replies = await self.run_scripts(action, local, _DRAIN_SCRIPTS, slots, touched)
         if self.cfg.min_replicas:
             await self.check_replicated(touched, what)
@@ -424,6 +286,15 @@ class Sharded:
         timeout_ms = max(1, round(cfg.replica_timeout_seconds * 1000))
         got = await self.wait_on(touched, cfg.min_replicas, timeout_ms)
         if got < cfg.min_replicas:
+            short = await self._short_of_replicas(touched)
+            if short:
+                raise ReplicasMissingError(
+                    f"{what} on the Redis masters, but master {', '.join(short)} has fewer "
+                    f"than redis.min_replicas = {cfg.min_replicas} replicas connected (its "
+                    "replica took over when it died?): its slots are refused until one is back",
+                    got,
+                    cfg.min_replicas,
+                )
             raise ReplicationError(
                 f"{what} on the Redis masters but written on only {got} of "
                 f"{cfg.min_replicas} replicas within {cfg.replica_timeout_seconds:g} s "
@@ -521,23 +392,40 @@ class Sharded:
             raise RedisUnavailableError(f"redis unavailable while listing keys: {exc}") from exc
         return sorted(found), sorted(unsafe)
 
-    async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
-        """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
+    async def _replicas_online(self, masters: list[ClusterNode]) -> dict[str, int]:
+        """Each master's replicas online, by ``INFO replication``."""
         infos: dict[str, dict[str, Any]] = await self.client.info(
             "replication", target_nodes=masters
         )
         if len(masters) == 1:  # one node's answer is not keyed by its name
             infos = {masters[0].name: infos}
-        keep = []
-        for node in masters:
-            info = infos.get(node.name, {})
-            online = sum(
+        return {
+            node.name: sum(
                 1
-                for name, value in info.items()
+                for name, value in infos.get(node.name, {}).items()
                 if name.startswith("slave")
                 and isinstance(value, dict)
                 and value.get("state") == "online"
             )
+            for node in masters
+        }
+
+    async def _short_of_replicas(self, touched: set[str]) -> list[str]:
+        """The masters in ``touched`` with fewer than ``min_replicas`` replicas online
+        (asked only after a WAIT fell short; ``[]`` when that cannot be told)."""
+        masters = [n for n in self.client.get_primaries() if "*" in touched or n.name in touched]
+        try:
+            online = await self._replicas_online(masters)
+        except (RedisError, OSError):
+            return []
+        return sorted(name for name, n in online.items() if n < self.cfg.min_replicas)
+
+    async def _replicated_enough(self, masters: list[ClusterNode]) -> list[ClusterNode]:
+        """``masters`` with at least ``min_replicas`` replicas online (INFO replication)."""
+        replicas = await self._replicas_online(masters)
+        keep = []
+        for node in masters:
+            online = replicas[node.name]
             if online >= self.cfg.min_replicas:
                 keep.append(node)
             else:

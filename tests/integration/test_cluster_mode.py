@@ -18,7 +18,7 @@ from logpipe_cli import keys
 from logpipe_cli.api import create_app
 from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
 from logpipe_cli.drainer import Drainer
-from logpipe_cli.errors import BufferFullError, RedisUnavailableError
+from logpipe_cli.errors import BufferFullError, RedisUnavailableError, ReplicasMissingError
 from logpipe_cli.keys import EventKey
 from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
@@ -367,3 +367,64 @@ def test_redis_check_lists_every_master_with_its_slots_and_replica(
     assert table.exit_code == 0, table.stderr
     assert "cluster" in table.stdout
     assert "slots" in table.stdout
+
+
+def test_two_drainers_share_the_keys_of_every_master(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    items = items_for(USERS, 5)
+
+    async def go() -> None:
+        async with (
+            Buffer.connect(settings.redis) as one,
+            Buffer.connect(settings.redis) as two,
+        ):
+            await one.append(items)
+            reports = await asyncio.gather(
+                Drainer(one, settings.drainer, "one").drain_once(),
+                Drainer(two, settings.drainer, "two").drain_once(),
+            )
+            assert all(r.ok for r in reports), reports
+            # each key drained by one of them (the other found it busy, or empty)
+            assert sum(r.events for r in reports) == len(items)
+
+    asyncio.run(go())
+    for u in USERS:
+        path = path_for(Path(settings.drainer.logs_dir), EventKey(u, DAY))
+        assert path.read_bytes().splitlines() == [line(u, n) for n in range(5)]
+    assert redis_cluster.drained()
+
+
+def test_with_min_replicas_a_master_without_replica_keeps_its_keys_until_one_is_back(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path, min_replicas=1)
+    items = items_for(USERS, 2)
+    victim = redis_cluster.masters()[0]
+    on_victim = {
+        k for k, _ in items if redis_cluster.node_for_slot(key_slot(k)).port == victim.port
+    }
+    assert 0 < len(on_victim) < len(USERS)
+
+    async def go() -> None:
+        async with Buffer.connect(settings.redis) as buffer:
+            await buffer.append(items)
+            _, replica = redis_cluster.kill_master(victim)
+            await asyncio.to_thread(redis_cluster.wait_promoted, replica)
+            # the promoted replica has no replica: its keys stay, the others drain
+            report = await Drainer(buffer, settings.drainer).drain_once()
+            assert report.ok, report
+            assert report.events == 2 * (len(USERS) - len(on_victim))
+            # and a write to one of its slots is refused (503), not acknowledged unsafely
+            with pytest.raises(ReplicasMissingError, match="min_replicas"):
+                await buffer.append([(next(iter(on_victim)), line("late", 1))])
+            await asyncio.to_thread(redis_cluster.restore)  # the dead node rejoins
+            report = await Drainer(buffer, settings.drainer).drain_once()
+            assert report.ok, report
+
+    asyncio.run(go())
+    for u in USERS:
+        path = path_for(Path(settings.drainer.logs_dir), EventKey(u, DAY))
+        assert path.read_bytes().splitlines()[:2] == [line(u, n) for n in range(2)]
+    assert redis_cluster.drained()

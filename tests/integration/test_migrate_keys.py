@@ -71,6 +71,9 @@ def test_the_command_reports_and_fails_on_a_taken_name(redis_url: str, invoke: I
         a = EventKey("a", DAY)
         old_claim(raw, a, 2)
         env = {"LOGPIPE_REDIS_URL": redis_url}
+        check = invoke("redis-check", "--json", env=env)
+        assert json.loads(check.stdout)["legacy_keys"] == 4  # no lease: 4 keys
+        assert any("migrate-keys" in w for w in json.loads(check.stdout)["warnings"])
         dry = invoke("migrate-keys", "--dry-run", "--json", env=env)
         assert dry.exit_code == 0, dry.output
         assert json.loads(dry.stdout)["renamed"] == 4
@@ -78,6 +81,7 @@ def test_the_command_reports_and_fails_on_a_taken_name(redis_url: str, invoke: I
         assert done.exit_code == 0, done.output
         assert "renamed 4 keys of 1 list" in done.stdout
         assert raw.exists(*a.companions) == 4
+        assert json.loads(invoke("redis-check", "--json", env=env).stdout)["legacy_keys"] == 0
 
         old_claim(raw, a, 1)  # the same list again: its new names are taken now
         again = invoke("migrate-keys", env=env)

@@ -1,6 +1,6 @@
 """Hash slots and the cluster key layout, without Redis: every key of one list in its
-slot, one tag per slot, a flush split by slot (sharded.plan_flush), and the drain
-commands' global counters replaced by the slot's own (sharded.localize)."""
+slot, one tag per slot, a flush split by slot (slot_plan.plan_flush), and the drain
+commands' global counters replaced by the slot's own (slot_plan.localize)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from logpipe_cli import keys, scripts
 from logpipe_cli.keys import EventKey, classify, parse_legacy
 from logpipe_cli.settings import RedisSettings
-from logpipe_cli.sharded import localize, plan_flush
+from logpipe_cli.slot_plan import localize, plan_flush
 from logpipe_cli.slots import SLOTS, group_by_slot, key_slot, slot_tag
 
 
