@@ -72,7 +72,7 @@ lint: setup ## ruff + mypy
 
 check: lint test ## Lint, type-check and test
 
-bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each (needs wrk; ~10 min)
+bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each, then bench-cluster (needs wrk; ~12 min)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.cluster
 

@@ -13,7 +13,9 @@ Per setup and repetition, after emptying Redis and ``logs_dir``:
 - *ingest*: ``CONCURRENCY`` tasks each store one event at a time through one
   :class:`GroupCommitter` (the API's write path without HTTP), each task its own user, so
   a flush spans up to ``CONCURRENCY`` keys (in cluster mode: as many slots, over all
-  three masters), for ``SECONDS``;
+  three masters, one script each), for ``--seconds``;
+- *ingest100*: ``BATCH_WRITERS`` tasks each store ``BATCH`` events of its own user at a
+  time (a ``POST /logs`` body of one user): one slot per request;
 - *drain*: ``NKEYS`` x ``PER_KEY`` events stored through :meth:`Buffer.append` (so the
   counters are right in every mode), then one ``Drainer.drain_once()`` with fsync into new
   files, timed.
@@ -54,6 +56,9 @@ from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 CONCURRENCY = 64
+#: writers of the batched ingest figure, each BATCH events of its own user at a time
+BATCH_WRITERS = 16
+BATCH = 100
 DAY = 20000
 NKEYS = 200
 PER_KEY = 250
@@ -65,9 +70,12 @@ def line(user: int, n: int) -> bytes:
     return b'{"user_id":"u%d","event":"e","timestamp":%d}' % (user, DAY * 86400 + n)
 
 
-async def ingest_rate(cfg: Settings, seconds: float) -> tuple[float, int]:
-    """Events stored per second by CONCURRENCY one-event writers, and how many."""
+async def ingest_rate(cfg: Settings, seconds: float, batch: int) -> tuple[float, int]:
+    """Events stored per second, and how many: ``batch`` = 1, CONCURRENCY writers of one
+    event at a time (each its own user, as many ``POST /log`` clients); otherwise
+    BATCH_WRITERS writers of ``batch`` events of one user at a time (``POST /logs``)."""
     stored = 0
+    writers = CONCURRENCY if batch == 1 else BATCH_WRITERS
     async with Buffer.connect(cfg.redis) as buffer:
         committer = GroupCommitter(buffer, retry_s=cfg.redis.write_retry_seconds)
         deadline = time.monotonic() + seconds
@@ -77,12 +85,12 @@ async def ingest_rate(cfg: Settings, seconds: float) -> tuple[float, int]:
             key = event_key(f"u{n}", DAY)
             i = 0
             while time.monotonic() < deadline:
-                await committer.append([(key, line(n, i))])
-                stored += 1
-                i += 1
+                await committer.append([(key, line(n, i + j)) for j in range(batch)])
+                stored += batch
+                i += batch
 
         start = time.monotonic()
-        await asyncio.gather(*(writer(n) for n in range(CONCURRENCY)))
+        await asyncio.gather(*(writer(n) for n in range(writers)))
         return stored / (time.monotonic() - start), stored
 
 
@@ -126,20 +134,26 @@ def cpu_seconds(ports: list[int]) -> float:
 
 @dataclass
 class Figure:
-    """One measurement: events/s, and Redis CPU µs per event on masters and replicas."""
+    """One measurement: events/s, and CPU µs per event: the redis-server masters', the
+    replicas', and this process's (logpipe's client side: the API's or drainer's share)."""
 
     rate: float
     master_us: float
     replica_us: float
+    client_us: float
 
 
 def timed(setup: Setup, events_of: Callable[[], tuple[float, int]]) -> Figure:
-    """Run ``events_of`` (returns events/s and events) and charge the CPU it made the
-    setup's redis-servers use to each event."""
+    """Run ``events_of`` (returns events/s and events) and charge the CPU it used, here
+    and in the setup's redis-servers, to each event."""
     m0, r0 = cpu_seconds(setup.masters), cpu_seconds(setup.replicas)
+    c0 = time.process_time()
     rate, events = events_of()
+    c1 = time.process_time()
     m1, r1 = cpu_seconds(setup.masters), cpu_seconds(setup.replicas)
-    return Figure(rate, (m1 - m0) * 1e6 / events, (r1 - r0) * 1e6 / events)
+    return Figure(
+        rate, (m1 - m0) * 1e6 / events, (r1 - r0) * 1e6 / events, (c1 - c0) * 1e6 / events
+    )
 
 
 def settings(redis_cfg: dict[str, Any], logs: Path) -> Settings:
@@ -173,8 +187,9 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-PARTS = ("ingest", "drain")
-FIELDS = ("rate", "master_us", "replica_us")
+#: the figures: ingest of single events, of 100-event batches, and the drain
+PARTS = ("ingest", f"ingest{BATCH}", "drain")
+FIELDS = ("rate", "master_us", "replica_us", "client_us")
 
 
 def measure(seconds: float, reps: int, tmp: Path) -> dict[str, dict[str, Any]]:
@@ -215,19 +230,20 @@ def measure(seconds: float, reps: int, tmp: Path) -> dict[str, dict[str, Any]]:
         for rep in range(reps):
             for s in setups:
                 cfg = settings(s.redis, logs)
-                s.flush()
-                ingest = timed(s, functools.partial(asyncio.run, ingest_rate(cfg, seconds)))
+                figs: dict[str, Figure] = {}
+                for part, batch in (("ingest", 1), (f"ingest{BATCH}", BATCH)):
+                    s.flush()
+                    figs[part] = timed(
+                        s, functools.partial(asyncio.run, ingest_rate(cfg, seconds, batch))
+                    )
                 s.flush()
                 shutil.rmtree(logs, ignore_errors=True)
                 asyncio.run(load(cfg))
-                drain = timed(s, functools.partial(asyncio.run, drain_rate(cfg)))
-                runs[s.name]["ingest"].append(ingest)
-                runs[s.name]["drain"].append(drain)
-                print(
-                    f"  rep {rep + 1}/{reps} {s.name:<38} "
-                    f"ingest {ingest.rate:>9,.0f}/s  drain {drain.rate:>9,.0f}/s",
-                    file=sys.stderr,
-                )
+                figs["drain"] = timed(s, functools.partial(asyncio.run, drain_rate(cfg)))
+                for part, fig in figs.items():
+                    runs[s.name][part].append(fig)
+                rates = "  ".join(f"{p} {f.rate:>9,.0f}/s" for p, f in figs.items())
+                print(f"  rep {rep + 1}/{reps} {s.name:<38} {rates}", file=sys.stderr)
         return {
             name: {
                 part: {f: spread([getattr(x, f) for x in figs]) for f in FIELDS}
@@ -244,23 +260,26 @@ def measure(seconds: float, reps: int, tmp: Path) -> dict[str, dict[str, Any]]:
 def render(results: dict[str, dict[str, Any]], seconds: float, reps: int) -> str:
     base = results["standalone"]
     out = [
-        f"ingest: {CONCURRENCY} one-event writers through GroupCommitter, {seconds:g} s; "
-        f"drain: {NKEYS} keys x {PER_KEY} events, drain_once() with fsync; "
-        f"median of {reps} (min-max); Redis CPU per event: masters / replicas",
+        f"ingest: {CONCURRENCY} writers of one event at a time, each its own user; "
+        f"ingest{BATCH}: {BATCH_WRITERS} writers of {BATCH} events of one user at a time; "
+        f"both through GroupCommitter, {seconds:g} s. drain: {NKEYS} keys x {PER_KEY} "
+        f"events, drain_once() with fsync. Median of {reps} (min-max); CPU µs per event "
+        "of the Redis masters, their replicas, and logpipe's process.",
     ]
     for part in PARTS:
         out += [
             "",
-            f"| setup | {part} events/s | µs/event | x standalone | Redis CPU µs/event |",
-            "|---|---:|---:|---:|---:|",
+            f"| setup | {part} events/s | µs/event | x standalone "
+            "| masters' CPU µs/event | replicas' | logpipe's |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in results.items():
             rate = r[part]["rate"]
             med = rate["median"]
+            cpu = " | ".join(f"{r[part][f]['median']:.1f}" for f in FIELDS[1:])
             out.append(
                 f"| {name} | {med:,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f}) "
-                f"| {1e6 / med:.1f} | {base[part]['rate']['median'] / med:.2f} "
-                f"| {r[part]['master_us']['median']:.1f} / {r[part]['replica_us']['median']:.1f} |"
+                f"| {1e6 / med:.1f} | {base[part]['rate']['median'] / med:.2f} | {cpu} |"
             )
     return "\n".join(out)
 

@@ -321,12 +321,29 @@ class RedisCluster:
         wait_for(promoted, f"the replica on port {replica.port} to take over")
 
     def restore(self) -> None:
-        """Start any node a test killed (it rejoins as a replica) and wait until whole."""
+        """Start any node a test killed (it rejoins as a replica), finish off any slot a
+        failed test left half-moved, and wait until whole."""
         for s in self.servers:
             if s.proc is None or s.proc.poll() is not None:
                 s.proc = None
                 s.start()
         self.wait_healthy()
+        self._stabilize()
+
+    def _stabilize(self) -> None:
+        """``SETSLOT STABLE`` every slot a node still marks as migrating or importing
+        (``[slot->-id]``/``[slot-<-id]`` in its own line of ``CLUSTER NODES``): the slot
+        stays with its owner; keys already moved are emptied by :meth:`flush`."""
+        for s in self.masters():
+            with self.client(s.port) as c:
+                for line in _text(c.execute_command("CLUSTER", "NODES")).splitlines():
+                    f = line.split()
+                    if len(f) < 3 or "myself" not in f[2].split(","):
+                        continue
+                    for token in f[8:]:
+                        if token.startswith("["):
+                            slot = int(token[1:].split("-", 1)[0])
+                            c.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
     def flush(self) -> None:
         """Empty every master (their replicas follow)."""
@@ -340,21 +357,23 @@ class RedisCluster:
         target: RedisServer,
         *,
         keys_per_step: int = 1,
-        between: Callable[[], None] | None = None,
+        between: Callable[[], object] | None = None,
+        record: list[str] | None = None,
     ) -> int:
         """Move ``slots`` to the master ``target`` the way ``redis-cli --cluster reshard``
         does (``SETSLOT IMPORTING``/``MIGRATING``, ``MIGRATE`` key by key, ``SETSLOT NODE``
         everywhere), ``keys_per_step`` keys per ``MIGRATE``, so clients meet the ``ASK``
         and ``TRYAGAIN`` window while keys are split between the two nodes; ``between``
         runs after each step (a test waits there for load to go on meanwhile). Slots that
-        already are on ``target`` are left alone. Returns how many keys moved."""
-        target_id = self._id_of(target)
+        already are on ``target`` are left alone. Returns how many keys moved, and appends
+        their names to ``record`` if given."""
+        target_id = self.node_id(target)
         moved = 0
         for slot in slots:
             source = self.node_for_slot(slot)
             if source is target:
                 continue
-            source_id = self._id_of(source)
+            source_id = self.node_id(source)
             with self.client(target.port) as t, self.client(source.port) as s:
                 t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
                 s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
@@ -366,6 +385,8 @@ class RedisCluster:
                         "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
                     )
                     moved += len(keys)
+                    if record is not None:
+                        record.extend(_text(k) for k in keys)
                     if between is not None:
                         between()
                 # the new owner first, then the old one, then everyone (as redis-cli does)
@@ -378,33 +399,19 @@ class RedisCluster:
                             c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return moved
 
-    def _id_of(self, server: RedisServer) -> str:
+    def node_id(self, server: RedisServer) -> str:
+        """The cluster id of ``server``."""
         return next(i for i, s in self.ids.items() if s is server)
 
-    def reshard_cli(self, source: RedisServer, target: RedisServer, count: int) -> str:
-        """``redis-cli --cluster reshard``: move ``count`` slots from ``source`` to
-        ``target`` (redis-cli picks which); returns its output."""
-        done = subprocess.run(
-            [
-                redis_cli(),
-                "--cluster",
-                "reshard",
-                f"127.0.0.1:{target.port}",
-                "--cluster-from",
-                self._id_of(source),
-                "--cluster-to",
-                self._id_of(target),
-                "--cluster-slots",
-                str(count),
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S,
-            check=False,
-        )
-        assert done.returncode == 0, f"reshard failed:\n{done.stdout[-3000:]}\n{done.stderr}"
-        return done.stdout
+    def errors_replied(self, *kinds: str) -> int:
+        """How many ``ASK``/``TRYAGAIN``/``MOVED``/... error replies the live nodes have
+        sent (``INFO errorstats``): the evidence that clients met a resharding."""
+        total = 0
+        for s in self.alive():
+            with self.client(s.port) as c:
+                stats = c.info("errorstats")
+            total += sum(int(stats.get(f"errorstat_{k}", {}).get("count", 0)) for k in kinds)
+        return total
 
     # ---- what is left -------------------------------------------------------------
 

@@ -9,7 +9,6 @@ import pytest
 
 from tests.faults.report import latest, render, report_path
 from tests.processes import launcher  # noqa: F401 - fixture
-from tests.redis_cluster import redis_cluster, redis_cluster_session  # noqa: F401 - fixtures
 from tests.redis_sentinel import sentinel_setup  # noqa: F401 - fixture
 
 _written: list[Path] = []

@@ -23,7 +23,6 @@ from logpipe_cli.settings import Settings
 from logpipe_cli.sink import path_for
 from tests.cli.conftest import invoke, workdir  # noqa: F401 - fixtures (redis-check tests)
 from tests.conftest import MakeSettings
-from tests.redis_cluster import redis_cluster, redis_cluster_session  # noqa: F401 - fixtures
 from tests.redis_sentinel import sentinel_setup  # noqa: F401 - fixture
 
 DAY = 19675
