@@ -72,8 +72,9 @@ lint: setup ## ruff + mypy
 
 check: lint test ## Lint, type-check and test
 
-bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each (needs wrk; ~10 min)
+bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each, then bench-cluster (needs wrk; ~12 min)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.cluster
 
 bench-quick: setup ## The same figures, small and short, for development (< 60 s)
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
@@ -84,7 +85,10 @@ bench-auth: setup ## POST /log with and without a bearer token, interleaved (nee
 bench-replication: setup ## Ingest standalone vs Sentinel with min_replicas 0/1/2 (WAIT's cost)
 	$(BIN)/python -m bench.replication
 
+bench-cluster: setup ## Ingest and drain: 1 Redis vs a 3-master cluster, min_replicas 0/1 (part of make bench)
+	$(BIN)/python -m bench.cluster
+
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-quick bench-auth bench-replication clean
+.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-quick bench-auth bench-replication bench-cluster clean

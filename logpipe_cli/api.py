@@ -567,6 +567,8 @@ def _lifespan(
             else:
                 client = drain_client = redis
             buffer = Buffer(client, settings.redis)
+            if buffer.sharded is not None:  # cluster mode: its background counter read
+                stack.push_async_callback(buffer.sharded.aclose)
             ingest = Ingest(settings, buffer, metrics)
             drains = DrainRunner(Buffer(drain_client, settings.redis), settings.drainer)
             stack.push_async_callback(drains.aclose)  # before its client closes

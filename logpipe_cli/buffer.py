@@ -30,9 +30,10 @@ from logpipe_cli.errors import (
     WrongTypeError,
 )
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
-from logpipe_cli.redis_conn import make_client, recheck_master
+from logpipe_cli.redis_conn import is_cluster, make_client, recheck_master
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
+from logpipe_cli.sharded import Sharded
 
 
 def connect(cfg: RedisSettings) -> aioredis.Redis:
@@ -200,6 +201,8 @@ class Buffer:
         self._reported: set[str] = set()
         #: the drain scripts' SHA1 digests, what EVALSHA names them by
         self._sha = _DRAIN_SHAS
+        #: cluster mode's ways (redis.mode = "cluster"), see logpipe_cli.sharded
+        self.sharded = Sharded(client, cfg) if is_cluster(client) else None  # type: ignore[arg-type]
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -207,7 +210,12 @@ class Buffer:
         """A buffer on its own client (see :func:`connect`), closed on the way out."""
         client = connect(cfg)
         try:
-            yield cls(client, cfg)
+            buffer = cls(client, cfg)
+            try:
+                yield buffer
+            finally:
+                if buffer.sharded is not None:
+                    await buffer.sharded.aclose()
         finally:
             await client.aclose()
 
@@ -261,6 +269,8 @@ class Buffer:
         request's rate limit (it was sent), and the limits are checked before the ids are
         (so they count it too).
         """
+        if self.sharded is not None:
+            return await self.sharded.store(items, flush_id, ids, now, charges, rate)
         grouped: dict[str, list[int]] = {}
         for i, (key, _) in enumerate(items):
             where = grouped.get(key)
@@ -456,6 +466,8 @@ class Buffer:
         An unsafe key matches ``pattern`` but is not a canonical ``logs:user_<id>:<day>``
         key, so it cannot be mapped to a file inside ``logs_dir``; it is left alone.
         """
+        if self.sharded is not None:  # every master (enough replicas, with min_replicas)
+            return await self.sharded.find_drainable(pattern)
         found: set[EventKey] = set()
         unsafe: set[str] = set()
         async for key in self.scan_keys(pattern, ("events", "claim")):
@@ -597,6 +609,8 @@ class Buffer:
         round trip of their own: WAIT covers everything replicated before that write,
         whichever pooled connection sent it, including commands resent after NOSCRIPT.
         Raises :class:`ReplicationError` when it fell short."""
+        if self.sharded is not None:  # WAIT on the masters written to
+            return await self.sharded.run_drain_replicated(action, what, cmds)
         replies = await self._run_drain(action, cmds)
         if self.cfg.min_replicas:
             timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
@@ -616,6 +630,8 @@ class Buffer:
         bench/results). Every reply is read before returning, so the connection goes
         back to the pool in step; a connection error or a timeout disconnects it.
         """
+        if self.sharded is not None:
+            return await self.sharded.drain_pipeline(action, cmds)
         pool = self.client.connection_pool
         with redis_errors(action):
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -654,6 +670,8 @@ class Buffer:
 
     async def counters(self) -> tuple[dict[str, int], dict[str, str]]:
         """The counters and the last drain's outcome, in one round trip."""
+        if self.sharded is not None:
+            return await self.sharded.counters()
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.STATS)
             pipe.hgetall(keys.LAST_DRAIN)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Sequence
 
 from logpipe_cli.buffer import Buffer, Charge, RateLimit, RateLimitedErrors
-from logpipe_cli.errors import RedisUnavailableError, WrongTypeError
+from logpipe_cli.errors import RedisUnavailableError, ReplicasMissingError, WrongTypeError
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
@@ -157,6 +157,8 @@ class GroupCommitter:
                     items, flush_id, ids=ids, charges=charges, rate=rate
                 )
                 return stored.duplicates
+            except ReplicasMissingError:
+                raise  # a master without its replicas: resending now cannot help
             except RedisUnavailableError:
                 if time.monotonic() + delay > deadline:
                     raise

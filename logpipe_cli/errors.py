@@ -87,6 +87,12 @@ class ReplicationError(RedisUnavailableError):
         self.wanted = wanted
 
 
+class ReplicasMissingError(ReplicationError):
+    """A write fell short of ``redis.min_replicas`` because its master has fewer replicas
+    connected than that (a Redis Cluster master whose replica took over when it died):
+    sending it again at once cannot help, so it is answered ``503`` without retrying."""
+
+
 class SinkError(LogpipeError):
     """The log files could not be written (disk full, permissions, ...)."""
 

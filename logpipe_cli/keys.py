@@ -3,8 +3,12 @@
 Event lists are ``logs:user_<id>:<day>``. While a drainer works on one it is renamed
 to a claim, guarded by a lease; the offset a claim's file had before an append is kept
 beside it so a crash can be undone, and a holder record says who held the claim last and
-how much of its file is acknowledged. Counters live in one hash. The event ids seen
-per user (dedupe) live in time-bucketed sets, ``logpipe:ids:{<user>}:<bucket>``.
+how much of its file is acknowledged. Each of these companions carries the list's name as
+its hash tag (``logpipe:claim:{logs:user_<id>:<day>}``), so in a Redis Cluster it lives in
+the list's slot and every per-list script is single-slot (the same names in every mode).
+Counters live in one hash (cluster mode: one per slot, see :mod:`logpipe_cli.slots`). The
+event ids seen per user (dedupe) live in time-bucketed sets,
+``logpipe:ids:{<user>}:<bucket>`` (cluster mode: per list, ``logpipe:ids:{<list>}:<bucket>``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from logpipe_cli.slots import slot_tag
 
 EVENT_PREFIX = "logs:user_"
 _NS = "logpipe:"
@@ -36,6 +42,9 @@ LAST_DRAIN = _NS + "last_drain"
 #: connection's last write, and a flush sent again (its id already done) writes nothing
 REPLICATED = _NS + "replicated"
 
+#: cluster mode: the per-slot copies of STATS, FLUSHES and REPLICATED (see slot_key)
+_PER_SLOT = {STATS: STATS + ":", FLUSHES: FLUSHES + ":", REPLICATED: REPLICATED + ":"}
+
 #: user ids: 1-128 of ASCII letters, digits and . _ - @ +, not starting with "."
 USER_ID_RE = re.compile(r"[A-Za-z0-9_@+\-][A-Za-z0-9._@+\-]{0,127}")
 _DAY_RE = re.compile(r"0|[1-9][0-9]{0,8}")
@@ -54,23 +63,36 @@ class EventKey:
 
     @property
     def claim(self) -> str:
-        return CLAIM_PREFIX + self.key
+        return f"{CLAIM_PREFIX}{{{self.key}}}"
 
     @property
     def lease(self) -> str:
-        return LEASE_PREFIX + self.key
+        return f"{LEASE_PREFIX}{{{self.key}}}"
 
     @property
     def offset(self) -> str:
-        return OFFSET_PREFIX + self.key
+        return f"{OFFSET_PREFIX}{{{self.key}}}"
 
     @property
     def quarantine(self) -> str:
-        return QUARANTINE_PREFIX + self.key
+        return f"{QUARANTINE_PREFIX}{{{self.key}}}"
 
     @property
     def holder(self) -> str:
-        return HOLDER_PREFIX + self.key
+        return f"{HOLDER_PREFIX}{{{self.key}}}"
+
+    @property
+    def companions(self) -> tuple[str, str, str, str, str]:
+        """Claim, lease, offset, holder and quarantine: every key that belongs to it."""
+        return (self.claim, self.lease, self.offset, self.holder, self.quarantine)
+
+    @property
+    def legacy_companions(self) -> tuple[str, str, str, str, str]:
+        """:attr:`companions` as versions before the hash tag named them
+        (``logpipe:claim:logs:user_<id>:<day>``; see ``logpipe migrate-keys``)."""
+        prefixes = (CLAIM_PREFIX, LEASE_PREFIX, OFFSET_PREFIX, HOLDER_PREFIX, QUARANTINE_PREFIX)
+        a, b, c, d, e = (p + self.key for p in prefixes)
+        return (a, b, c, d, e)
 
 
 def event_key(user_id: str, day: int) -> str:
@@ -86,6 +108,19 @@ def id_set(user_id: str, bucket: int) -> str:
     whole by its expiry, so no per-id bookkeeping is needed (see scripts.APPEND).
     """
     return f"{IDS_PREFIX}{{{user_id}}}:{bucket}"
+
+
+def list_id_set(list_key: str, bucket: int) -> str:
+    """Cluster mode's dedupe set: the ids stored into the list ``list_key`` in dedupe
+    bucket ``bucket``, ``logpipe:ids:{<list>}:<bucket>`` (in the list's slot, so the
+    script that appends to the list can check them: an id is unique per user and day)."""
+    return f"{IDS_PREFIX}{{{list_key}}}:{bucket}"
+
+
+def slot_key(name: str, slot: int) -> str:
+    """Cluster mode's copy of the global key ``name`` (:data:`STATS`, :data:`FLUSHES` or
+    :data:`REPLICATED`) that lives in hash slot ``slot``: ``logpipe:stats:{<tag>}``."""
+    return f"{_PER_SLOT[name]}{{{slot_tag(slot)}}}"
 
 
 def rate_bucket(principal: str) -> str:
@@ -112,13 +147,45 @@ def parse_event_key(key: str | bytes) -> EventKey | None:
     return EventKey(user_id, int(day))
 
 
+def _tagged(key: bytes, prefix: bytes) -> EventKey | None:
+    """The event key in ``<prefix>{<event key>}``, or ``None``."""
+    if not (key.startswith(prefix + b"{") and key.endswith(b"}")):
+        return None
+    return parse_event_key(key[len(prefix) + 1 : -1])
+
+
 def parse_claim_key(key: str | bytes) -> EventKey | None:
     """The event key behind a claim key, or ``None``."""
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    if not key.startswith(CLAIM_PREFIX):
-        return None
-    return parse_event_key(key[len(CLAIM_PREFIX) :])
+    if isinstance(key, str):
+        key = key.encode("utf-8", "surrogateescape")
+    return _tagged(key, _CLAIM)
+
+
+_CLAIM, _QUARANTINE = CLAIM_PREFIX.encode(), QUARANTINE_PREFIX.encode()
+_COMPANION_PREFIXES = tuple(
+    p.encode()
+    for p in (CLAIM_PREFIX, LEASE_PREFIX, OFFSET_PREFIX, HOLDER_PREFIX, QUARANTINE_PREFIX)
+)
+#: SCAN patterns that find the companions named the old way (no hash tag)
+LEGACY_PATTERNS = tuple(p + EVENT_PREFIX + "*" for p in (
+    CLAIM_PREFIX, LEASE_PREFIX, OFFSET_PREFIX, HOLDER_PREFIX, QUARANTINE_PREFIX
+))  # fmt: skip
+
+
+#: one SCAN pattern for every companion named the old way: today's names have "{" after
+#: the kind, so ":logs:user_" never follows a ":" in them
+LEGACY_PATTERN = _NS + "*:" + EVENT_PREFIX + "*"
+
+
+def parse_legacy(key: str | bytes) -> EventKey | None:
+    """The event key behind a companion named the old way (``logpipe:claim:logs:...``,
+    no hash tag), or ``None``."""
+    if isinstance(key, str):
+        key = key.encode("utf-8", "surrogateescape")
+    for prefix in _COMPANION_PREFIXES:
+        if key.startswith(prefix + EVENT_PREFIX.encode()):
+            return parse_event_key(key[len(prefix) :])
+    return None
 
 
 KeyKind = Literal["events", "claim", "quarantine"]
@@ -140,9 +207,10 @@ def classify(raw: str | bytes) -> FoundKey:
     if isinstance(raw, str):
         raw = raw.encode()
     name = raw.decode("utf-8", "backslashreplace")
+    # a companion named the old way (no hash tag) has no event key: it is left alone
+    # and reported until `logpipe migrate-keys` renames it
     if name.startswith(CLAIM_PREFIX):
-        return FoundKey(name, "claim", parse_claim_key(raw), raw)
+        return FoundKey(name, "claim", _tagged(raw, _CLAIM), raw)
     if name.startswith(QUARANTINE_PREFIX):
-        ek = parse_event_key(raw[len(QUARANTINE_PREFIX) :])
-        return FoundKey(name, "quarantine", ek, raw)
+        return FoundKey(name, "quarantine", _tagged(raw, _QUARANTINE), raw)
     return FoundKey(name, "events", parse_event_key(raw), raw)

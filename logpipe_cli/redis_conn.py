@@ -1,7 +1,10 @@
 """Making the Redis client: the one place that knows ``redis.mode``.
 
-Standalone: the Redis at ``redis.url``. Sentinel: the master that the Sentinels name for
-``redis.sentinel_master``, found again after a failover without a restart (redis-py's
+Standalone: the Redis at ``redis.url``. Cluster: redis-py's ``RedisCluster`` seeded by
+``redis.url`` and ``redis.cluster_nodes`` (it follows ``MOVED``/``ASK``/``TRYAGAIN``, which
+mean the command did not run, and resends nothing whose connection failed). Sentinel: the
+master that the Sentinels name for ``redis.sentinel_master``, found again after a failover
+without a restart (redis-py's
 ``SentinelConnectionPool`` asks the Sentinels for the master's address whenever it opens
 a connection, and drops a connection whose server answers ``READONLY``, i.e. was
 demoted). Both clients return bytes and never retry by themselves, and both get the
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -121,7 +125,7 @@ async def recheck_master(client: aioredis.Redis) -> None:
     with ``min_replicas`` set its ``WAIT`` falls short (its replicas have left). Called
     on such a shortfall, so the write is sent again to the new master at once.
     """
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)  # a RedisCluster has none
     if isinstance(pool, SentinelConnectionPool):
         # no Sentinel answers: the next connection will ask again anyway
         with contextlib.suppress(RedisError):
@@ -134,8 +138,31 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a Redis Cluster client (see :func:`make_client`)."""
+    return isinstance(client, RedisCluster)
+
+
+def make_cluster_client(cfg: RedisSettings) -> RedisCluster:
+    """A client of the Redis Cluster that ``redis.url`` and ``redis.cluster_nodes`` name.
+
+    ``retry`` of 0: redis-py would otherwise resend a command whose connection failed
+    (it may have run: an ACK run twice trims twice); it still reloads the slot map then.
+    """
+    url = urlsplit(cfg.url)
+    seeds = [(url.hostname or "127.0.0.1", url.port or 6379)]
+    seeds += [parse_address(a) for a in cfg.cluster_nodes]
+    nodes = [ClusterNode(host, port) for host, port in seeds]
+    return RedisCluster.from_url(cfg.url, startup_nodes=nodes, **client_options(cfg))
+
+
 def make_client(cfg: RedisSettings) -> aioredis.Redis:
     """A client for the configured Redis (see the module's docstring)."""
+    if cfg.mode == "cluster":
+        # RedisCluster has the commands logpipe sends through the client; what differs
+        # (no connection pool, pipelines routed by slot, WAIT per node) is behind
+        # is_cluster(), in logpipe_cli.sharded
+        return cast(aioredis.Redis, make_cluster_client(cfg))
     options = client_options(cfg)
     if cfg.mode != "sentinel":
         return aioredis.Redis.from_url(cfg.url, **options)

@@ -240,8 +240,9 @@ class RedisSettings:
     mode: str = setting(
         "standalone",
         '"standalone": the Redis at url; "sentinel": the master that redis.sentinels\n'
-        "name for sentinel_master (url then gives only the password, user and db).",
-        choices=("standalone", "sentinel"),
+        "name for sentinel_master (url then gives only the password, user and db);\n"
+        '"cluster": a Redis Cluster, url (and cluster_nodes) naming nodes of it.',
+        choices=("standalone", "sentinel", "cluster"),
     )
     sentinels: tuple[str, ...] = setting(
         (),
@@ -249,6 +250,12 @@ class RedisSettings:
         problem=sentinels_problem,
     )
     sentinel_master: str = setting("", "The master's name in the Sentinels' configuration.")
+    cluster_nodes: tuple[str, ...] = setting(
+        (),
+        'Mode "cluster": more seed nodes ["host:port", ...] besides url\'s (env:\n'
+        "comma-separated); tried when url's node is down at start.",
+        problem=sentinels_problem,
+    )
     sentinel_password: str = setting(
         "", "Password of the Sentinels themselves (empty = none); masked when shown."
     )
@@ -625,6 +632,7 @@ def load_settings(
 
     built = {s: SECTIONS[s](**values[s]) for s in SECTIONS}
     _check_sentinel(built["redis"], sources)
+    _check_cluster(built["redis"], sources)
     return Settings(**built, sources=sources, path=path)
 
 
@@ -644,6 +652,19 @@ def _check_sentinel(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
             f"{where}: redis.url must be a redis:// URL (it gives the password, user and "
             f"db; the master's address comes from the Sentinels), got {scheme}://"
         )
+
+
+def _check_cluster(cfg: RedisSettings, sources: Mapping[str, Source]) -> None:
+    """Cluster mode has one database and no unix sockets: refused at load."""
+    if cfg.mode != "cluster":
+        return
+    where = f'redis.mode = "cluster" (from {sources.get("redis.mode", "default")})'
+    scheme = urlsplit(cfg.url).scheme
+    if scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{where} needs a redis:// or rediss:// redis.url, got {scheme}://")
+    path = urlsplit(cfg.url).path.strip("/")
+    if path not in ("", "0"):
+        raise ConfigError(f"{where}: a Redis Cluster has only db 0, but redis.url names db {path}")
 
 
 def resolve_config_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from logpipe_cli.settings import Settings, load_settings
 
-pytest_plugins = ["tests.redis_server"]  # the real redis-server fixtures
+# the real redis-server fixtures; the Redis Cluster is made once for the whole session
+pytest_plugins = ["tests.redis_server", "tests.redis_cluster"]
 
 MakeSettings = Callable[..., Settings]
 

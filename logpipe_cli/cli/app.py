@@ -19,6 +19,7 @@ from logpipe_cli.cli import (
     config_cmd,
     drain,
     inspect_cmd,
+    migrate_keys,
     query_cmd,
     redis_check,
     run,
@@ -125,6 +126,7 @@ app.command("send")(send.send)
 app.command("run")(run.run)
 app.command("stats")(stats_cmd.stats)
 app.command("query")(query_cmd.query)
+app.command("migrate-keys")(migrate_keys.migrate_keys)
 app.command("tail")(query_cmd.tail)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(inspect_cmd.app, name="inspect")

@@ -55,7 +55,26 @@ def health_table(
         or "off",
     )
     rep = report.replication
-    if rep is not None:
+    if report.masters is not None:
+        table.add_row("mode", "cluster")
+        for m in report.masters:
+            table.add_row(
+                "master",
+                fmt.inert(
+                    f"{m.address}: {fmt.number(m.slots)} slots, {fmt.size(m.used_memory)}, "
+                    f"{'AOF' if m.aof_enabled else 'no AOF'}"
+                ),
+            )
+            for r in m.replicas:
+                table.add_row(
+                    "  replica",
+                    fmt.inert(
+                        f"{r.address} {r.state}, lag {r.lag_s} s, {fmt.size(r.behind_bytes)} behind"
+                    ),
+                )
+        if rep is not None:
+            table.add_row("min_replicas", str(rep.min_replicas))
+    elif rep is not None:
         table.add_row("mode", fmt.inert(rep.mode))
         table.add_row("master", fmt.inert(rep.master))
         for r in rep.replicas:

@@ -153,7 +153,7 @@ def test_drain_once_redis_down(invoke: Invoke, workdir: Path) -> None:
 
 def test_inspect_keys_table_and_json(invoke: Invoke, env: dict[str, str], raw: redis.Redis) -> None:
     raw.rpush(f"logs:user_alice:{DAY}", *lines("alice", 3))
-    raw.rpush("logpipe:claim:logs:user_bob:7", *lines("bob", 2))
+    raw.rpush("logpipe:claim:{logs:user_bob:7}", *lines("bob", 2))
     table = invoke("inspect", "keys", env=env)
     assert table.exit_code == 0, table.stderr
     assert f"logs:user_alice:{DAY}" in table.stdout
@@ -169,7 +169,7 @@ def test_inspect_keys_table_and_json(invoke: Invoke, env: dict[str, str], raw: r
         3,
         "events",
     )
-    bob = rows["logpipe:claim:logs:user_bob:7"]
+    bob = rows["logpipe:claim:{logs:user_bob:7}"]
     assert (bob["user"], bob["day"], bob["events"], bob["kind"]) == ("bob", 7, 2, "claim")
 
 

@@ -1,6 +1,6 @@
 """Fault 6: keys and values written into Redis by hand, as an operator or a bug might.
 
-Values that are not one-line JSON objects are moved to ``logpipe:quarantine:<key>``
+Values that are not one-line JSON objects are moved to ``logpipe:quarantine:{<key>}``
 (in order) while the good ones around them are written; keys that do not map to a file
 inside ``logs_dir`` and keys of the wrong type are reported and left exactly as they
 were. The drainer never crashes and never creates a file outside ``logs_dir``, and the
@@ -159,8 +159,8 @@ def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
     # good values written in order, bad ones quarantined in order, the list gone
     written = logs / "user_ok" / f"{DAY}.jsonl"
     assert written.read_bytes() == GOOD[0] + b"\n" + GOOD[1] + b"\n"
-    assert client.lrange(b"logpipe:quarantine:" + mixed, 0, -1) == BAD_VALUES
-    assert client.exists(mixed, b"logpipe:claim:" + mixed) == 0
+    assert client.lrange(b"logpipe:quarantine:{" + mixed + b"}", 0, -1) == BAD_VALUES
+    assert client.exists(mixed, b"logpipe:claim:{" + mixed + b"}") == 0
     # bad keys untouched; no file outside logs_dir; only the good file inside it
     assert dump(client, left_alone) == before
     assert tree(tmp_path, logs, launcher.workdir) == outside_before
@@ -175,7 +175,7 @@ def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
     wait_until(
         lambda: (
             (logs / "user_ok" / f"{DAY + 1}.jsonl").is_file()
-            and not client.exists(fresh, b"logpipe:claim:" + fresh)
+            and not client.exists(fresh, b"logpipe:claim:{" + fresh + b"}")
         ),
         "the loop to drain a new key",
         procs=[loop],
@@ -190,7 +190,7 @@ def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
     assert all(len(p["wrong_type"]) == 2 + len(namespaced) for p in passes)
     left = dump(client, left_alone)
     outside_after = tree(tmp_path, logs, launcher.workdir)
-    quarantined = client.lrange(b"logpipe:quarantine:" + mixed, 0, -1)
+    quarantined = client.lrange(b"logpipe:quarantine:{" + mixed + b"}", 0, -1)
     client.close()
     row = record(
         fault_report,

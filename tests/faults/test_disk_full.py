@@ -107,7 +107,7 @@ def test_disk_full_is_reported_events_stay_in_redis_and_are_delivered_once_space
     assert small_file.read_bytes() == b"".join(line(ev) for ev in small)
     # the rest stays in Redis, under the claim that the next drain resumes
     client = redis.Redis.from_url(redis_url)
-    claim = f"logpipe:claim:logs:user_big:{BASE_TS // DAY_S}"
+    claim = f"logpipe:claim:{{logs:user_big:{BASE_TS // DAY_S}}}"
     assert client.lrange(claim, 0, 0) == [big_lines[kept].rstrip(b"\n")]
     assert client.llen(claim) == len(big) - kept
     assert stat(redis_url, "buffered") == len(big) - kept

@@ -66,7 +66,7 @@ def pending_offsets(client: redis.Redis) -> dict[str, int]:
     for raw in client.scan_iter("logpipe:offset:*"):
         offset = client.get(raw)
         if offset is not None:
-            out[text(raw).removeprefix("logpipe:offset:")] = int(offset)
+            out[text(raw).removeprefix("logpipe:offset:{").removesuffix("}")] = int(offset)
     return out
 
 
@@ -78,7 +78,7 @@ def own_appends(client: redis.Redis, pid: int, stale: dict[str, int]) -> list[tu
     """
     out = []
     for key, offset in pending_offsets(client).items():
-        holder = client.get(f"logpipe:lease:{key}")
+        holder = client.get(f"logpipe:lease:{{{key}}}")
         if holder is not None and f":{pid}:" in text(holder) and stale.get(key) != offset:
             out.append((key, offset))
     return out
@@ -251,10 +251,12 @@ def test_a_drainer_paused_past_its_lease_is_taken_over_without_a_duplicate(
         frozen_after_append, "an append the drainer has not acknowledged", poll_s=0, procs=[stalled]
     )
     key = next(k for k, off in pending if file_for(logs, k).stat().st_size > off)
-    wait_until(lambda: client.get(f"logpipe:lease:{key}") is None, "the stalled lease to expire")
+    wait_until(
+        lambda: client.get(f"logpipe:lease:{{{key}}}") is None, "the stalled lease to expire"
+    )
     taker = launcher.start(["drain", "--once", "--json"], env, name="drain-taker")
     wait_until(
-        lambda: f":{taker.pid}:".encode() in (client.get(f"logpipe:lease:{key}") or b""),
+        lambda: f":{taker.pid}:".encode() in (client.get(f"logpipe:lease:{{{key}}}") or b""),
         "the second drainer to take the key over",
         procs=[taker],
     )

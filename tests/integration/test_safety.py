@@ -27,14 +27,14 @@ async def test_unsafe_keys_are_reported_and_left(rig: Rig) -> None:
     root = rig.logs.parent  # logs_dir is <tmp>/logs: a file written outside it shows up here
     for key in UNSAFE:
         rig.raw.rpush(key, line("x", 1))
-    rig.raw.rpush("logpipe:claim:logs:user_../x:1", line("x", 2))
+    rig.raw.rpush("logpipe:claim:{logs:user_../x:1}", line("x", 2))
     good = await rig.add("ok", range(2))
 
     report = await rig.drainer().drain_once()
-    assert sorted(report.unsafe) == sorted([*UNSAFE, "logpipe:claim:logs:user_../x:1"])
+    assert sorted(report.unsafe) == sorted([*UNSAFE, "logpipe:claim:{logs:user_../x:1}"])
     assert report.events == 2
     assert rig.file_lines("ok") == good
-    for key in [*UNSAFE, "logpipe:claim:logs:user_../x:1"]:
+    for key in [*UNSAFE, "logpipe:claim:{logs:user_../x:1}"]:
         assert rig.raw.lrange(key, 0, -1) in ([line("x", 1)], [line("x", 2)]), key
     written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert written == [f"logs/user_ok/{DAY}.jsonl"]
@@ -45,7 +45,7 @@ async def test_unsafe_keys_are_reported_and_left(rig: Rig) -> None:
 async def test_wrong_type_keys_are_reported_and_left(rig: Rig) -> None:
     rig.raw.set("logs:user_s:1", "a string")
     rig.raw.hset("logs:user_h:1", "f", "v")
-    rig.raw.sadd("logpipe:claim:logs:user_c:1", "member")
+    rig.raw.sadd("logpipe:claim:{logs:user_c:1}", "member")
     good = await rig.add("ok", range(3))
     report = await rig.drainer().drain_once()
     assert sorted(report.wrong_type) == ["logs:user_c:1", "logs:user_h:1", "logs:user_s:1"]
@@ -53,7 +53,7 @@ async def test_wrong_type_keys_are_reported_and_left(rig: Rig) -> None:
     assert rig.file_lines("ok") == good
     assert rig.raw.get("logs:user_s:1") == b"a string"
     assert rig.raw.hgetall("logs:user_h:1") == {b"f": b"v"}
-    assert rig.raw.smembers("logpipe:claim:logs:user_c:1") == {b"member"}
+    assert rig.raw.smembers("logpipe:claim:{logs:user_c:1}") == {b"member"}
     assert not (rig.logs / "user_s").exists()
     assert not (rig.logs / "user_h").exists()
 
@@ -78,7 +78,7 @@ async def test_invalid_values_are_quarantined_and_the_rest_written(rig: Rig) -> 
     assert report.events == 3
     assert report.quarantined == len(bad)
     assert rig.file_lines("u") == good
-    assert rig.raw.lrange(f"logpipe:quarantine:{ek.key}", 0, -1) == bad
+    assert rig.raw.lrange(ek.quarantine, 0, -1) == bad
     assert rig.stats()["quarantined"] == len(bad)
     assert rig.raw.exists(ek.key, ek.claim) == 0
 

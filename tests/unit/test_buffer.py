@@ -106,11 +106,11 @@ async def test_find_drainable_sorts_out_unsafe_keys(fake: Any) -> None:
     buf = buffer(fake)
     for key in ("logs:user_a:1", "logs:user_b:2", "logs:user_../x:1", "logs:user_a:01"):
         await fake.rpush(key, b"{}")
-    await fake.rpush("logpipe:claim:logs:user_c:3", b"{}")
-    await fake.rpush("logpipe:claim:logs:user_a/b:3", b"{}")
+    await fake.rpush("logpipe:claim:{logs:user_c:3}", b"{}")
+    await fake.rpush("logpipe:claim:{logs:user_a/b:3}", b"{}")
     found, unsafe = await buf.find_drainable("logs:user_*:*")
     assert found == [EventKey("a", 1), EventKey("b", 2), EventKey("c", 3)]
-    assert unsafe == ["logpipe:claim:logs:user_a/b:3", "logs:user_../x:1", "logs:user_a:01"]
+    assert unsafe == ["logpipe:claim:{logs:user_a/b:3}", "logs:user_../x:1", "logs:user_a:01"]
 
 
 async def test_claim_renames_and_appends_go_to_a_fresh_list(fake: Any) -> None:
@@ -196,17 +196,17 @@ async def test_connection_failure_is_redis_unavailable() -> None:
 
 async def test_scan_keys_parses_each_key_once_by_kind(fake: Any) -> None:
     buf = buffer(fake)
-    for key in ("logs:user_a:1", "logs:user_../x:1", "logpipe:claim:logs:user_c:3"):
+    for key in ("logs:user_a:1", "logs:user_../x:1", "logpipe:claim:{logs:user_c:3}"):
         await fake.rpush(key, b"{}")
-    await fake.rpush("logpipe:quarantine:logs:user_a:1", b"bad")
+    await fake.rpush("logpipe:quarantine:{logs:user_a:1}", b"bad")
     await fake.hset(STATS, "buffered", 1)
     found = {k.name: (k.kind, k.event_key) async for k in buf.scan_keys("*")}
     assert found == {
         "logs:user_a:1": ("events", EventKey("a", 1)),
         "logs:user_../x:1": ("events", None),  # not canonical: no file for it
-        "logpipe:claim:logs:user_c:3": ("claim", EventKey("c", 3)),
-        "logpipe:quarantine:logs:user_a:1": ("quarantine", EventKey("a", 1)),
+        "logpipe:claim:{logs:user_c:3}": ("claim", EventKey("c", 3)),
+        "logpipe:quarantine:{logs:user_a:1}": ("quarantine", EventKey("a", 1)),
         STATS: ("events", None),  # a pattern of "*" matches it: reported, never drained
     }
     claims = [k.name async for k in buf.scan_keys("logs:user_*:*", ("claim",))]
-    assert claims == ["logpipe:claim:logs:user_c:3"]
+    assert claims == ["logpipe:claim:{logs:user_c:3}"]

@@ -11,7 +11,7 @@ import pytest
 
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.committer import GroupCommitter
-from logpipe_cli.errors import BufferFullError
+from logpipe_cli.errors import BufferFullError, ReplicasMissingError, ReplicationError
 from logpipe_cli.settings import RedisSettings
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +76,30 @@ async def test_large_requests_are_split_into_several_flushes(
     assert buf.flushes == [3, 3, 7]
     stored = await fake.lrange("logs:user_a:1", 0, -1)
     assert stored == [b'{"r":1}'] * 3 + [b'{"r":2}'] * 3 + [b'{"r":3}'] * 7
+
+
+class ShortBuffer(CountingBuffer):
+    """A buffer whose writes fall short of min_replicas, as ``error`` says."""
+
+    error: Exception = ReplicationError("short", 0, 1)
+
+    async def append(
+        self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None, **limits: Any
+    ) -> int:
+        self.flushes.append(len(items))
+        raise self.error
+
+
+async def test_a_master_without_replicas_is_refused_at_once_a_lagging_one_retried(
+    fake: Any,
+) -> None:
+    lagging = ShortBuffer(fake, RedisSettings())
+    with pytest.raises(ReplicationError):
+        await GroupCommitter(lagging, retry_s=0.2).append([("logs:user_a:1", b"{}")])
+    assert len(lagging.flushes) > 1  # sent again under its id until the deadline
+
+    missing = ShortBuffer(fake, RedisSettings())
+    missing.error = ReplicasMissingError("no replica", 0, 1)
+    with pytest.raises(ReplicasMissingError):
+        await GroupCommitter(missing, retry_s=60).append([("logs:user_a:1", b"{}")])
+    assert missing.flushes == [1]  # once: a resend could not help

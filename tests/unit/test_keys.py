@@ -24,10 +24,11 @@ def test_round_trip(user_id: str, day: int) -> None:
 
 def test_derived_keys_live_in_the_namespace() -> None:
     ek = EventKey("u1", 5)
-    assert ek.claim == "logpipe:claim:logs:user_u1:5"
-    assert ek.lease == "logpipe:lease:logs:user_u1:5"
-    assert ek.offset == "logpipe:offset:logs:user_u1:5"
-    assert ek.quarantine == "logpipe:quarantine:logs:user_u1:5"
+    assert ek.claim == "logpipe:claim:{logs:user_u1:5}"
+    assert ek.lease == "logpipe:lease:{logs:user_u1:5}"
+    assert ek.offset == "logpipe:offset:{logs:user_u1:5}"
+    assert ek.holder == "logpipe:holder:{logs:user_u1:5}"
+    assert ek.quarantine == "logpipe:quarantine:{logs:user_u1:5}"
     assert parse_claim_key(ek.claim) == ek
     assert parse_claim_key(ek.claim.encode()) == ek
     assert keys.STATS == "logpipe:stats"
@@ -64,17 +65,20 @@ def test_derived_keys_live_in_the_namespace() -> None:
 def test_non_canonical_keys_are_refused(key: str) -> None:
     assert parse_event_key(key) is None
     assert parse_event_key(key.encode("utf-8")) is None
-    assert parse_claim_key(keys.CLAIM_PREFIX + key) is None
+    assert parse_claim_key(keys.CLAIM_PREFIX + "{" + key + "}") is None
 
 
 def test_undecodable_bytes_are_refused() -> None:
     assert parse_event_key(b"logs:user_\xff:1") is None
-    assert parse_claim_key(b"logpipe:claim:logs:user_\xff:1") is None
+    assert parse_claim_key(b"logpipe:claim:{logs:user_\xff:1}") is None
 
 
 def test_claim_key_needs_its_prefix() -> None:
     assert parse_claim_key("logs:user_1:1") is None
-    assert parse_claim_key("logpipe:lease:logs:user_1:1") is None
+    assert parse_claim_key("logpipe:lease:{logs:user_1:1}") is None
+    assert parse_claim_key("logpipe:claim:{logs:user_1:1") is None
+    # the old spelling (no hash tag) is not a claim any more: migrate-keys renames it
+    assert parse_claim_key("logpipe:claim:logs:user_1:1") is None
 
 
 def test_event_keys_sort_by_user_then_day() -> None:

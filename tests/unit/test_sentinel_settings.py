@@ -34,7 +34,10 @@ def test_sentinels_from_the_file_and_from_a_comma_separated_variable() -> None:
         ({"sentinels": ["nohost"]}, "'nohost' is not host:port"),
         ({"sentinels": ["h:99999"]}, "the port of 'h:99999' is not a number in 1-65535"),
         ({"sentinels": "h:1"}, "must be a list of strings"),
-        ({"mode": "cluster"}, "must be one of 'standalone', 'sentinel'"),
+        ({"mode": "shards"}, "must be one of 'standalone', 'sentinel', 'cluster'"),
+        ({"mode": "cluster", "url": "redis://h:1/2"}, "has only db 0"),
+        ({"mode": "cluster", "url": "unix:///tmp/r.sock"}, "needs a redis:// or rediss://"),
+        ({"cluster_nodes": ["h:0"]}, "the port of 'h:0' is not a number in 1-65535"),
         ({"min_replicas": -1}, "must be at least 0"),
     ],
 )
