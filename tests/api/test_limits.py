@@ -14,7 +14,9 @@ import pytest
 import redis
 from litestar.testing import TestClient
 
+from logpipe_cli import keys
 from logpipe_cli.api import create_app, services_of
+from logpipe_cli.ingest import bucket_of
 from tests.conftest import MakeSettings
 
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -64,7 +66,7 @@ def test_over_the_rate_limit_is_429_with_retry_after(
     assert store.llen(f"logs:user_u1:{DAY}") == 3  # nothing of the refused ones
     assert refused(metrics, "rate_limited") == 2
     # the bucket is kept in Redis, and goes once it would be full again anyway
-    ttl = store.pttl("logpipe:rate:addr:testclient")
+    ttl = store.pttl(keys.rate_bucket(bucket_of(None, "testclient")))
     assert 0 < ttl <= (3 / 0.001 + 1) * 1000
 
 
