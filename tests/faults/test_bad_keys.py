@@ -134,8 +134,8 @@ def test_bad_keys_and_values_are_reported_and_left_alone_never_a_crash(
     for name, overwrite in namespaced.items():
         event_list = f"logs:user_{name}:{DAY}".encode()
         client.rpush(event_list, GOOD[0])
-        overwrite(f"logpipe:{name}:logs:user_{name}:{DAY}".encode())
-    namespace_keys = [f"logpipe:{n}:logs:user_{n}:{DAY}".encode() for n in namespaced]
+        overwrite(f"logpipe:{name}:{{logs:user_{name}:{DAY}}}".encode())
+    namespace_keys = [f"logpipe:{n}:{{logs:user_{n}:{DAY}}}".encode() for n in namespaced]
     namespace_lists = [f"logs:user_{n}:{DAY}".encode() for n in namespaced]
     left_alone = [*UNSAFE, wrong_hash, wrong_string, *namespace_keys, *namespace_lists]
     before = dump(client, left_alone)
