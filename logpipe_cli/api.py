@@ -65,6 +65,7 @@ from logpipe_cli.gate import Cors, gate, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
+from logpipe_cli.resp import LeanRedis
 from logpipe_cli.schemas import (
     LOGS_QUERY_PARAMETERS,
     ApiCounts,
@@ -564,6 +565,12 @@ def _lifespan(
             else:
                 client = drain_client = redis
             buffer = Buffer(client, settings.redis)
+            if redis is None and settings.redis.mode == "standalone":
+                # the write path's one call through a lean connection (logpipe_cli/resp.py)
+                lean = LeanRedis.from_url(settings.redis.url, settings.redis.timeout_seconds)
+                if lean is not None:
+                    stack.push_async_callback(lean.aclose)
+                    buffer.write_through(lean)
             ingest = Ingest(settings, buffer, metrics)
             drains = DrainRunner(Buffer(drain_client, settings.redis), settings.drainer)
             stack.push_async_callback(drains.aclose)  # before its client closes

@@ -30,6 +30,7 @@ from logpipe_cli.errors import (
 )
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
 from logpipe_cli.redis_conn import make_client, recheck_master
+from logpipe_cli.resp import LeanRedis
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 
@@ -199,6 +200,15 @@ class Buffer:
 
     # ---- the write path -------------------------------------------------------------
 
+    #: the lean connection APPEND goes through (see :meth:`write_through`), else redis-py
+    _lean: LeanRedis | None = None
+
+    def write_through(self, lean: LeanRedis | None) -> None:
+        """Send APPEND (the write path's one call) through ``lean`` rather than redis-py:
+        a third of the client's cost per call (:mod:`logpipe_cli.resp`). The caller owns
+        and closes it. Not with ``redis.min_replicas`` (its WAIT goes with redis-py)."""
+        self._lean = lean
+
     async def append(
         self,
         items: Sequence[tuple[str, bytes]],
@@ -288,6 +298,9 @@ class Buffer:
         script_keys = [keys.STATS, *grouped, *buckets, *id_keys, keys.FLUSHES]
         if self.cfg.min_replicas:
             reply = await self._append_replicated(script_keys, argv)
+        elif self._lean is not None:
+            with redis_errors("storing events"):
+                reply = await self._lean.evalsha(scripts.APPEND, script_keys, argv)
         else:
             with redis_errors("storing events"):
                 reply = await self._append(keys=script_keys, args=argv)
