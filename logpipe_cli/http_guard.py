@@ -109,6 +109,63 @@ def _problem_response(status: int, detail: str, *, retry_after: bool) -> bytes:
     return b"".join([*head, b"\r\n", body])
 
 
+class _HeadHeld:
+    """A response's transport that holds its head (status line and headers) until the
+    first body bytes, so that a whole small answer leaves in one ``write`` (one syscall)
+    rather than two.
+
+    uvicorn writes the head when the app sends ``http.response.start`` and the body on
+    ``http.response.body``; a write costs more than everything logpipe does in Python
+    to store one event (issue 12's profile). The head is never held past the response:
+    the next write, ``close`` or the response's end (``release``) sends it.
+    """
+
+    __slots__ = ("_cycle", "_held", "_holding", "_transport", "then")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+        #: True until the response's first write (its head) has been taken
+        self._holding = True
+        #: what the cycle calls when its response is complete (the protocol's hook)
+        self.then: Any = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self._holding and self._cycle.response_started:
+            self._holding = False  # the head: the first write once the answer started
+            self._held = data
+        else:
+            self._transport.write(data)
+
+    def release(self) -> None:
+        """Send a held head now (the response ended without a body write, e.g. HEAD)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def done(self) -> None:
+        """The response is complete: its head is out, then the protocol hears of it."""
+        self.release()
+        self.then()
+
+    def close(self) -> None:
+        self.release()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # anything else uvicorn may ask of it
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HttpLimits` enforced.
 
@@ -235,6 +292,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = True
         self.guard.open[self] = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            held = _HeadHeld(self.transport, cycle)
+            cycle.transport = held  # type: ignore[assignment]
+            held.then = cycle.on_response
+            cycle.on_response = held.done
 
     def _too_large(self) -> None:
         self._respond_and_close(
