@@ -5,9 +5,9 @@ know nothing of HTTP: :class:`~logpipe_cli.ingest.Ingest` (the write path) and
 :class:`~logpipe_cli.drain_runner.DrainRunner` (``POST /drain``). The lifespan opens
 them as one :class:`Services` object and closes them.
 
-``POST /log`` is the hot path. Requests with a Content-Length are served by
-:mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the handler
-here. Both call the same ``Ingest`` methods, which build the answers, so they answer
+``POST /log`` and ``POST /logs`` are the hot paths. Requests with a Content-Length are
+served by :mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the
+handlers here. Both call the same ``Ingest`` methods, which build the answers, so they answer
 the same bytes; and either way the write goes through the group committer, so
 concurrent requests share Redis round trips.
 """
@@ -349,6 +349,9 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     ),
 )
 async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # Requests with a Content-Length are answered by the ASGI fast path (see
+    # fastpath.fast_post_log) with the same calls; this handler serves the rest and
+    # the OpenAPI docs.
     ingest = services_of(request.app).ingest
     media = _media_type(request)
     refusal = ingest.batch_media_refusal(media)  # before reading a body it would refuse
