@@ -170,6 +170,19 @@ def _pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+def _where(items: Sequence[tuple[str, bytes]]) -> dict[str, list[int]]:
+    """Each list key's item indexes, keys in the order of their first item (the order
+    :meth:`Buffer.store` sends the lists in)."""
+    where: dict[str, list[int]] = {}
+    for i, (key, _) in enumerate(items):
+        at = where.get(key)
+        if at is None:
+            where[key] = [i]
+        else:
+            at.append(i)
+    return where
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -257,22 +270,29 @@ class Buffer:
         request's rate limit (it was sent), and the limits are checked before the ids are
         (so they count it too).
         """
-        grouped: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(items):
-            where = grouped.get(key)
-            if where is None:
-                grouped[key] = [i]
+        # each list's values, lists in the order of their first item
+        grouped: dict[str, list[bytes]] = {}
+        for key, value in items:
+            values = grouped.get(key)
+            if values is None:
+                grouped[key] = [value]
             else:
-                where.append(i)
+                values.append(value)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
+        add = argv.append
         nbytes = 0
-        for where in grouped.values():
-            values = [items[i][1] for i in where]
+        for values in grouped.values():
             # one argument per list (see scripts.APPEND), unless a value holds a newline
+            if len(values) == 1:  # the usual in a batch over many users: no join, no count
+                value = values[0]
+                add(-1 if b"\n" in value else 1)
+                add(value)
+                nbytes += len(value)
+                continue
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
                 argv += (len(values), joined)
@@ -287,7 +307,8 @@ class Buffer:
                 bucket = keys.rate_bucket(charge.principal)
                 argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
         # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
-        id_keys = self._dedupe_args(grouped, ids, argv, time.time() if now is None else now)
+        where = _where(items) if ids else {}
+        id_keys = self._dedupe_args(where, ids, argv, time.time() if now is None else now)
         argv += (self.cfg.max_buffered_bytes, nbytes)
         if buckets:
             assert rate is not None
@@ -334,7 +355,7 @@ class Buffer:
         if not outcome.duplicates:
             return Stored(outcome.buffered)
         # the script counts positions in grouped order; the caller's are item indexes
-        order = [i for where in grouped.values() for i in where]
+        order = [i for at in _where(items).values() for i in at]
         return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
 
     def _dedupe_args(
