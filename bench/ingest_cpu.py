@@ -119,11 +119,21 @@ def main() -> int:
         ).encode()
         for u in range(1000)
     ]
+    with_ids = [
+        json.dumps(
+            {"user_id": f"user_{u:03d}", "event": "visited", "timestamp": ts, "event_id": f"r-{u}"},
+            separators=(",", ":"),
+        ).encode()
+        for u in range(1000)
+    ]
+    with_seq = [b.replace(b'"event_id"', b'"seq"') for b in with_ids]  # as bench.run's ids
     batches = [
         b"\n".join(singles[(b * 100 + i * 37) % 1000] for i in range(100)) for b in range(50)
     ]
     shapes = [
         ("POST /log", "/log", singles, b"application/json", args.requests, 1),
+        ("POST /log, a seq field", "/log", with_seq, b"application/json", args.requests, 1),
+        ("POST /log, an event_id", "/log", with_ids, b"application/json", args.requests, 1),
         ("POST /logs x100", "/logs", batches, b"application/x-ndjson", args.requests // 20, 100),
     ]
     for name, path, bodies, ctype, n, events in shapes:
