@@ -109,6 +109,10 @@ def _problem_response(status: int, detail: str, *, retry_after: bool) -> bytes:
     return b"".join([*head, b"\r\n", body])
 
 
+#: what uvicorn writes for ``Expect: 100-continue`` before any answer: never held
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class _HeadHeld:
     """A response's transport that holds its head (status line and headers) until the
     first body bytes, so that a whole small answer leaves in one ``write`` (one syscall)
@@ -117,27 +121,30 @@ class _HeadHeld:
     uvicorn writes the head when the app sends ``http.response.start`` and the body on
     ``http.response.body``; a write costs more than everything logpipe does in Python
     to store one event (issue 12's profile). The head is never held past the response:
-    the next write, ``close`` or the response's end (``release``) sends it.
+    the next write, ``close`` or the response's end (``done``) sends it. The head is
+    known by its first bytes (``HTTP/``; a body write never starts so: uvicorn writes a
+    body as it is, or chunked behind a hex length), not by asking the cycle: a
+    reference to the cycle, which references this, would make a reference cycle per
+    request for the garbage collector, whose pauses showed in the p99.
     """
 
-    __slots__ = ("_cycle", "_held", "_holding", "_transport", "then")
+    __slots__ = ("_held", "_holding", "_transport", "then")
 
-    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+    def __init__(self, transport: asyncio.Transport, then: Any) -> None:
         self._transport = transport
-        self._cycle = cycle
         self._held: bytes | None = None
-        #: True until the response's first write (its head) has been taken
+        #: True until the response's head has been taken
         self._holding = True
         #: what the cycle calls when its response is complete (the protocol's hook)
-        self.then: Any = None
+        self.then: Any = then
 
     def write(self, data: bytes) -> None:
         held = self._held
         if held is not None:
             self._held = None
             self._transport.write(held + data)
-        elif self._holding and self._cycle.response_started:
-            self._holding = False  # the head: the first write once the answer started
+        elif self._holding and data[:5] == b"HTTP/" and data != _CONTINUE:
+            self._holding = False
             self._held = data
         else:
             self._transport.write(data)
@@ -153,7 +160,9 @@ class _HeadHeld:
     def done(self) -> None:
         """The response is complete: its head is out, then the protocol hears of it."""
         self.release()
-        self.then()
+        then, self.then = self.then, None
+        if then is not None:
+            then()
 
     def close(self) -> None:
         self.release()
@@ -294,9 +303,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:
-            held = _HeadHeld(self.transport, cycle)
+            held = _HeadHeld(self.transport, cycle.on_response)
             cycle.transport = held  # type: ignore[assignment]
-            held.then = cycle.on_response
             cycle.on_response = held.done
 
     def _too_large(self) -> None:
