@@ -7,6 +7,8 @@ each time right after its ceiling, so a change of load on a shared box hits both
 - ``single``: ``POST /log``, one event per request, 32 connections, 1,000 users, against
   a bare ASGI app on uvicorn (the HTTP ceiling) and the compiled Rust implementation of
   the original service (``/work/shared/peers/rust-original``, a same-run reference);
+  with each server process's CPU time per request (logpipe's and the bare app's), which
+  a shared machine moves far less than req/s;
 - ``batch``: ``POST /logs``, 1,000 NDJSON events per request over 100 users, against
   ``redis-benchmark -P 64`` RPUSH (the Redis ceiling);
 - ``batch100``: ``POST /logs``, 100-event NDJSON bodies over 1,000 users, against the
@@ -48,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,8 @@ class Bench:
         self.redis_port = 0
         self.profile = profile  # a file name stem under bench/results, or ""
         self.load: list[float] = []
+        self.trivial_pids: list[int] = []
+        self.cpu_us = 0.0  # the last wrk() run's CPU time per request of its pids
 
     # ---- processes -----------------------------------------------------------------
 
@@ -249,15 +253,22 @@ class Bench:
     def note_load(self) -> None:
         self.load.append(round(os.getloadavg()[0], 2))
 
-    def wrk(self, port: int, path: str, script: str, conns: int, *args: str) -> loadgen.WrkResult:
+    def wrk(
+        self, port: int, path: str, script: str, conns: int, *args: str, pids: Sequence[int] = ()
+    ) -> loadgen.WrkResult:
+        """A warm-up, then the measured run; with ``pids``, their CPU time per request
+        over the measured run goes into :attr:`cpu_us`."""
         url = f"http://127.0.0.1:{port}{path}"
         if self.plan.warmup_s:
             loadgen.wrk(
                 self.procs, url, script, seconds=self.plan.warmup_s, connections=conns, args=args
             )
-        return loadgen.wrk(
+        cpu0 = process_cpu_s(pids)
+        res = loadgen.wrk(
             self.procs, url, script, seconds=self.plan.seconds, connections=conns, args=args
         )
+        self.cpu_us = (process_cpu_s(pids) - cpu0) / max(res.requests, 1) * 1e6
+        return res
 
     def start_trivial(self) -> int:
         port = free_port()
@@ -289,6 +300,7 @@ class Bench:
             cwd=self.tmp,
         )
         wait_http(f"http://127.0.0.1:{port}/", proc, "trivial app")
+        self.trivial_pids = [proc.pid]
         return port
 
     def start_logpipe(
@@ -359,9 +371,15 @@ class Bench:
                 collected[label].append(fn())
         self.results[name] = collected
 
-    def wrk_run(self, port: int, path: str, script: str, conns: int, *args: str) -> dict[str, Any]:
-        res = self.wrk(port, path, script, conns, *args)
+    def wrk_run(
+        self, port: int, path: str, script: str, conns: int, *args: str, pids: Sequence[int] = ()
+    ) -> dict[str, Any]:
+        res = self.wrk(port, path, script, conns, *args, pids=pids)
         out = res.as_dict()
+        if pids:
+            # the server process's own CPU (not Redis's): steadier than req/s when the
+            # machine is shared
+            out["process_cpu_us_per_request"] = round(self.cpu_us, 1)
         out["accepted_in_redis"] = self.stats().get("accepted", 0)
         self.flush()
         return out
@@ -374,14 +392,16 @@ class Bench:
         self.flush()
         if "single" in self.figures:
             say(f"POST /log, one event per request, {p.connections} connections")
+            api_pids = worker_pids(proc.pid) or [proc.pid]
             runs = {
                 "trivial": lambda: self.wrk_run(
-                    trivial, "/log", "post_log.lua", p.connections, str(p.users)
+                    trivial, "/log", "post_log.lua", p.connections, str(p.users),
+                    pids=self.trivial_pids,
                 ),
                 "logpipe": lambda: self.wrk_run(
-                    port, "/log", "post_log.lua", p.connections, str(p.users)
+                    port, "/log", "post_log.lua", p.connections, str(p.users), pids=api_pids
                 ),
-            }
+            }  # fmt: skip
             if peer:
                 runs["rust"] = lambda: self.wrk_run(
                     peer, "/log", "post_log.lua", p.connections, str(p.users)
@@ -658,6 +678,16 @@ class Bench:
         self.note_load()
 
 
+def process_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def check_one(port: int, token: str | None = None) -> None:
     """One real request first: a bench of 4xx answers would measure nothing."""
     body = json.dumps({"user_id": "bench", "event": "check", "timestamp": int(time.time())})
@@ -747,6 +777,18 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             TARGET_SINGLE_RATIO,
             not errors,
         )
+        if all("process_cpu_us_per_request" in x for x in single["logpipe"] + single["trivial"]):
+            cpu = _med(single["logpipe"], "process_cpu_us_per_request")
+            top = _med(single["trivial"], "process_cpu_us_per_request")
+            cpu_ratio = cpu["median"] / top["median"]
+            row(
+                "  server process CPU per request (us) vs trivial",
+                _show(cpu),
+                _show(top),
+                cpu_ratio,
+                f"<= {1 / TARGET_SINGLE_RATIO:.2f}x",
+                cpu_ratio <= 1 / TARGET_SINGLE_RATIO,
+            )
         p99 = spread([x["latency_ms"]["p99"] for x in single["logpipe"]])
         row(
             "POST /log p99 (ms)",
