@@ -24,12 +24,11 @@ import redis
 
 from bench import loadgen
 from bench.procs import Procs, free_port, need, wait_http, wait_redis
+from bench.run import AUTH_TOKEN as TOKEN
 from bench.run import server_env
 from logpipe_cli.auth import Authorizer
 from logpipe_cli.gate import gate
 from logpipe_cli.metrics import ApiMetrics
-
-TOKEN = "bench-token-0123456789abcdefghijklmnopqrstuvw"
 
 
 def gate_cost_us(n: int = 200_000) -> float:
@@ -88,7 +87,7 @@ def _run(procs: Procs, tmp: Path, args: argparse.Namespace) -> int:
             "--bind",
             "127.0.0.1",
             "--dir",
-            tmp,
+            str(tmp),
             "--save",
             "",
             "--appendonly",

@@ -7,6 +7,8 @@ each time right after its ceiling, so a change of load on a shared box hits both
 - ``single``: ``POST /log``, one event per request, 32 connections, 1,000 users, against
   a bare ASGI app on uvicorn (the HTTP ceiling) and the compiled Rust implementation of
   the original service (``/work/shared/peers/rust-original``, a same-run reference);
+  with each server process's CPU time per request (logpipe's and the bare app's), which
+  a shared machine moves far less than req/s;
 - ``batch``: ``POST /logs``, 1,000 NDJSON events per request over 100 users, against
   ``redis-benchmark -P 64`` RPUSH (the Redis ceiling);
 - ``batch100``: ``POST /logs``, 100-event NDJSON bodies over 1,000 users, against the
@@ -19,6 +21,10 @@ each time right after its ceiling, so a change of load on a shared box hits both
 - ``ids``: ``POST /log`` with a fresh ``event_id`` in every request against the same
   requests without one (the dedupe check's cost, issue 10), interleaved pairs of wrk runs,
   with the API's and Redis's CPU time per request over the same runs;
+- ``auth``: ``POST /log`` with a bearer token, against a second API with no tokens
+  configured (the gate not installed at all), interleaved pairs of wrk runs as for
+  ``ids``, with each API's and Redis's CPU time per request (issue 9: no measurable
+  cost; ``python -m bench.auth`` also times the gate in-process);
 - the API's peak RSS (``VmHWM``) after ``single``, the batches and ``ids``;
 - ``query``: one user's day of 100,000 events (``bench/query.py``, a fresh day each run):
   first page asc and desc, the full NDJSON export, and the export's peak RSS.
@@ -44,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +73,8 @@ from logpipe_cli import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ("single", "batch", "batch100", "ids", "drain", "drain_many", "query")
-API_FIGURES = {"single", "batch", "batch100", "ids"}
+FIGURES = ("single", "batch", "batch100", "ids", "auth", "drain", "drain_many", "query")
+API_FIGURES = {"single", "batch", "batch100", "ids", "auth"}
 PEER_SRC = Path(os.environ.get("LP_PEER_SRC", "/work/shared/peers/rust-original"))
 PEER_BUILD = ROOT / ".logpipe" / "peer"
 
@@ -82,6 +88,11 @@ TARGET_RSS_MB = 120.0
 TARGET_DRAIN_RSS_MB = 200.0
 #: single-event ingest with an event_id, against without: within 10 % (issue 10)
 TARGET_IDS_RATIO = 0.9
+#: POST /log with a bearer token, against the same API without tokens: no measurable
+#: cost (issue 9)
+TARGET_AUTH_RATIO = 0.95
+#: the ingest token the ``auth`` figure's second API accepts
+AUTH_TOKEN = "bench-token-0123456789abcdefghijklmnopqrstuvw"
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,8 @@ class Bench:
         self.redis_port = 0
         self.profile = profile  # a file name stem under bench/results, or ""
         self.load: list[float] = []
+        self.trivial_pids: list[int] = []
+        self.cpu_us = 0.0  # the last wrk() run's CPU time per request of its pids
 
     # ---- processes -----------------------------------------------------------------
 
@@ -240,15 +253,22 @@ class Bench:
     def note_load(self) -> None:
         self.load.append(round(os.getloadavg()[0], 2))
 
-    def wrk(self, port: int, path: str, script: str, conns: int, *args: str) -> loadgen.WrkResult:
+    def wrk(
+        self, port: int, path: str, script: str, conns: int, *args: str, pids: Sequence[int] = ()
+    ) -> loadgen.WrkResult:
+        """A warm-up, then the measured run; with ``pids``, their CPU time per request
+        over the measured run goes into :attr:`cpu_us`."""
         url = f"http://127.0.0.1:{port}{path}"
         if self.plan.warmup_s:
             loadgen.wrk(
                 self.procs, url, script, seconds=self.plan.warmup_s, connections=conns, args=args
             )
-        return loadgen.wrk(
+        cpu0 = process_cpu_s(pids)
+        res = loadgen.wrk(
             self.procs, url, script, seconds=self.plan.seconds, connections=conns, args=args
         )
+        self.cpu_us = (process_cpu_s(pids) - cpu0) / max(res.requests, 1) * 1e6
+        return res
 
     def start_trivial(self) -> int:
         port = free_port()
@@ -280,20 +300,23 @@ class Bench:
             cwd=self.tmp,
         )
         wait_http(f"http://127.0.0.1:{port}/", proc, "trivial app")
+        self.trivial_pids = [proc.pid]
         return port
 
-    def start_logpipe(self) -> tuple[int, subprocess.Popen[bytes]]:
+    def start_logpipe(
+        self, name: str = "logpipe-serve", **env: str
+    ) -> tuple[int, subprocess.Popen[bytes]]:
         port = free_port()
         proc = self.procs.start(
-            "logpipe-serve",
+            name,
             [sys.executable, "-m", "logpipe_cli", "serve"],
             cwd=self.tmp,
-            env=server_env(self.redis_port, port, self.plan.workers),
+            env={**server_env(self.redis_port, port, self.plan.workers), **env},
         )
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, "logpipe serve")
         if self.plan.workers > 1:
             time.sleep(2)  # every worker up, not just the first to answer
-        check_one(port)
+        check_one(port, env.get("LOGPIPE_AUTH_INGEST_TOKENS"))
         return port, proc
 
     def start_peer(self) -> int | None:
@@ -348,9 +371,15 @@ class Bench:
                 collected[label].append(fn())
         self.results[name] = collected
 
-    def wrk_run(self, port: int, path: str, script: str, conns: int, *args: str) -> dict[str, Any]:
-        res = self.wrk(port, path, script, conns, *args)
+    def wrk_run(
+        self, port: int, path: str, script: str, conns: int, *args: str, pids: Sequence[int] = ()
+    ) -> dict[str, Any]:
+        res = self.wrk(port, path, script, conns, *args, pids=pids)
         out = res.as_dict()
+        if pids:
+            # the server process's own CPU (not Redis's): steadier than req/s when the
+            # machine is shared
+            out["process_cpu_us_per_request"] = round(self.cpu_us, 1)
         out["accepted_in_redis"] = self.stats().get("accepted", 0)
         self.flush()
         return out
@@ -363,14 +392,16 @@ class Bench:
         self.flush()
         if "single" in self.figures:
             say(f"POST /log, one event per request, {p.connections} connections")
+            api_pids = worker_pids(proc.pid) or [proc.pid]
             runs = {
                 "trivial": lambda: self.wrk_run(
-                    trivial, "/log", "post_log.lua", p.connections, str(p.users)
+                    trivial, "/log", "post_log.lua", p.connections, str(p.users),
+                    pids=self.trivial_pids,
                 ),
                 "logpipe": lambda: self.wrk_run(
-                    port, "/log", "post_log.lua", p.connections, str(p.users)
+                    port, "/log", "post_log.lua", p.connections, str(p.users), pids=api_pids
                 ),
-            }
+            }  # fmt: skip
             if peer:
                 runs["rust"] = lambda: self.wrk_run(
                     peer, "/log", "post_log.lua", p.connections, str(p.users)
@@ -394,6 +425,8 @@ class Bench:
             )
         if "ids" in self.figures:
             self.ids(port, worker_pids(proc.pid) or [proc.pid])
+        if "auth" in self.figures:
+            self.auth(port, worker_pids(proc.pid) or [proc.pid])
         if "batch100" in self.figures:
             say(f"POST /logs, 100 events per request over {p.users} users")
             runs = {
@@ -475,6 +508,43 @@ class Bench:
             {"none": lambda: run("none"), "id": lambda: run("id")},
             reps=p.id_reps,
         )
+
+    def auth(self, port: int, pids: list[int]) -> None:
+        """``POST /log`` with a bearer token against the same API with no tokens: pairs
+        of wrk runs, each with the CPU time per request of its API and Redis."""
+        p = self.plan
+        say(f"POST /log with a bearer token vs no tokens: {p.id_reps} pairs of {p.id_seconds:g} s")
+        tport, tproc = self.start_logpipe(
+            "logpipe-serve-token", LOGPIPE_AUTH_INGEST_TOKENS=AUTH_TOKEN
+        )
+        tpids = worker_pids(tproc.pid) or [tproc.pid]
+        self.flush()
+
+        def run(target: int, target_pids: list[int], *token: str) -> dict[str, Any]:
+            url = f"http://127.0.0.1:{target}/log"
+            wrk_args = (str(p.users), *token)
+            if p.warmup_s:
+                loadgen.wrk(self.procs, url, "post_log.lua", seconds=p.warmup_s,
+                            connections=p.connections, args=wrk_args)  # fmt: skip
+            cpu0 = self.cpu_s(target_pids)
+            res = loadgen.wrk(self.procs, url, "post_log.lua", seconds=p.id_seconds,
+                              connections=p.connections, args=wrk_args)  # fmt: skip
+            out = res.as_dict()
+            out["cpu_us_per_request"] = round(
+                (self.cpu_s(target_pids) - cpu0) / max(res.requests, 1) * 1e6, 1
+            )
+            out["accepted_in_redis"] = self.stats().get("accepted", 0)
+            self.flush()
+            return out
+
+        try:
+            self.interleaved(
+                "auth",
+                {"none": lambda: run(port, pids), "token": lambda: run(tport, tpids, AUTH_TOKEN)},
+                reps=p.id_reps,
+            )
+        finally:
+            self.procs.stop(tproc)
 
     def redis_ceiling(self) -> dict[str, Any]:
         eps = loadgen.redis_rpush_ceiling(
@@ -608,13 +678,24 @@ class Bench:
         self.note_load()
 
 
-def check_one(port: int) -> None:
+def process_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def check_one(port: int, token: str | None = None) -> None:
     """One real request first: a bench of 4xx answers would measure nothing."""
     body = json.dumps({"user_id": "bench", "event": "check", "timestamp": int(time.time())})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/log",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
+        f"http://127.0.0.1:{port}/log", data=body.encode(), headers=headers
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
         status = resp.status
@@ -696,6 +777,18 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             TARGET_SINGLE_RATIO,
             not errors,
         )
+        if all("process_cpu_us_per_request" in x for x in single["logpipe"] + single["trivial"]):
+            cpu = _med(single["logpipe"], "process_cpu_us_per_request")
+            top = _med(single["trivial"], "process_cpu_us_per_request")
+            cpu_ratio = cpu["median"] / top["median"]
+            row(
+                "  server process CPU per request (us) vs trivial",
+                _show(cpu),
+                _show(top),
+                cpu_ratio,
+                f"<= {1 / TARGET_SINGLE_RATIO:.2f}x",
+                cpu_ratio <= 1 / TARGET_SINGLE_RATIO,
+            )
         p99 = spread([x["latency_ms"]["p99"] for x in single["logpipe"]])
         row(
             "POST /log p99 (ms)",
@@ -768,6 +861,29 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             cpu_ratio,
             f"<= {1 / TARGET_IDS_RATIO:.2f}x",
             cpu_ratio <= 1 / TARGET_IDS_RATIO and not errors,
+        )
+    auth = r.get("auth")
+    if auth:
+        errors = any(x["errors"] for x in auth["token"] + auth["none"])
+        compare(
+            f"POST /log with a bearer token (req/s) vs no tokens, {len(auth['token'])} pairs",
+            auth["token"],
+            auth["none"],
+            "req_per_s",
+            f">= {TARGET_AUTH_RATIO}x",
+            TARGET_AUTH_RATIO,
+            not errors,
+        )
+        cpu_tok = _med(auth["token"], "cpu_us_per_request")
+        cpu_none = _med(auth["none"], "cpu_us_per_request")
+        cpu_ratio = cpu_tok["median"] / cpu_none["median"]
+        row(
+            "  API + Redis CPU per request (us) vs no tokens",
+            _show(cpu_tok),
+            _show(cpu_none),
+            cpu_ratio,
+            f"<= {1 / TARGET_AUTH_RATIO:.2f}x",
+            cpu_ratio <= 1 / TARGET_AUTH_RATIO and not errors,
         )
     rss = r.get("api_rss")
     if rss:

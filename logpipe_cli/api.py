@@ -5,9 +5,9 @@ know nothing of HTTP: :class:`~logpipe_cli.ingest.Ingest` (the write path) and
 :class:`~logpipe_cli.drain_runner.DrainRunner` (``POST /drain``). The lifespan opens
 them as one :class:`Services` object and closes them.
 
-``POST /log`` is the hot path. Requests with a Content-Length are served by
-:mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the handler
-here. Both call the same ``Ingest`` methods, which build the answers, so they answer
+``POST /log`` and ``POST /logs`` are the hot paths. Requests with a Content-Length are
+served by :mod:`logpipe_cli.fastpath` in front of Litestar's router; the rest by the
+handlers here. Both call the same ``Ingest`` methods, which build the answers, so they answer
 the same bytes; and either way the write goes through the group committer, so
 concurrent requests share Redis round trips.
 """
@@ -65,6 +65,7 @@ from logpipe_cli.gate import Cors, gate, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
+from logpipe_cli.resp import LeanRedis
 from logpipe_cli.schemas import (
     LOGS_QUERY_PARAMETERS,
     ApiCounts,
@@ -348,6 +349,9 @@ async def post_log(request: Request[Any, Any, Any]) -> Response[bytes]:
     ),
 )
 async def post_logs(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # Requests with a Content-Length are answered by the ASGI fast path (see
+    # fastpath.fast_post_log) with the same calls; this handler serves the rest and
+    # the OpenAPI docs.
     ingest = services_of(request.app).ingest
     media = _media_type(request)
     refusal = ingest.batch_media_refusal(media)  # before reading a body it would refuse
@@ -569,6 +573,12 @@ def _lifespan(
             buffer = Buffer(client, settings.redis)
             if buffer.sharded is not None:  # cluster mode: its background counter read
                 stack.push_async_callback(buffer.sharded.aclose)
+            if redis is None and settings.redis.mode == "standalone":
+                # the write path's one call through a lean connection (logpipe_cli/resp.py)
+                lean = LeanRedis.from_url(settings.redis.url, settings.redis.timeout_seconds)
+                if lean is not None:
+                    stack.push_async_callback(lean.aclose)
+                    buffer.write_through(lean)
             ingest = Ingest(settings, buffer, metrics)
             drains = DrainRunner(Buffer(drain_client, settings.redis), settings.drainer)
             stack.push_async_callback(drains.aclose)  # before its client closes

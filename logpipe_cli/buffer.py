@@ -31,6 +31,7 @@ from logpipe_cli.errors import (
 )
 from logpipe_cli.keys import EventKey, FoundKey, KeyKind
 from logpipe_cli.redis_conn import is_cluster, make_client, recheck_master
+from logpipe_cli.resp import LeanRedis
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 from logpipe_cli.sharded import Sharded
@@ -182,6 +183,19 @@ def _pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+def _where(items: Sequence[tuple[str, bytes]]) -> dict[str, list[int]]:
+    """Each list key's item indexes, keys in the order of their first item (the order
+    :meth:`Buffer.store` sends the lists in)."""
+    where: dict[str, list[int]] = {}
+    for i, (key, _) in enumerate(items):
+        at = where.get(key)
+        if at is None:
+            where[key] = [i]
+        else:
+            at.append(i)
+    return where
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -220,6 +234,15 @@ class Buffer:
             await client.aclose()
 
     # ---- the write path -------------------------------------------------------------
+
+    #: the lean connection APPEND goes through (see :meth:`write_through`), else redis-py
+    _lean: LeanRedis | None = None
+
+    def write_through(self, lean: LeanRedis | None) -> None:
+        """Send APPEND (the write path's one call) through ``lean`` rather than redis-py:
+        a third of the client's cost per call (:mod:`logpipe_cli.resp`). The caller owns
+        and closes it. Not with ``redis.min_replicas`` (its WAIT goes with redis-py)."""
+        self._lean = lean
 
     async def append(
         self,
@@ -271,22 +294,29 @@ class Buffer:
         """
         if self.sharded is not None:
             return await self.sharded.store(items, flush_id, ids, now, charges, rate)
-        grouped: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(items):
-            where = grouped.get(key)
-            if where is None:
-                grouped[key] = [i]
+        # each list's values, lists in the order of their first item
+        grouped: dict[str, list[bytes]] = {}
+        for key, value in items:
+            values = grouped.get(key)
+            if values is None:
+                grouped[key] = [value]
             else:
-                where.append(i)
+                values.append(value)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
+        add = argv.append
         nbytes = 0
-        for where in grouped.values():
-            values = [items[i][1] for i in where]
+        for values in grouped.values():
             # one argument per list (see scripts.APPEND), unless a value holds a newline
+            if len(values) == 1:  # the usual in a batch over many users: no join, no count
+                value = values[0]
+                add(-1 if b"\n" in value else 1)
+                add(value)
+                nbytes += len(value)
+                continue
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
                 argv += (len(values), joined)
@@ -301,7 +331,8 @@ class Buffer:
                 bucket = keys.rate_bucket(charge.principal)
                 argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
         # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
-        id_keys = self._dedupe_args(grouped, ids, argv, time.time() if now is None else now)
+        where = _where(items) if ids else {}
+        id_keys = self._dedupe_args(where, ids, argv, time.time() if now is None else now)
         argv += (self.cfg.max_buffered_bytes, nbytes)
         if buckets:
             assert rate is not None
@@ -313,6 +344,9 @@ class Buffer:
         try:
             if self.cfg.min_replicas:
                 reply = await self._append_replicated(script_keys, argv)
+            elif self._lean is not None:
+                with redis_errors("storing events"):
+                    reply = await self._lean.evalsha(scripts.APPEND, script_keys, argv)
             else:
                 with redis_errors("storing events"):
                     reply = await self._append(keys=script_keys, args=argv)
@@ -348,7 +382,7 @@ class Buffer:
         if not outcome.duplicates:
             return Stored(outcome.buffered)
         # the script counts positions in grouped order; the caller's are item indexes
-        order = [i for where in grouped.values() for i in where]
+        order = [i for at in _where(items).values() for i in at]
         return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
 
     def _dedupe_args(

@@ -1,4 +1,4 @@
-"""``POST /log`` served straight from ASGI, in front of Litestar's router.
+"""``POST /log`` and ``POST /logs`` served straight from ASGI, in front of Litestar's router.
 
 Litestar's routing, middleware, request and response objects cost several times what
 storing one event does (issue 4's profile: 0.19x of a bare ASGI app's throughput
@@ -36,29 +36,36 @@ class _Disconnected(Exception):
 
 
 def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
-    """Serve ``POST /log`` straight from ASGI, in front of Litestar's router.
+    """Serve ``POST /log`` and ``POST /logs`` straight from ASGI, in front of Litestar's
+    router.
 
     Litestar's routing, middleware, request and response objects cost several times
-    what storing one event does (issue 4's profile). This path makes the same calls on
-    ``ingest`` as the ``post_log`` handler (``log_media_refusal``, then ``store_one``),
-    answers with the same bytes and keeps the same metrics. What it cannot serve exactly
-    as the handler would (no Content-Length, a body over the limit, a repeated header)
-    goes to Litestar. Litestar middleware and hooks never see the requests served here:
-    whatever one adds for ``POST /log`` must be added here too
+    what storing one event does (issue 4's profile), and a tenth of a 100-event batch
+    (issue 12's). This path makes the same calls on ``ingest`` as the ``post_log`` and
+    ``post_logs`` handlers (the media type check, then ``store_one`` or
+    ``store_batch``), answers with the same bytes and keeps the same metrics. What it
+    cannot serve exactly as a handler would (no Content-Length, a body over the limit, a
+    repeated header it reads) goes to Litestar. Litestar middleware and hooks never see
+    the requests served here: whatever one adds for these routes must be added here too
     (tests/api/test_log_fast_path.py checks that both ways answer alike).
     """
 
     metrics = ingest.metrics
     max_body_bytes = ingest.max_body_bytes
-    # the series _metrics_middleware would count, per status: looked up once, not per request
-    series: dict[int, tuple[Any, Any]] = {}
+    # the series _metrics_middleware would count, per route and status: looked up once
+    series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] != "/log" or scope["type"] != _HTTP or scope.get("method") != "POST":
+        path = scope["path"]
+        if (
+            (path != "/log" and path != "/logs")
+            or scope["type"] != _HTTP
+            or scope.get("method") != "POST"
+        ):
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype, idem = _length_and_type(scope)
+        length, ctype, idem, encoding = _headers_read(scope)
         if not 0 <= length <= max_body_bytes:
             await handler(scope, receive, send)
             return
@@ -66,25 +73,33 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
         try:
             if ctype == b"application/json":  # what nearly every client sends
                 media = "application/json"
+            elif ctype == b"application/x-ndjson":
+                media = "application/x-ndjson"
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
             client = scope.get("client")
             host = client[0] if client else None
-            status, content, headers = await _store(
-                ingest, media, receive, idem, principal_of(scope), host
-            )
+            principal = principal_of(scope)
+            if path == "/log":
+                status, content, headers = await _store(
+                    ingest, media, receive, idem, principal, host
+                )
+            else:
+                status, content, headers = await _store_batch(
+                    ingest, media, receive, encoding, principal, host
+                )
         except Exception:  # as api._unexpected_error_handler logs and answers
-            log.exception("unexpected error on POST /log")
+            log.exception("unexpected error on POST %s", path)
             status, content, headers = INTERNAL_ERROR
         try:
             if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
                 await _send_answer(scope, receive, send, (status, content, headers))
         finally:
-            pair = series.get(status)
+            pair = series.get((path, status))
             if pair is None:
-                pair = series[status] = (
-                    metrics.requests.labels("/log", "POST", str(status)),
-                    metrics.latency.labels("/log"),
+                pair = series[path, status] = (
+                    metrics.requests.labels(path, "POST", str(status)),
+                    metrics.latency.labels(path),
                 )
             pair[0].inc()
             pair[1].observe(time.perf_counter() - start)
@@ -92,26 +107,41 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     return app
 
 
-def _length_and_type(scope: Scope) -> tuple[int, bytes | None, str | None]:
-    """Content-Length (-1 if absent, -2 if unusable or any of the three headers
-    repeated), Content-Type and Idempotency-Key (``None`` if absent)."""
+def _headers_read(scope: Scope) -> tuple[int, bytes | None, str | None, str]:
+    """Content-Length (-1 if absent, -2 if unusable or any of the headers read here
+    repeated), Content-Type and Idempotency-Key (``None`` if absent), Content-Encoding
+    (``identity`` if absent)."""
     length = -1
     ctype: bytes | None = None
     idem: str | None = None
+    encoding: str | None = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             if length != -1 or not value.isdigit():
-                return -2, ctype, idem
+                return -2, ctype, idem, ""
             length = int(value)
         elif name == b"content-type":
             if ctype is not None:
-                return -2, ctype, idem
+                return -2, ctype, idem, ""
             ctype = value
         elif name == b"idempotency-key":
             if idem is not None:
-                return -2, ctype, idem
+                return -2, ctype, idem, ""
             idem = value.decode("latin-1")
-    return length, ctype, idem
+        elif name == b"content-encoding":
+            if encoding is not None:
+                return -2, ctype, idem, ""
+            encoding = value.decode("latin-1")
+    return length, ctype, idem, "identity" if encoding is None else encoding
+
+
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The request body (``None`` if over ``limit``); raises _Disconnected."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body"):
+        body: bytes = message.get("body", b"")  # the usual: one message
+        return body if len(body) <= limit else None
+    return await _read_body(receive, limit, message)
 
 
 async def _store(
@@ -122,25 +152,42 @@ async def _store(
     principal: str | None,
     client: str | None,
 ) -> Answer:
-    """The media type checked, the body read (not if refused), the event stored."""
+    """``POST /log``: the media type checked, the body read (not if refused), the event
+    stored."""
     answer = ingest.log_media_refusal(media)
     if answer is not None:
         return answer
-    limit = ingest.max_body_bytes
     try:
-        message = await receive()
-        if message["type"] == "http.request" and not message.get("more_body"):
-            body: bytes | None = message.get("body", b"")  # the usual: one message
-            if len(body) > limit:  # type: ignore[arg-type]
-                body = None
-        else:
-            body = await _read_body(receive, limit, message)
+        body = await _body(receive, ingest.max_body_bytes)
     except _Disconnected:
         return problem_answer(CLIENT_CLOSED, DISCONNECTED)
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
     return await ingest.store_one(media, body, idem, principal=principal, client=client)
+
+
+async def _store_batch(
+    ingest: Ingest,
+    media: str,
+    receive: Receive,
+    encoding: str,
+    principal: str | None,
+    client: str | None,
+) -> Answer:
+    """``POST /logs``: the media type checked, the body read (not if refused), the
+    batch stored."""
+    answer = ingest.batch_media_refusal(media)
+    if answer is not None:
+        return answer
+    try:
+        body = await _body(receive, ingest.max_body_bytes)
+    except _Disconnected:
+        return problem_answer(CLIENT_CLOSED, DISCONNECTED)
+    if body is None:
+        ingest.metrics.refuse("too_large")
+        return problem_answer(413, "request body too large")
+    return await ingest.store_batch(media, encoding, body, principal=principal, client=client)
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:

@@ -183,9 +183,8 @@ class Ingest:
                 [BatchError(i, detail) for i, detail in refusals[:MAX_LISTED_ERRORS]],
             )
             return 400, _encode(refused), {}
-        items = self.route_batch(events, now)
+        items, nkeys = self.route_batch(events, now)
         duplicates: list[int] = []
-        nkeys = len({key for key, _ in items})
         if nkeys > self.max_keys:
             self.metrics.refuse("too_large", len(items))
             return problem_answer(
@@ -218,17 +217,23 @@ class Ingest:
             return event_key(event.user_id, day_of(now))
         return event_key(event.user_id, event.timestamp // SECONDS_PER_DAY)  # day_of, inlined
 
-    def route_batch(self, events: list[Event], now: float) -> list[tuple[str, bytes]]:
-        """``(key, line)`` per event; a key is built once per user and day, not per event."""
+    def route_batch(self, events: list[Event], now: float) -> tuple[list[tuple[str, bytes]], int]:
+        """``(key, line)`` per event, and how many distinct keys; a key is built once per
+        user and day, not per event."""
+        by_ingest, day_now = self.by_ingest, day_of(now)
         made: dict[str, tuple[int, str]] = {}
+        distinct: set[str] = set()
         items: list[tuple[str, bytes]] = []
+        add = items.append
         for event in events:
-            day = event.timestamp // SECONDS_PER_DAY
-            hit = made.get(event.user_id)
+            user = event.user_id
+            day = day_now if by_ingest else event.timestamp // SECONDS_PER_DAY
+            hit = made.get(user)
             if hit is None or hit[0] != day:
-                hit = made[event.user_id] = (day, self.route(event, now))
-            items.append((hit[1], event.line))
-        return items
+                hit = made[user] = (day, event_key(user, day))
+                distinct.add(hit[1])
+            add((hit[1], event.line))
+        return items, len(distinct)
 
     def _too_old(self, ts: int, now: float) -> InvalidEventError:
         return InvalidEventError(

@@ -276,3 +276,25 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(budget_api: 
             sock.close()
     wait_until(lambda: server_connections(api) == 0, "the busy connections to be gone")
     post_log_ok(api)
+
+
+def test_pipelined_answers_and_a_head_request_all_arrive_whole(api: Api) -> None:
+    """Each answer's head leaves with its body in one write (http_guard._HeadHeld): a
+    HEAD answer (no body write at all) and answers to pipelined requests still arrive,
+    whole and in order, and the last one's ``Connection: close`` still closes."""
+    body = json.dumps(make_event("limits", 1, "pipelined")).encode()
+    post = (
+        b"POST /log HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    head = b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = post.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    with contextlib.closing(connect(api)) as sock:
+        sock.sendall(post + head + last)
+        raw = read_to_close(sock)
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 3, raw
+    for answer in (answers[0], answers[2]):
+        assert answer.startswith(b"200 "), raw
+        assert answer.endswith(b'"}'), raw
+    assert answers[1].endswith(b"\r\n\r\n"), raw  # HEAD: the head alone, no body

@@ -1,0 +1,149 @@
+"""The write path's own Python, per request, with no socket and no Redis: what logpipe
+adds above the HTTP server and the round trips, measured in-process so that a loaded
+machine hardly moves it (best of ``--repeat`` runs).
+
+    python -m bench.ingest_cpu [--requests 20000] [--concurrency 32] [--repeat 5]
+
+``POST /log`` requests go through the same ASGI app ``serve`` runs (gate off, the fast
+path, Ingest, the group committer, Buffer.store and the lean connection's packing) with
+``concurrency`` requests in flight, as wrk's connections keep them; the lean connection
+is replaced by a stand-in that answers each script call on the next loop iteration, as
+if Redis answered at once. ``POST /logs`` bodies of 100 events (over 1,000 users) go the
+same way through the Litestar route. Printed: microseconds per request and per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import uvloop
+
+from logpipe_cli.api import create_app
+from logpipe_cli.resp import LeanRedis, pack
+from logpipe_cli.settings import load_settings
+
+
+class _Instant(LeanRedis):
+    """Packs every call as the lean connection does, sends nothing, answers "stored"."""
+
+    async def evalsha(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        pack(b"EVALSHA", "0" * 40, len(keys), *keys, *args)
+        await asyncio.sleep(0)
+        return 1
+
+
+def _scope(path: str, body_len: int, ctype: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", ctype),
+            (b"content-length", str(body_len).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc: int) -> float:
+    settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
+    app = create_app(settings)
+    sent: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    lifespan_q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lrecv() -> dict[str, Any]:
+        return await lifespan_q.get()
+
+    async def lsend(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await lifespan_q.put({"type": "lifespan.startup"})
+    life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))  # type: ignore[arg-type]
+    await started.wait()
+    services = app.state.services
+    services.buffer.write_through(_Instant(timeout_s=1.0))
+    scopes = [_scope(path, len(b), ctype) for b in bodies]
+
+    async def client(offset: int, n: int) -> None:
+        for i in range(n):
+            k = (offset + i) % len(bodies)
+            message = {"type": "http.request", "body": bodies[k], "more_body": False}
+
+            async def receive(m: dict[str, Any] = message) -> dict[str, Any]:
+                return m
+
+            await app(dict(scopes[k]), receive, send)  # type: ignore[arg-type]
+
+    per = requests // conc
+    start = time.process_time()
+    await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
+    cpu = time.process_time() - start
+    await lifespan_q.put({"type": "lifespan.shutdown"})
+    await life
+    bad = [s for s in sent if s != 200]
+    if bad:
+        raise SystemExit(f"{len(bad)} answers were not 200: {bad[:5]}")
+    return cpu / (per * conc) * 1e6
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=20_000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args()
+    ts = int(time.time())
+    singles = [
+        json.dumps(
+            {"user_id": f"user_{u:03d}", "event": "visited", "timestamp": ts},
+            separators=(",", ":"),
+        ).encode()
+        for u in range(1000)
+    ]
+    with_ids = [
+        json.dumps(
+            {"user_id": f"user_{u:03d}", "event": "visited", "timestamp": ts, "event_id": f"r-{u}"},
+            separators=(",", ":"),
+        ).encode()
+        for u in range(1000)
+    ]
+    with_seq = [b.replace(b'"event_id"', b'"seq"') for b in with_ids]  # as bench.run's ids
+    batches = [
+        b"\n".join(singles[(b * 100 + i * 37) % 1000] for i in range(100)) for b in range(50)
+    ]
+    shapes = [
+        ("POST /log", "/log", singles, b"application/json", args.requests, 1),
+        ("POST /log, a seq field", "/log", with_seq, b"application/json", args.requests, 1),
+        ("POST /log, an event_id", "/log", with_ids, b"application/json", args.requests, 1),
+        ("POST /logs x100", "/logs", batches, b"application/x-ndjson", args.requests // 20, 100),
+    ]
+    for name, path, bodies, ctype, n, events in shapes:
+        best = min(
+            uvloop.run(_run(path, bodies, ctype, n, args.concurrency)) for _ in range(args.repeat)
+        )
+        per_event = best / events
+        print(f"{name}: {best:.1f} us/request, {per_event:.2f} us/event (best of {args.repeat})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
