@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
-from logpipe_cli.errors import FileBusyError, LogpipeError, UnsafeKeyError
+from logpipe_cli.errors import LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
 from logpipe_cli.keys import EventKey
 from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
-from logpipe_cli.sink import LockedFile, LogsDir, encode_lines, path_for
+from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines, path_for
 
 log = logging.getLogger("logpipe.drainer")
 
@@ -150,10 +150,23 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.result()
 
 
+#: the first and the longest pause between attempts at a file's lock while another
+#: process holds it (the attempts run on the event loop, not in a file thread)
+LOCK_RETRY_S = (0.002, 0.05)
+
+
 @dataclass(slots=True)
 class _Work:
+    """A key being drained and its file: ``None`` until there is one (a key's file is
+    made only when a batch has something to write to it, see :meth:`LogsDir.write_new`)."""
+
     key: EventKey
-    file: LockedFile
+    path: Path
+    file: LockedFile | None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.file is None else self.file.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +186,7 @@ class _Append:
             len(self.good),
             len(self.data),
             self.bad,
-            self.work.file.size,
+            self.work.size,
         )
 
 
@@ -201,14 +214,15 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def check_offset(p: Prepared, file: LockedFile) -> int:
+def check_offset(p: Prepared, file: LockedFile | None) -> int:
     """The pending offset of a resumed claim, if it can be trusted; else raise _Refused.
 
     Trusted only as the holder being recovered recorded it: the byte count that BEGIN
     wrote together with the holder record (so not below what was acknowledged), within
     the file and at the start of a line. Cutting to anything else (an offset written
     by hand, or copied from another claim) could destroy acknowledged lines or tear
-    one. Reads the file: call it in a file thread, under the file's lock.
+    one. Reads the file: call it in a file thread, under the file's lock. ``file``
+    is ``None`` when there is no file (yet): then only an offset of 0 can be trusted.
     """
     size = parse_size(p.offset)
     if size is None:
@@ -221,6 +235,10 @@ def check_offset(p: Prepared, file: LockedFile) -> int:
             f"pending offset {size} was not recorded by the holder being recovered "
             f"({held.owner!r} recorded {held.size})"
         )
+    if file is None:
+        if size > 0:
+            raise _Refused(f"pending offset {size} is beyond the end of the file (none there)")
+        return size
     if size > file.size:
         raise _Refused(f"pending offset {size} is beyond the end of the file ({file.size} B)")
     if size > 0 and _byte_before(file, size) != b"\n":
@@ -385,57 +403,90 @@ class Drainer:
         return busy
 
     async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
-        """Open and lock each claim's file; a key whose file cannot be opened is released.
+        """Open and lock each claim's file if it exists; a key whose file cannot be
+        opened (or stays locked by another process) is released.
 
-        Names made here (a new file, a new user directory) are made durable before any
-        event is written to them, so before any is acknowledged: each new file's
-        directory is fsynced as the file is made (:func:`sink._open_file`), and
-        ``logs_dir`` once for the whole group (:meth:`LogsDir.sync`) instead of once per
-        new directory. A crash before that fsync can lose only names no acknowledged
-        event is in: the claim's events are still in Redis, its recorded offset is that
-        of an empty file, and the next drainer makes the file again.
+        Nothing is made here: a key's file (and its user directory) is made only when a
+        batch has lines for it (:meth:`_batch`), so a key whose values are all
+        quarantined leaves no empty file behind. A file another process holds locked is
+        waited for on the event loop (:meth:`_lock_later`), not in a file thread, so a
+        busy file never takes a thread from the rest of the pass.
         """
-
-        lock_timeout_s = 2 * self.cfg.lease_seconds
         logs, root = self._logs, self._logs.root
 
-        def open_one(c: Claim) -> tuple[LockedFile, bool]:
-            return logs.open(path_for(root, c.key), lock_timeout_s)
+        def find_one(c: Claim) -> tuple[Path, LockedFile | UnlockedFile | None]:
+            path = path_for(root, c.key)
+            return path, logs.find(path)
 
-        results = await _in_file_threads(open_one, claims)
+        results = await _in_file_threads(find_one, claims)
         work: list[_Work] = []
+        waiting: list[tuple[_Work, UnlockedFile]] = []
         failed: list[EventKey] = []
-        created = False
         for c, res in zip(claims, results, strict=True):
             if isinstance(res, UnsafeKeyError):
                 report.unsafe.append(c.key.key)
-                failed.append(c.key)
-            elif isinstance(res, FileBusyError):
-                # its holder still runs; give the key back and let a later pass retry
-                log.warning("left for later: %s", res.detail)
-                report.busy.append(c.key.key)
                 failed.append(c.key)
             elif isinstance(res, LogpipeError):
                 report.errors.append(res.detail)
                 failed.append(c.key)
             elif isinstance(res, Exception):
-                opened = [_Work(c.key, r[0]) for c, r in zip(claims, results, strict=True)
-                          if isinstance(r, tuple)]  # fmt: skip
-                self._close(opened)
+                for r in results:
+                    if isinstance(r, tuple) and r[1] is not None:
+                        r[1].close()
                 raise res
             else:
-                work.append(_Work(c.key, res[0]))
-                created = created or res[1]
-        if created and work:
-            try:
-                await _in_file_thread(logs.sync)
-            except LogpipeError as exc:
-                report.errors.append(exc.detail)
-                failed.extend(w.key for w in work)
-                self._close(work)
-                work = []
+                path, file = res
+                if isinstance(file, UnlockedFile):
+                    waiting.append((_Work(c.key, path, None), file))
+                else:
+                    work.append(_Work(c.key, path, file))
+        if waiting:
+            locked, busy = await self._lock_later(waiting)
+            work += locked
+            for w, f in busy:
+                # its holder still runs; give the key back and let a later pass retry
+                log.warning("left for later: %s is locked by another process", f.path)
+                report.busy.append(w.key.key)
+                failed.append(w.key)
         await self.buffer.release(failed, self.owner)
         return work
+
+    async def _lock_later(
+        self, waiting: list[tuple[_Work, UnlockedFile]]
+    ) -> tuple[list[_Work], list[tuple[_Work, UnlockedFile]]]:
+        """Try the locks of ``waiting`` again, with backoff, for at most twice the lease
+        (a holder that never lets go, a stopped process, must not stall the pass for
+        good): the keys whose file is now locked, and those still busy (closed).
+
+        Each attempt is one non-blocking ``flock`` on the event loop: waiting holds no
+        file thread (issue 9, defect 3: 100 concurrent drains waiting for each other's
+        files used to hold every thread)."""
+        deadline = time.monotonic() + 2 * self.cfg.lease_seconds
+        delay, longest = LOCK_RETRY_S
+        locked: list[_Work] = []
+        while True:
+            still: list[tuple[_Work, UnlockedFile]] = []
+            for w, f in waiting:
+                try:
+                    file = f.try_lock()
+                except BaseException:
+                    f.close()
+                    for _, other in still:
+                        other.close()
+                    raise
+                if file is None:
+                    still.append((w, f))
+                else:
+                    w.file = file
+                    locked.append(w)
+            waiting = still
+            if not waiting or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+        for _, f in waiting:
+            f.close()
+        return locked, waiting
 
     async def _repair(
         self, work: list[_Work], resumed: Sequence[Claim], report: DrainReport
@@ -466,15 +517,16 @@ class Drainer:
                 refused.append(w.key)
                 continue
             except OSError as exc:
-                report.errors.append(f"cannot read {w.file.path}: {exc.strerror or exc}")
+                report.errors.append(f"cannot read {w.path}: {exc.strerror or exc}")
                 lost.add(w.key)
                 continue
-            if off < w.file.size:
+            if w.file is not None and off < w.file.size:
                 log.info(
                     "repairing %s: cutting %d unacknowledged bytes", w.file.path, w.file.size - off
                 )
+                file = w.file
                 try:
-                    await _in_file_thread(w.file.truncate, off)
+                    await _in_file_thread(file.truncate, off)
                 except LogpipeError as exc:
                     report.errors.append(exc.detail)
                     lost.add(w.key)
@@ -483,10 +535,17 @@ class Drainer:
         return self._drop(work, lost.union(refused))
 
     async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
-        """One begin/append/ack round for every key in ``work``; returns keys with more."""
+        """One begin/append/ack round for every key in ``work``; returns keys with more.
+
+        A key with no file yet gets one here, made together with its first append (see
+        :meth:`LogsDir.write_new`), and none at all if nothing is to be written.
+        Before any ack, what was written is durable with its name: the file and its
+        directory fsynced by the append, ``logs_dir`` once for the round's new user
+        directories.
+        """
         count = max(1, min(self.cfg.batch_events, GROUP_EVENTS // len(work)))
         batches = await self.buffer.begin(
-            [BeginItem(w.key, w.file.size) for w in work], self.owner, self.lease_ms, count
+            [BeginItem(w.key, w.size) for w in work], self.owner, self.lease_ms, count
         )
         done: set[EventKey] = set()
         writing: list[_Append] = []
@@ -504,21 +563,60 @@ class Drainer:
                 )
 
         fsync = self.cfg.fsync
+        logs = self._logs
 
-        def append(a: _Append) -> None:
-            a.work.file.append(a.data, fsync=fsync)
+        def append(a: _Append) -> NewFile | None:
+            file = a.work.file
+            if file is None:
+                # nothing to write: no file is made (all of it quarantined)
+                return logs.write_new(a.work.path, a.data, fsync=fsync) if a.data else None
+            if a.data:
+                file.append(a.data, fsync=fsync)
+            return None
 
         results = await _in_file_threads(append, writing)
         acks: list[_Append] = []
         failed: list[EventKey] = []
+        again: list[tuple[_Work, UnlockedFile]] = []
+        made = False
         for a, res in zip(writing, results, strict=True):
             if isinstance(res, LogpipeError):
                 report.errors.append(res.detail)
                 failed.append(a.work.key)
             elif isinstance(res, BaseException):
+                for r in results:
+                    if isinstance(r, NewFile):
+                        r.file.close()
                 raise res
-            else:
+            elif res is None:
                 acks.append(a)
+            else:
+                made = made or res.made
+                if res.written:
+                    assert isinstance(res.file, LockedFile)
+                    a.work.file = res.file
+                    acks.append(a)
+                elif isinstance(res.file, LockedFile):
+                    # the file was made meanwhile (by a drainer that took the key over
+                    # while this one paused): begin again with its real size
+                    a.work.file = res.file
+                else:
+                    again.append((a.work, res.file))
+        if made and acks:
+            try:
+                await _in_file_thread(logs.sync)
+            except LogpipeError as exc:
+                report.errors.append(exc.detail)
+                failed.extend(a.work.key for a in acks)
+                acks = []
+        if again:
+            # locked by another process when this one made it: wait on the event loop,
+            # then begin again with the size it has
+            _, busy = await self._lock_later(again)
+            for w, f in busy:
+                log.warning("left for later: %s is locked by another process", f.path)
+                report.busy.append(w.key.key)
+                failed.append(w.key)
         if failed:
             # Events stay in Redis; another pass (or drainer) retries once the disk is back.
             with contextlib.suppress(LogpipeError):
@@ -547,8 +645,9 @@ class Drainer:
     @staticmethod
     def _close(work: Sequence[_Work]) -> None:
         for w in work:
-            with contextlib.suppress(OSError):
-                w.file.close()
+            if w.file is not None:
+                with contextlib.suppress(OSError):
+                    w.file.close()
 
     # ---- the loop ------------------------------------------------------------------
 

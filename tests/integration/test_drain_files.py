@@ -1,0 +1,73 @@
+"""What a drain leaves on disk and which threads it holds: no file for a key that writes
+nothing, no file thread held while a file is locked elsewhere (issue 9, defect 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from logpipe_cli import drainer
+from logpipe_cli.keys import EventKey
+from logpipe_cli.sink import LockedFile
+from tests.integration.conftest import DAY, DEADLINE_S, Rig, line
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_key_whose_values_are_all_quarantined_leaves_no_file(rig: Rig) -> None:
+    ek = EventKey("q", DAY)
+    bad = [b"not json", b"[1,2]"]
+    rig.raw.rpush(ek.key, *bad)
+    good = await rig.add("g", range(2))
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.quarantined == 2
+    assert rig.raw.lrange(ek.quarantine, 0, -1) == bad
+    assert not (rig.logs / "user_q").exists()  # neither the file nor its directory
+    assert rig.file_lines("g") == good
+    assert rig.raw.exists(ek.key, ek.claim, ek.lease, ek.offset, ek.holder) == 0
+
+
+async def test_an_existing_file_is_left_as_it_was_when_nothing_is_written(rig: Rig) -> None:
+    first = await rig.add("q", range(2))
+    assert (await rig.drainer().drain_once()).events == 2
+    ek = EventKey("q", DAY)
+    rig.raw.rpush(ek.key, b"not json")
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.quarantined == 1
+    assert rig.file_lines("q") == first
+
+
+async def test_a_drain_waiting_for_a_locked_file_holds_no_file_thread(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one file thread: a drain that waited for a lock in it would stop every other drain
+    monkeypatch.setattr(drainer, "FILE_THREADS", 1)
+    monkeypatch.setattr(drainer, "_file_pool", None)
+    a = [line("a1", n) for n in range(2)]
+    rig.raw.rpush(EventKey("a1", DAY).key, *a)
+    b = await rig.add("b1", range(2))
+    rig.path("a1").parent.mkdir(parents=True)
+    holder = LockedFile.open(rig.path("a1"))  # another process's drain, say
+    try:
+        first = rig.drainer(log_pattern="logs:user_a*:*", lease_seconds=30)
+        waiting = asyncio.create_task(first.drain_once())
+        deadline = time.monotonic() + DEADLINE_S
+        while not rig.raw.exists(EventKey("a1", DAY).lease):  # claimed: now at the lock
+            assert time.monotonic() < deadline, "the first drain never claimed its key"
+            await asyncio.sleep(0.01)
+        other = rig.drainer(log_pattern="logs:user_b*:*").drain_once()
+        report = await asyncio.wait_for(other, timeout=DEADLINE_S)
+        assert report.ok, report.errors
+        assert rig.file_lines("b1") == b
+        assert not waiting.done()  # still waiting for a1's lock, up to 2 leases
+        assert rig.file("a1") == b""
+    finally:
+        holder.close()
+    report = await asyncio.wait_for(waiting, timeout=DEADLINE_S)
+    assert report.ok, report.errors
+    assert rig.file_lines("a1") == a
+    assert rig.redis_keys() == []
