@@ -386,7 +386,7 @@ class Drainer:
         opened: list[_Work] = []
         try:
             work = opened = await self._open(mine, report)
-            resumed = [c for c in mine if c.status is ClaimStatus.RESUME]
+            resumed = {c.key for c in mine if c.status is ClaimStatus.RESUME}
             work = await self._repair(work, resumed, report)
             while work:
                 work = await self._batch(work, report)
@@ -489,15 +489,14 @@ class Drainer:
         return locked, waiting
 
     async def _repair(
-        self, work: list[_Work], resumed: Sequence[Claim], report: DrainReport
+        self, work: list[_Work], resumed: set[EventKey], report: DrainReport
     ) -> list[_Work]:
         """For resumed claims: under the file lock, confirm the lease, undo the torn append.
 
         A pending offset that :func:`check_offset` does not trust leaves the claim in
         Redis (lease given back), reported in ``unsafe`` with the reason.
         """
-        resumed_keys = {c.key for c in resumed}
-        todo = [w for w in work if w.key in resumed_keys]
+        todo = [w for w in work if w.key in resumed]
         if not todo:
             return work
         pending = await self.buffer.prepare([w.key for w in todo], self.owner, self.lease_ms)
@@ -578,6 +577,8 @@ class Drainer:
         acks: list[_Append] = []
         failed: list[EventKey] = []
         again: list[tuple[_Work, UnlockedFile]] = []
+        #: files that were there by the time this round made them: see below
+        appeared: set[EventKey] = set()
         made = False
         for a, res in zip(writing, results, strict=True):
             if isinstance(res, LogpipeError):
@@ -596,12 +597,12 @@ class Drainer:
                     assert isinstance(res.file, LockedFile)
                     a.work.file = res.file
                     acks.append(a)
-                elif isinstance(res.file, LockedFile):
-                    # the file was made meanwhile (by a drainer that took the key over
-                    # while this one paused): begin again with its real size
-                    a.work.file = res.file
                 else:
-                    again.append((a.work, res.file))
+                    appeared.add(a.work.key)
+                    if isinstance(res.file, LockedFile):
+                        a.work.file = res.file
+                    else:
+                        again.append((a.work, res.file))
         if made and acks:
             try:
                 await _in_file_thread(logs.sync)
@@ -610,8 +611,8 @@ class Drainer:
                 failed.extend(a.work.key for a in acks)
                 acks = []
         if again:
-            # locked by another process when this one made it: wait on the event loop,
-            # then begin again with the size it has
+            # locked by another process when this one went to make it: wait for it on
+            # the event loop (then it is handled as below)
             _, busy = await self._lock_later(again)
             for w, f in busy:
                 log.warning("left for later: %s is locked by another process", f.path)
@@ -635,7 +636,16 @@ class Drainer:
             if acked.left == 0:
                 report.count_key(key.key)
                 done.add(key)
-        return self._drop(work, done)
+        work = self._drop(work, done)
+        if appeared:
+            # A file made between this round's look (none there) and its append. By a
+            # drainer that took the key over while this one paused: then our lease is
+            # gone and PREPARE says so. Or by the drainer this one took the key over
+            # from, waking with an append it never acknowledged: then its bytes are cut
+            # back to the offset our BEGIN recorded, as a resumed claim's are; never
+            # written after (that would deliver its batch twice).
+            work = await self._repair(work, appeared - done, report)
+        return work
 
     def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
         """Close (and so unlock) the files of ``keys``; the rest carry on."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from logpipe_cli import drainer
 from logpipe_cli.keys import EventKey
-from logpipe_cli.sink import LockedFile
+from logpipe_cli.sink import LockedFile, LogsDir, encode_lines
 from tests.integration.conftest import DAY, DEADLINE_S, Rig, line
 
 pytestmark = pytest.mark.anyio
@@ -70,4 +72,28 @@ async def test_a_drain_waiting_for_a_locked_file_holds_no_file_thread(
     report = await asyncio.wait_for(waiting, timeout=DEADLINE_S)
     assert report.ok, report.errors
     assert rig.file_lines("a1") == a
+    assert rig.redis_keys() == []
+
+
+async def test_a_file_made_meanwhile_by_a_stale_holder_is_cut_back_not_appended_to(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a round's look (no file) and its append, the drainer this one took the key
+    over from wakes and makes the file with a batch it never acknowledged: that batch is
+    cut back to the offset this round recorded, and written once."""
+    events = await rig.add("s", range(3))
+    original = LogsDir.write_new
+
+    def stale_append_first(self: LogsDir, path: Path, data: bytes, *, fsync: bool = True) -> Any:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as f:
+            f.write(encode_lines(events[:2]))
+        monkeypatch.setattr(LogsDir, "write_new", original)  # once
+        return original(self, path, data, fsync=fsync)
+
+    monkeypatch.setattr(LogsDir, "write_new", stale_append_first)
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.events == 3
+    assert rig.file_lines("s") == events
     assert rig.redis_keys() == []
