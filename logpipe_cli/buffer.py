@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command as _pack_command
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -155,18 +156,13 @@ _DRAIN_SHAS = {text: hashlib.sha1(text.encode()).hexdigest() for text in _DRAIN_
 
 def _pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     """``cmds`` in the Redis protocol (RESP2 arrays of bulk strings), as one buffer.
-    Arguments are ``bytes``, ``str`` (UTF-8) or ``int``."""
-    out: list[bytes] = []
-    add = out.append
-    for cmd in cmds:
-        add(b"*%d\r\n" % len(cmd))
-        for arg in cmd:
-            if isinstance(arg, str):
-                arg = arg.encode()
-            elif isinstance(arg, int):
-                arg = b"%d" % arg
-            add(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
+    Arguments are ``bytes``, ``str`` (UTF-8) or ``int``.
+
+    hiredis's C packer (redis-py's own dependency here) does the encoding: 0.7 µs a
+    drain command against 2.7 µs for the same bytes made in Python, which was the
+    largest item of the drainer's main thread on 20,000 small keys (cProfile,
+    bench/results)."""
+    return b"".join([_pack_command(cmd) for cmd in cmds])
 
 
 def _str(value: Any) -> str:
