@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,6 +169,26 @@ class _Work:
         return 0 if self.file is None else self.file.size
 
 
+#: a key's file as :meth:`Drainer._look` found it
+_Look = tuple[Path, LockedFile | UnlockedFile | None]
+
+
+def _begin_at(file: LockedFile | UnlockedFile | None) -> int | None:
+    """The size a fresh claim is begun at: the locked file's, 0 for no file yet (made
+    at the first append, which checks it is still empty); ``None`` (claim only, begin
+    later) for a file whose lock another process holds."""
+    if isinstance(file, UnlockedFile):
+        return None
+    return 0 if file is None else file.size
+
+
+def _close_looks(looks: Iterable[_Look]) -> None:
+    for _, file in looks:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _Append:
     """One key's batch on its way from BEGIN through the file to ACK."""
@@ -298,6 +318,7 @@ class Drainer:
                 log.warning("left in Redis: key %r does not map to a file inside logs_dir", key)
             total, done = len(todo), 0
             deadline = start + 2 * self.cfg.lease_seconds + 1
+            look_first = True
             while todo:
                 groups = [todo[i : i + GROUP_SIZE] for i in range(0, len(todo), GROUP_SIZE)]
 
@@ -307,12 +328,14 @@ class Drainer:
                     if progress is not None:
                         progress(min(done, total), total)
 
-                busy = await self._drain_groups(groups, report, group_done)
+                busy = await self._drain_groups(groups, report, group_done, look_first)
                 if not busy or not wait_for_busy or time.monotonic() > deadline:
                     report.busy.extend(ek.key for ek in busy)
                     break
                 await asyncio.sleep(min(0.25, self.cfg.lease_seconds / 4))
-                todo = busy
+                # keys another drainer holds: claimed first, looked at after (a claim
+                # begun at once would read the holder's batch in vain at each try)
+                todo, look_first = busy, False
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
@@ -333,7 +356,11 @@ class Drainer:
         return report
 
     async def _drain_groups(
-        self, groups: list[list[EventKey]], report: DrainReport, done: Callable[[int], None]
+        self,
+        groups: list[list[EventKey]],
+        report: DrainReport,
+        done: Callable[[int], None],
+        look_first: bool = True,
     ) -> list[EventKey]:
         """Drain ``groups``, GROUPS_IN_FLIGHT at a time; returns the keys others hold.
 
@@ -349,7 +376,7 @@ class Drainer:
                 if failed:
                     return
                 try:
-                    busy.extend(await self._drain_group(group, report))
+                    busy.extend(await self._drain_group(group, report, look_first))
                 except Exception as exc:
                     failed.append(exc)
                     return
@@ -367,9 +394,39 @@ class Drainer:
             with contextlib.suppress(LogpipeError):
                 await self.buffer.renew(list(self._held), self.owner, self.lease_ms)
 
-    async def _drain_group(self, group: Sequence[EventKey], report: DrainReport) -> list[EventKey]:
-        """Drain a group of keys; returns those another drainer holds."""
-        claims = await self.buffer.claim(group, self.owner, self.lease_ms)
+    async def _drain_group(
+        self, group: Sequence[EventKey], report: DrainReport, look_first: bool = True
+    ) -> list[EventKey]:
+        """Drain a group of keys; returns those another drainer holds.
+
+        With ``look_first``, each key's file is looked at (opened and locked if it
+        exists, never made) before the claim, so a key claimed fresh is begun at its
+        file's size by the claim itself and its first batch read in the same round
+        trip (:meth:`Buffer.claim`). The lock is what makes that size exact: it is held
+        from the look to the ack. A key whose file cannot be looked at (unsafe, or an
+        error) is reported and not claimed: its events stay where they are.
+        """
+        keys = list(group)
+        looked: dict[EventKey, _Look] = {}
+        sizes: list[int | None] | None = None
+        if look_first:
+            keys = []
+            for ek, res in zip(group, await self._look(group), strict=True):
+                if isinstance(res, Exception):
+                    self._note_failure(ek, res, report)
+                else:
+                    looked[ek] = res
+                    keys.append(ek)
+            sizes = [_begin_at(looked[ek][1]) for ek in keys]
+            if not keys:
+                return []
+        try:
+            claims = await self.buffer.claim(
+                keys, self.owner, self.lease_ms, sizes, self._count(len(keys))
+            )
+        except BaseException:
+            _close_looks(looked.values())
+            raise
         busy: list[EventKey] = []
         mine: list[Claim] = []
         for c in claims:
@@ -378,20 +435,30 @@ class Drainer:
             elif c.status is ClaimStatus.WRONGTYPE:
                 report.wrong_type.append(c.key.key)
                 log.warning("left in Redis: key %r is a %s, not a list", c.key.key, c.detail)
-            elif c.status in (ClaimStatus.CLAIMED, ClaimStatus.RESUME):
+            if c.status in (ClaimStatus.CLAIMED, ClaimStatus.RESUME):
                 mine.append(c)
+            elif c.key in looked:
+                _close_looks([looked.pop(c.key)])
         if not mine:
             return busy
         self._held.update(c.key for c in mine)
         opened: list[_Work] = []
         try:
-            work = opened = await self._open(mine, report)
+            prefetched = {c.key: c.batch for c in mine if c.batch is not None}
+            unlooked = [c for c in mine if c.key not in looked]
+            work = opened = await self._open(unlooked, report) if unlooked else []
+            mine_looked = [(c.key, *looked.pop(c.key)) for c in mine if c.key in looked]
+            settled, failed = await self._settle(mine_looked, report)
+            work = opened = work + settled
+            await self.buffer.release(failed, self.owner)
             resumed = {c.key for c in mine if c.status is ClaimStatus.RESUME}
             work = await self._repair(work, resumed, report)
             while work:
-                work = await self._batch(work, report)
+                work = await self._batch(work, report, prefetched)
+                prefetched = {}
         finally:
             self._close(opened)
+            _close_looks(looked.values())
             self._held.difference_update(c.key for c in mine)
         # A resumed claim predates the crash; events stored since then wait in a fresh
         # list under the same key: claim that too, so one pass drains everything there is.
@@ -402,44 +469,49 @@ class Drainer:
             busy.extend(await self._drain_group(again, report))
         return busy
 
-    async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
-        """Open and lock each claim's file if it exists; a key whose file cannot be
-        opened (or stays locked by another process) is released.
+    def _count(self, keys: int) -> int:
+        """Events a round reads per key when ``keys`` keys share it (see GROUP_EVENTS)."""
+        return max(1, min(self.cfg.batch_events, GROUP_EVENTS // max(1, keys)))
 
-        Nothing is made here: a key's file (and its user directory) is made only when a
-        batch has lines for it (:meth:`_batch`), so a key whose values are all
-        quarantined leaves no empty file behind. A file another process holds locked is
-        waited for on the event loop (:meth:`_lock_later`), not in a file thread, so a
-        busy file never takes a thread from the rest of the pass.
-        """
+    async def _look(self, keys: Sequence[EventKey]) -> list[_Look | Exception]:
+        """Each key's file in the file threads (:meth:`LogsDir.find`): locked, busy
+        (another process holds its lock) or none yet; or the error that refused it."""
         logs, root = self._logs, self._logs.root
 
-        def find_one(c: Claim) -> tuple[Path, LockedFile | UnlockedFile | None]:
-            path = path_for(root, c.key)
+        def look_one(ek: EventKey) -> _Look:
+            path = path_for(root, ek)
             return path, logs.find(path)
 
-        results = await _in_file_threads(find_one, claims)
+        results = await _in_file_threads(look_one, keys)
+        for res in results:
+            if isinstance(res, Exception) and not isinstance(res, LogpipeError):
+                _close_looks(r for r in results if isinstance(r, tuple))
+                raise res
+        return results
+
+    @staticmethod
+    def _note_failure(ek: EventKey, exc: Exception, report: DrainReport) -> None:
+        if isinstance(exc, UnsafeKeyError):
+            report.unsafe.append(ek.key)
+        elif isinstance(exc, LogpipeError):
+            report.errors.append(exc.detail)
+
+    async def _settle(
+        self,
+        looked: Sequence[tuple[EventKey, Path, LockedFile | UnlockedFile | None]],
+        report: DrainReport,
+    ) -> tuple[list[_Work], list[EventKey]]:
+        """Work for the keys looked at; a busy file is waited for on the event loop
+        (:meth:`_lock_later`). Returns the work and the keys left for later (still busy;
+        reported, for the caller to release)."""
         work: list[_Work] = []
         waiting: list[tuple[_Work, UnlockedFile]] = []
-        failed: list[EventKey] = []
-        for c, res in zip(claims, results, strict=True):
-            if isinstance(res, UnsafeKeyError):
-                report.unsafe.append(c.key.key)
-                failed.append(c.key)
-            elif isinstance(res, LogpipeError):
-                report.errors.append(res.detail)
-                failed.append(c.key)
-            elif isinstance(res, Exception):
-                for r in results:
-                    if isinstance(r, tuple) and r[1] is not None:
-                        r[1].close()
-                raise res
+        for ek, path, file in looked:
+            if isinstance(file, UnlockedFile):
+                waiting.append((_Work(ek, path, None), file))
             else:
-                path, file = res
-                if isinstance(file, UnlockedFile):
-                    waiting.append((_Work(c.key, path, None), file))
-                else:
-                    work.append(_Work(c.key, path, file))
+                work.append(_Work(ek, path, file))
+        failed: list[EventKey] = []
         if waiting:
             locked, busy = await self._lock_later(waiting)
             work += locked
@@ -448,7 +520,28 @@ class Drainer:
                 log.warning("left for later: %s is locked by another process", f.path)
                 report.busy.append(w.key.key)
                 failed.append(w.key)
-        await self.buffer.release(failed, self.owner)
+        return work, failed
+
+    async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
+        """Look at the files of keys already claimed (see :meth:`_look`); a key whose
+        file cannot be opened (or stays locked by another process) is released.
+
+        Nothing is made here: a key's file (and its user directory) is made only when a
+        batch has lines for it (:meth:`_batch`), so a key whose values are all
+        quarantined leaves no empty file behind. A file another process holds locked is
+        waited for on the event loop (:meth:`_lock_later`), not in a file thread, so a
+        busy file never takes a thread from the rest of the pass.
+        """
+        looked: list[tuple[EventKey, Path, LockedFile | UnlockedFile | None]] = []
+        failed: list[EventKey] = []
+        for c, res in zip(claims, await self._look([c.key for c in claims]), strict=True):
+            if isinstance(res, Exception):
+                self._note_failure(c.key, res, report)
+                failed.append(c.key)
+            else:
+                looked.append((c.key, *res))
+        work, busy = await self._settle(looked, report)
+        await self.buffer.release(failed + busy, self.owner)
         return work
 
     async def _lock_later(
@@ -533,7 +626,12 @@ class Drainer:
             await self.buffer.release(refused, self.owner)
         return self._drop(work, lost.union(refused))
 
-    async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
+    async def _batch(
+        self,
+        work: list[_Work],
+        report: DrainReport,
+        prefetched: dict[EventKey, list[bytes]] | None = None,
+    ) -> list[_Work]:
         """One begin/append/ack round for every key in ``work``; returns keys with more.
 
         A key with no file yet gets one here, made together with its first append (see
@@ -542,18 +640,27 @@ class Drainer:
         directory fsynced by the append, ``logs_dir`` once for the round's new user
         directories.
         """
-        count = max(1, min(self.cfg.batch_events, GROUP_EVENTS // len(work)))
-        batches = await self.buffer.begin(
-            [BeginItem(w.key, w.size) for w in work], self.owner, self.lease_ms, count
-        )
+        # a key's first batch may have come with its claim (begun there)
+        ready = prefetched or {}
+        need = [w for w in work if w.key not in ready]
+        batches: dict[EventKey, list[bytes]] = {}
+        if need:
+            began = await self.buffer.begin(
+                [BeginItem(w.key, w.size) for w in need],
+                self.owner,
+                self.lease_ms,
+                self._count(len(work)),
+            )
+            batches = {w.key: b.values for w, b in zip(need, began, strict=True)}
         done: set[EventKey] = set()
         writing: list[_Append] = []
-        for w, b in zip(work, batches, strict=True):
-            if not b.values:  # lease lost or nothing left
+        for w in work:
+            values = ready[w.key] if w.key in ready else batches[w.key]
+            if not values:  # lease lost or nothing left
                 done.add(w.key)
                 continue
-            good, bad = split_safely(b.values)
-            writing.append(_Append(w, len(b.values), good, bad, encode_lines(good)))
+            good, bad = split_safely(values)
+            writing.append(_Append(w, len(values), good, bad, encode_lines(good)))
             if bad:
                 log.warning(
                     "quarantined %d values of %s that are not one-line JSON objects",

@@ -124,9 +124,7 @@ def left_behind(client: redis.Redis, logs: Path, pending: list[tuple[str, int]])
     """How many of ``pending`` were appended and never acknowledged (file past the offset)."""
     left = pending_offsets(client)
     return sum(
-        1
-        for key, offset in pending
-        if left.get(key) == offset and size_of(logs, key) > offset
+        1 for key, offset in pending if left.get(key) == offset and size_of(logs, key) > offset
     )
 
 
