@@ -2,17 +2,23 @@
 
 Per key, in this order (each Redis step one script, pipelined over a group of keys):
 
-1. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
+1. **look**: open the key's file if it exists and ``flock`` it (nothing is made); a
+   file locked by another process is waited for on the event loop, not in a thread.
+2. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
    events appended from now on go to a fresh list and nothing is read-then-deleted.
-   A claim whose lease ran out (its drainer died) is resumed instead.
-2. **lock** the file (``flock``); for a resumed claim, re-check the lease and cut the
-   file back to the offset recorded before the dead drainer's append.
-3. **begin**: record the file's size, fetch a batch of events.
-4. **append** the batch in one write, fsync.
-5. **ack**: trim the batch from the claim, clear the offset, update the counters.
+   A fresh claim is **begun** by the same script at the locked file's size (0 if there
+   is no file yet), and its batch read in the same pipeline. A claim whose lease ran
+   out (its drainer died) is resumed instead: re-check the lease and cut the file back
+   to the offset recorded before the dead drainer's append, then **begin**: record the
+   file's size, fetch a batch (as every later round of a key does).
+3. **append** the batch in one write, fsync (making the file and its directory with
+   the first append that has lines for them: a key that writes nothing makes no file).
+4. **ack**: trim the batch from the claim, clear the offset, update the counters.
 
-A crash between 3 and 5 leaves the offset behind, so the next drainer truncates the
-half-acknowledged append and writes the batch again: no torn line, no duplicate.
+A crash between the begin and the ack leaves the offset behind, so the next drainer
+truncates the half-acknowledged append and writes the batch again: no torn line, no
+duplicate. A file made between a round's look and its append (by the drainer this one
+took the key over from, waking up) is cut back the same way before anything is written.
 An offset is trusted only as the dead holder recorded it (see :func:`check_offset`);
 anything else leaves the claim in Redis, reported, rather than cut acknowledged lines.
 """
