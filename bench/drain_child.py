@@ -6,7 +6,7 @@ Linux carries ``ru_maxrss`` over an ``exec`` from the memory the process had bef
 (``exec_mmap`` keeps the old mm's high-water mark), and a child that ``subprocess``
 starts had, until its ``exec``, the bench's own memory: the 304 MB reported for the
 100,000-key pass was the bench parent's (its load and raw-loop buffers), while the
-drainer itself peaked at ~45 MB. ``VmHWM`` belongs to the new program's memory only.
+drainer itself peaked at ~76 MB. ``VmHWM`` belongs to the new program's memory only.
 With ``--profile`` the pass runs under cProfile and the stats are dumped to ``OUT``
 (``python -m pstats OUT`` reads them). Prints one JSON line.
 """
