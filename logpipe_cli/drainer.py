@@ -459,8 +459,9 @@ class Drainer:
             prefetched = {c.key: c.batch for c in mine if c.batch is not None}
             unlooked = [c for c in mine if c.key not in looked]
             work = opened = await self._open(unlooked, report) if unlooked else []
-            mine_looked = [(c.key, *looked.pop(c.key)) for c in mine if c.key in looked]
+            mine_looked = [(c.key, *looked[c.key]) for c in mine if c.key in looked]
             settled, failed = await self._settle(mine_looked, report)
+            looked.clear()  # owned by the work now (closed through ``opened``)
             work = opened = work + settled
             await self.buffer.release(failed, self.owner)
             resumed = {c.key for c in mine if c.status is ClaimStatus.RESUME}
@@ -552,7 +553,11 @@ class Drainer:
                 failed.append(c.key)
             else:
                 looked.append((c.key, *res))
-        work, busy = await self._settle(looked, report)
+        try:
+            work, busy = await self._settle(looked, report)
+        except BaseException:
+            _close_looks((path, file) for _, path, file in looked)
+            raise
         await self.buffer.release(failed + busy, self.owner)
         return work
 
@@ -569,26 +574,28 @@ class Drainer:
         deadline = time.monotonic() + 2 * self.cfg.lease_seconds
         delay, longest = LOCK_RETRY_S
         locked: list[_Work] = []
-        while True:
-            still: list[tuple[_Work, UnlockedFile]] = []
-            for w, f in waiting:
-                try:
+        try:
+            while True:
+                still: list[tuple[_Work, UnlockedFile]] = []
+                for w, f in waiting:
                     file = f.try_lock()
-                except BaseException:
-                    f.close()
-                    for _, other in still:
-                        other.close()
-                    raise
-                if file is None:
-                    still.append((w, f))
-                else:
-                    w.file = file
-                    locked.append(w)
-            waiting = still
-            if not waiting or time.monotonic() + delay > deadline:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
+                    if file is None:
+                        still.append((w, f))
+                    else:
+                        w.file = file
+                        locked.append(w)
+                waiting = still
+                if not waiting or time.monotonic() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+        except BaseException:
+            # cancelled (a second signal, DrainRunner.aclose) or an error: a lock kept by
+            # a leaked descriptor would make this key busy for as long as the process runs
+            self._close(locked)
+            for _, f in waiting:
+                f.close()  # those locked meanwhile are spent: a no-op
+            raise
         for _, f in waiting:
             f.close()
         return locked, waiting

@@ -97,3 +97,25 @@ async def test_a_file_made_meanwhile_by_a_stale_holder_is_cut_back_not_appended_
     assert report.events == 3
     assert rig.file_lines("s") == events
     assert rig.redis_keys() == []
+
+
+async def test_a_drain_cancelled_while_waiting_for_a_lock_keeps_no_file_locked(rig: Rig) -> None:
+    """Stopped mid-wait (a second signal, or DrainRunner.aclose): the files it had locked
+    are let go, or their keys would stay busy for as long as the process runs."""
+    await rig.add("a1", range(1))
+    await rig.add("a2", range(1))
+    assert (await rig.drainer().drain_once()).events == 2  # both files exist now
+    await rig.add("a1", range(1, 2))
+    await rig.add("a2", range(1, 2))
+    holder = LockedFile.open(rig.path("a1"))
+    try:
+        task = asyncio.create_task(rig.drainer(lease_seconds=30).drain_once())
+        deadline = time.monotonic() + DEADLINE_S
+        while not rig.raw.exists(EventKey("a1", DAY).lease):  # claimed: waiting for a1
+            assert time.monotonic() < deadline, "the drain never claimed its keys"
+            await asyncio.sleep(0.01)
+        await drainer.cancel_and_wait(task)
+    finally:
+        holder.close()
+    for user in ("a1", "a2"):
+        LockedFile.open(rig.path(user), lock_timeout_s=0.5).close()  # free: not held on
