@@ -2,17 +2,23 @@
 
 Per key, in this order (each Redis step one script, pipelined over a group of keys):
 
-1. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
+1. **look**: open the key's file if it exists and ``flock`` it (nothing is made); a
+   file locked by another process is waited for on the event loop, not in a thread.
+2. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
    events appended from now on go to a fresh list and nothing is read-then-deleted.
-   A claim whose lease ran out (its drainer died) is resumed instead.
-2. **lock** the file (``flock``); for a resumed claim, re-check the lease and cut the
-   file back to the offset recorded before the dead drainer's append.
-3. **begin**: record the file's size, fetch a batch of events.
-4. **append** the batch in one write, fsync.
-5. **ack**: trim the batch from the claim, clear the offset, update the counters.
+   A fresh claim is **begun** by the same script at the locked file's size (0 if there
+   is no file yet), and its batch read in the same pipeline. A claim whose lease ran
+   out (its drainer died) is resumed instead: re-check the lease and cut the file back
+   to the offset recorded before the dead drainer's append, then **begin**: record the
+   file's size, fetch a batch (as every later round of a key does).
+3. **append** the batch in one write, fsync (making the file and its directory with
+   the first append that has lines for them: a key that writes nothing makes no file).
+4. **ack**: trim the batch from the claim, clear the offset, update the counters.
 
-A crash between 3 and 5 leaves the offset behind, so the next drainer truncates the
-half-acknowledged append and writes the batch again: no torn line, no duplicate.
+A crash between the begin and the ack leaves the offset behind, so the next drainer
+truncates the half-acknowledged append and writes the batch again: no torn line, no
+duplicate. A file made between a round's look and its append (by the drainer this one
+took the key over from, waking up) is cut back the same way before anything is written.
 An offset is trusted only as the dead holder recorded it (see :func:`check_offset`);
 anything else leaves the claim in Redis, reported, rather than cut acknowledged lines.
 """
@@ -26,19 +32,19 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
-from logpipe_cli.errors import FileBusyError, LogpipeError, UnsafeKeyError
+from logpipe_cli.errors import LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
 from logpipe_cli.keys import EventKey
 from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
-from logpipe_cli.sink import LockedFile, LogsDir, encode_lines, path_for
+from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines, path_for
 
 log = logging.getLogger("logpipe.drainer")
 
@@ -150,10 +156,49 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.result()
 
 
+#: the first and the longest pause between attempts at a file's lock while another
+#: process holds it (the attempts run on the event loop, not in a file thread)
+LOCK_RETRY_S = (0.002, 0.05)
+
+
 @dataclass(slots=True)
 class _Work:
+    """A key being drained and its file: ``None`` until there is one (a key's file is
+    made only when a batch has something to write to it, see :meth:`LogsDir.write_new`)."""
+
     key: EventKey
-    file: LockedFile
+    path: Path
+    file: LockedFile | None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.file is None else self.file.size
+
+
+#: a key's file as :meth:`Drainer._look` found it
+_Look = tuple[Path, LockedFile | UnlockedFile | None]
+
+
+def _begin_at(file: LockedFile | UnlockedFile | None) -> int | None:
+    """The size a fresh claim is begun at: the locked file's, 0 for no file yet (made
+    at the first append, which checks it is still empty); ``None`` (claim only, begin
+    later) for a file whose lock another process holds."""
+    if isinstance(file, UnlockedFile):
+        return None
+    return 0 if file is None else file.size
+
+
+def _close_files(files: Iterable[LockedFile]) -> None:
+    for file in files:
+        with contextlib.suppress(OSError):
+            file.close()
+
+
+def _close_looks(looks: Iterable[_Look]) -> None:
+    for _, file in looks:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +218,7 @@ class _Append:
             len(self.good),
             len(self.data),
             self.bad,
-            self.work.file.size,
+            self.work.size,
         )
 
 
@@ -201,14 +246,15 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def check_offset(p: Prepared, file: LockedFile) -> int:
+def check_offset(p: Prepared, file: LockedFile | None) -> int:
     """The pending offset of a resumed claim, if it can be trusted; else raise _Refused.
 
     Trusted only as the holder being recovered recorded it: the byte count that BEGIN
     wrote together with the holder record (so not below what was acknowledged), within
     the file and at the start of a line. Cutting to anything else (an offset written
     by hand, or copied from another claim) could destroy acknowledged lines or tear
-    one. Reads the file: call it in a file thread, under the file's lock.
+    one. Reads the file: call it in a file thread, under the file's lock. ``file``
+    is ``None`` when there is no file (yet): then only an offset of 0 can be trusted.
     """
     size = parse_size(p.offset)
     if size is None:
@@ -221,6 +267,10 @@ def check_offset(p: Prepared, file: LockedFile) -> int:
             f"pending offset {size} was not recorded by the holder being recovered "
             f"({held.owner!r} recorded {held.size})"
         )
+    if file is None:
+        if size > 0:
+            raise _Refused(f"pending offset {size} is beyond the end of the file (none there)")
+        return size
     if size > file.size:
         raise _Refused(f"pending offset {size} is beyond the end of the file ({file.size} B)")
     if size > 0 and _byte_before(file, size) != b"\n":
@@ -280,6 +330,7 @@ class Drainer:
                 log.warning("left in Redis: key %r does not map to a file inside logs_dir", key)
             total, done = len(todo), 0
             deadline = start + 2 * self.cfg.lease_seconds + 1
+            look_first = True
             while todo:
                 groups = [todo[i : i + GROUP_SIZE] for i in range(0, len(todo), GROUP_SIZE)]
 
@@ -289,12 +340,14 @@ class Drainer:
                     if progress is not None:
                         progress(min(done, total), total)
 
-                busy = await self._drain_groups(groups, report, group_done)
+                busy = await self._drain_groups(groups, report, group_done, look_first)
                 if not busy or not wait_for_busy or time.monotonic() > deadline:
                     report.busy.extend(ek.key for ek in busy)
                     break
                 await asyncio.sleep(min(0.25, self.cfg.lease_seconds / 4))
-                todo = busy
+                # keys another drainer holds: claimed first, looked at after (a claim
+                # begun at once would read the holder's batch in vain at each try)
+                todo, look_first = busy, False
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
@@ -315,7 +368,11 @@ class Drainer:
         return report
 
     async def _drain_groups(
-        self, groups: list[list[EventKey]], report: DrainReport, done: Callable[[int], None]
+        self,
+        groups: list[list[EventKey]],
+        report: DrainReport,
+        done: Callable[[int], None],
+        look_first: bool = True,
     ) -> list[EventKey]:
         """Drain ``groups``, GROUPS_IN_FLIGHT at a time; returns the keys others hold.
 
@@ -331,7 +388,7 @@ class Drainer:
                 if failed:
                     return
                 try:
-                    busy.extend(await self._drain_group(group, report))
+                    busy.extend(await self._drain_group(group, report, look_first))
                 except Exception as exc:
                     failed.append(exc)
                     return
@@ -349,9 +406,39 @@ class Drainer:
             with contextlib.suppress(LogpipeError):
                 await self.buffer.renew(list(self._held), self.owner, self.lease_ms)
 
-    async def _drain_group(self, group: Sequence[EventKey], report: DrainReport) -> list[EventKey]:
-        """Drain a group of keys; returns those another drainer holds."""
-        claims = await self.buffer.claim(group, self.owner, self.lease_ms)
+    async def _drain_group(
+        self, group: Sequence[EventKey], report: DrainReport, look_first: bool = True
+    ) -> list[EventKey]:
+        """Drain a group of keys; returns those another drainer holds.
+
+        With ``look_first``, each key's file is looked at (opened and locked if it
+        exists, never made) before the claim, so a key claimed fresh is begun at its
+        file's size by the claim itself and its first batch read in the same round
+        trip (:meth:`Buffer.claim`). The lock is what makes that size exact: it is held
+        from the look to the ack. A key whose file cannot be looked at (unsafe, or an
+        error) is reported and not claimed: its events stay where they are.
+        """
+        keys = list(group)
+        looked: dict[EventKey, _Look] = {}
+        sizes: list[int | None] | None = None
+        if look_first:
+            keys = []
+            for ek, res in zip(group, await self._look(group), strict=True):
+                if isinstance(res, Exception):
+                    self._note_failure(ek, res, report)
+                else:
+                    looked[ek] = res
+                    keys.append(ek)
+            sizes = [_begin_at(looked[ek][1]) for ek in keys]
+            if not keys:
+                return []
+        try:
+            claims = await self.buffer.claim(
+                keys, self.owner, self.lease_ms, sizes, self._count(len(keys))
+            )
+        except BaseException:
+            _close_looks(looked.values())
+            raise
         busy: list[EventKey] = []
         mine: list[Claim] = []
         for c in claims:
@@ -360,20 +447,31 @@ class Drainer:
             elif c.status is ClaimStatus.WRONGTYPE:
                 report.wrong_type.append(c.key.key)
                 log.warning("left in Redis: key %r is a %s, not a list", c.key.key, c.detail)
-            elif c.status in (ClaimStatus.CLAIMED, ClaimStatus.RESUME):
+            if c.status in (ClaimStatus.CLAIMED, ClaimStatus.RESUME):
                 mine.append(c)
+            elif c.key in looked:
+                _close_looks([looked.pop(c.key)])
         if not mine:
             return busy
         self._held.update(c.key for c in mine)
         opened: list[_Work] = []
         try:
-            work = opened = await self._open(mine, report)
-            resumed = [c for c in mine if c.status is ClaimStatus.RESUME]
+            prefetched = {c.key: c.batch for c in mine if c.batch is not None}
+            unlooked = [c for c in mine if c.key not in looked]
+            work = opened = await self._open(unlooked, report) if unlooked else []
+            mine_looked = [(c.key, *looked[c.key]) for c in mine if c.key in looked]
+            settled, failed = await self._settle(mine_looked, report)
+            looked.clear()  # owned by the work now (closed through ``opened``)
+            work = opened = work + settled
+            await self.buffer.release(failed, self.owner)
+            resumed = {c.key for c in mine if c.status is ClaimStatus.RESUME}
             work = await self._repair(work, resumed, report)
             while work:
-                work = await self._batch(work, report)
+                work = await self._batch(work, report, prefetched)
+                prefetched = {}
         finally:
             self._close(opened)
+            _close_looks(looked.values())
             self._held.difference_update(c.key for c in mine)
         # A resumed claim predates the crash; events stored since then wait in a fresh
         # list under the same key: claim that too, so one pass drains everything there is.
@@ -384,69 +482,133 @@ class Drainer:
             busy.extend(await self._drain_group(again, report))
         return busy
 
-    async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
-        """Open and lock each claim's file; a key whose file cannot be opened is released.
+    def _count(self, keys: int) -> int:
+        """Events a round reads per key when ``keys`` keys share it (see GROUP_EVENTS)."""
+        return max(1, min(self.cfg.batch_events, GROUP_EVENTS // max(1, keys)))
 
-        Names made here (a new file, a new user directory) are made durable before any
-        event is written to them, so before any is acknowledged: each new file's
-        directory is fsynced as the file is made (:func:`sink._open_file`), and
-        ``logs_dir`` once for the whole group (:meth:`LogsDir.sync`) instead of once per
-        new directory. A crash before that fsync can lose only names no acknowledged
-        event is in: the claim's events are still in Redis, its recorded offset is that
-        of an empty file, and the next drainer makes the file again.
-        """
-
-        lock_timeout_s = 2 * self.cfg.lease_seconds
+    async def _look(self, keys: Sequence[EventKey]) -> list[_Look | Exception]:
+        """Each key's file in the file threads (:meth:`LogsDir.find`): locked, busy
+        (another process holds its lock) or none yet; or the error that refused it."""
         logs, root = self._logs, self._logs.root
 
-        def open_one(c: Claim) -> tuple[LockedFile, bool]:
-            return logs.open(path_for(root, c.key), lock_timeout_s)
+        def look_one(ek: EventKey) -> _Look:
+            path = path_for(root, ek)
+            return path, logs.find(path)
 
-        results = await _in_file_threads(open_one, claims)
-        work: list[_Work] = []
-        failed: list[EventKey] = []
-        created = False
-        for c, res in zip(claims, results, strict=True):
-            if isinstance(res, UnsafeKeyError):
-                report.unsafe.append(c.key.key)
-                failed.append(c.key)
-            elif isinstance(res, FileBusyError):
-                # its holder still runs; give the key back and let a later pass retry
-                log.warning("left for later: %s", res.detail)
-                report.busy.append(c.key.key)
-                failed.append(c.key)
-            elif isinstance(res, LogpipeError):
-                report.errors.append(res.detail)
-                failed.append(c.key)
-            elif isinstance(res, Exception):
-                opened = [_Work(c.key, r[0]) for c, r in zip(claims, results, strict=True)
-                          if isinstance(r, tuple)]  # fmt: skip
-                self._close(opened)
+        results = await _in_file_threads(look_one, keys)
+        for res in results:
+            if isinstance(res, Exception) and not isinstance(res, LogpipeError):
+                _close_looks(r for r in results if isinstance(r, tuple))
                 raise res
+        return results
+
+    @staticmethod
+    def _note_failure(ek: EventKey, exc: Exception, report: DrainReport) -> None:
+        if isinstance(exc, UnsafeKeyError):
+            report.unsafe.append(ek.key)
+        elif isinstance(exc, LogpipeError):
+            report.errors.append(exc.detail)
+
+    async def _settle(
+        self,
+        looked: Sequence[tuple[EventKey, Path, LockedFile | UnlockedFile | None]],
+        report: DrainReport,
+    ) -> tuple[list[_Work], list[EventKey]]:
+        """Work for the keys looked at; a busy file is waited for on the event loop
+        (:meth:`_lock_later`). Returns the work and the keys left for later (still busy;
+        reported, for the caller to release)."""
+        work: list[_Work] = []
+        waiting: list[tuple[_Work, UnlockedFile]] = []
+        for ek, path, file in looked:
+            if isinstance(file, UnlockedFile):
+                waiting.append((_Work(ek, path, None), file))
             else:
-                work.append(_Work(c.key, res[0]))
-                created = created or res[1]
-        if created and work:
-            try:
-                await _in_file_thread(logs.sync)
-            except LogpipeError as exc:
-                report.errors.append(exc.detail)
-                failed.extend(w.key for w in work)
-                self._close(work)
-                work = []
-        await self.buffer.release(failed, self.owner)
+                work.append(_Work(ek, path, file))
+        failed: list[EventKey] = []
+        if waiting:
+            locked, busy = await self._lock_later(waiting)
+            work += locked
+            for w, f in busy:
+                # its holder still runs; give the key back and let a later pass retry
+                log.warning("left for later: %s is locked by another process", f.path)
+                report.busy.append(w.key.key)
+                failed.append(w.key)
+        return work, failed
+
+    async def _open(self, claims: Sequence[Claim], report: DrainReport) -> list[_Work]:
+        """Look at the files of keys already claimed (see :meth:`_look`); a key whose
+        file cannot be opened (or stays locked by another process) is released.
+
+        Nothing is made here: a key's file (and its user directory) is made only when a
+        batch has lines for it (:meth:`_batch`), so a key whose values are all
+        quarantined leaves no empty file behind. A file another process holds locked is
+        waited for on the event loop (:meth:`_lock_later`), not in a file thread, so a
+        busy file never takes a thread from the rest of the pass.
+        """
+        looked: list[tuple[EventKey, Path, LockedFile | UnlockedFile | None]] = []
+        failed: list[EventKey] = []
+        for c, res in zip(claims, await self._look([c.key for c in claims]), strict=True):
+            if isinstance(res, Exception):
+                self._note_failure(c.key, res, report)
+                failed.append(c.key)
+            else:
+                looked.append((c.key, *res))
+        try:
+            work, busy = await self._settle(looked, report)
+        except BaseException:
+            _close_looks((path, file) for _, path, file in looked)
+            raise
+        await self.buffer.release(failed + busy, self.owner)
         return work
 
+    async def _lock_later(
+        self, waiting: list[tuple[_Work, UnlockedFile]]
+    ) -> tuple[list[_Work], list[tuple[_Work, UnlockedFile]]]:
+        """Try the locks of ``waiting`` again, with backoff, for at most twice the lease
+        (a holder that never lets go, a stopped process, must not stall the pass for
+        good): the keys whose file is now locked, and those still busy (closed).
+
+        Each attempt is one non-blocking ``flock`` on the event loop: waiting holds no
+        file thread (issue 9, defect 3: 100 concurrent drains waiting for each other's
+        files used to hold every thread)."""
+        deadline = time.monotonic() + 2 * self.cfg.lease_seconds
+        delay, longest = LOCK_RETRY_S
+        locked: list[_Work] = []
+        try:
+            while True:
+                still: list[tuple[_Work, UnlockedFile]] = []
+                for w, f in waiting:
+                    file = f.try_lock()
+                    if file is None:
+                        still.append((w, f))
+                    else:
+                        w.file = file
+                        locked.append(w)
+                waiting = still
+                if not waiting or time.monotonic() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+        except BaseException:
+            # cancelled (a second signal, DrainRunner.aclose) or an error: a lock kept by
+            # a leaked descriptor would make this key busy for as long as the process runs
+            self._close(locked)
+            for _, f in waiting:
+                f.close()  # those locked meanwhile are spent: a no-op
+            raise
+        for _, f in waiting:
+            f.close()
+        return locked, waiting
+
     async def _repair(
-        self, work: list[_Work], resumed: Sequence[Claim], report: DrainReport
+        self, work: list[_Work], resumed: set[EventKey], report: DrainReport
     ) -> list[_Work]:
         """For resumed claims: under the file lock, confirm the lease, undo the torn append.
 
         A pending offset that :func:`check_offset` does not trust leaves the claim in
         Redis (lease given back), reported in ``unsafe`` with the reason.
         """
-        resumed_keys = {c.key for c in resumed}
-        todo = [w for w in work if w.key in resumed_keys]
+        todo = [w for w in work if w.key in resumed]
         if not todo:
             return work
         pending = await self.buffer.prepare([w.key for w in todo], self.owner, self.lease_ms)
@@ -466,15 +628,16 @@ class Drainer:
                 refused.append(w.key)
                 continue
             except OSError as exc:
-                report.errors.append(f"cannot read {w.file.path}: {exc.strerror or exc}")
+                report.errors.append(f"cannot read {w.path}: {exc.strerror or exc}")
                 lost.add(w.key)
                 continue
-            if off < w.file.size:
+            if w.file is not None and off < w.file.size:
                 log.info(
                     "repairing %s: cutting %d unacknowledged bytes", w.file.path, w.file.size - off
                 )
+                file = w.file
                 try:
-                    await _in_file_thread(w.file.truncate, off)
+                    await _in_file_thread(file.truncate, off)
                 except LogpipeError as exc:
                     report.errors.append(exc.detail)
                     lost.add(w.key)
@@ -482,20 +645,41 @@ class Drainer:
             await self.buffer.release(refused, self.owner)
         return self._drop(work, lost.union(refused))
 
-    async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
-        """One begin/append/ack round for every key in ``work``; returns keys with more."""
-        count = max(1, min(self.cfg.batch_events, GROUP_EVENTS // len(work)))
-        batches = await self.buffer.begin(
-            [BeginItem(w.key, w.file.size) for w in work], self.owner, self.lease_ms, count
-        )
+    async def _batch(
+        self,
+        work: list[_Work],
+        report: DrainReport,
+        prefetched: dict[EventKey, list[bytes]] | None = None,
+    ) -> list[_Work]:
+        """One begin/append/ack round for every key in ``work``; returns keys with more.
+
+        A key with no file yet gets one here, made together with its first append (see
+        :meth:`LogsDir.write_new`), and none at all if nothing is to be written.
+        Before any ack, what was written is durable with its name: the file and its
+        directory fsynced by the append, ``logs_dir`` once for the round's new user
+        directories.
+        """
+        # a key's first batch may have come with its claim (begun there)
+        ready = prefetched or {}
+        need = [w for w in work if w.key not in ready]
+        batches: dict[EventKey, list[bytes]] = {}
+        if need:
+            began = await self.buffer.begin(
+                [BeginItem(w.key, w.size) for w in need],
+                self.owner,
+                self.lease_ms,
+                self._count(len(work)),
+            )
+            batches = {w.key: b.values for w, b in zip(need, began, strict=True)}
         done: set[EventKey] = set()
         writing: list[_Append] = []
-        for w, b in zip(work, batches, strict=True):
-            if not b.values:  # lease lost or nothing left
+        for w in work:
+            values = ready[w.key] if w.key in ready else batches[w.key]
+            if not values:  # lease lost or nothing left
                 done.add(w.key)
                 continue
-            good, bad = split_safely(b.values)
-            writing.append(_Append(w, len(b.values), good, bad, encode_lines(good)))
+            good, bad = split_safely(values)
+            writing.append(_Append(w, len(values), good, bad, encode_lines(good)))
             if bad:
                 log.warning(
                     "quarantined %d values of %s that are not one-line JSON objects",
@@ -504,21 +688,62 @@ class Drainer:
                 )
 
         fsync = self.cfg.fsync
+        logs = self._logs
 
-        def append(a: _Append) -> None:
-            a.work.file.append(a.data, fsync=fsync)
+        def append(a: _Append) -> NewFile | None:
+            file = a.work.file
+            if file is None:
+                # nothing to write: no file is made (all of it quarantined)
+                return logs.write_new(a.work.path, a.data, fsync=fsync) if a.data else None
+            if a.data:
+                file.append(a.data, fsync=fsync)
+            return None
 
         results = await _in_file_threads(append, writing)
         acks: list[_Append] = []
         failed: list[EventKey] = []
+        again: list[tuple[_Work, UnlockedFile]] = []
+        #: files that were there by the time this round made them: see below
+        appeared: set[EventKey] = set()
+        made = False
         for a, res in zip(writing, results, strict=True):
             if isinstance(res, LogpipeError):
                 report.errors.append(res.detail)
                 failed.append(a.work.key)
             elif isinstance(res, BaseException):
+                for r in results:
+                    if isinstance(r, NewFile):
+                        r.file.close()
                 raise res
-            else:
+            elif res is None:
                 acks.append(a)
+            else:
+                made = made or res.made
+                if res.written:
+                    assert isinstance(res.file, LockedFile)
+                    a.work.file = res.file
+                    acks.append(a)
+                else:
+                    appeared.add(a.work.key)
+                    if isinstance(res.file, LockedFile):
+                        a.work.file = res.file
+                    else:
+                        again.append((a.work, res.file))
+        if made and acks:
+            try:
+                await _in_file_thread(logs.sync)
+            except LogpipeError as exc:
+                report.errors.append(exc.detail)
+                failed.extend(a.work.key for a in acks)
+                acks = []
+        if again:
+            # locked by another process when this one went to make it: wait for it on
+            # the event loop (then it is handled as below)
+            _, busy = await self._lock_later(again)
+            for w, f in busy:
+                log.warning("left for later: %s is locked by another process", f.path)
+                report.busy.append(w.key.key)
+                failed.append(w.key)
         if failed:
             # Events stay in Redis; another pass (or drainer) retries once the disk is back.
             with contextlib.suppress(LogpipeError):
@@ -537,7 +762,26 @@ class Drainer:
             if acked.left == 0:
                 report.count_key(key.key)
                 done.add(key)
-        return self._drop(work, done)
+        # closed in a file thread: a close on the event loop's thread waits for the GIL
+        # against the file threads, once per key (py-spy of 20,000 small keys)
+        # (handed over: the thread alone closes them, even if this task is cancelled)
+        files: list[LockedFile] = []
+        for w in work:
+            if w.key in done and w.file is not None:
+                files.append(w.file)
+                w.file = None
+        if files:
+            await _in_file_thread(_close_files, files)
+        work = [w for w in work if w.key not in done]
+        if appeared:
+            # A file made between this round's look (none there) and its append. By a
+            # drainer that took the key over while this one paused: then our lease is
+            # gone and PREPARE says so. Or by the drainer this one took the key over
+            # from, waking with an append it never acknowledged: then its bytes are cut
+            # back to the offset our BEGIN recorded, as a resumed claim's are; never
+            # written after (that would deliver its batch twice).
+            work = await self._repair(work, appeared - done, report)
+        return work
 
     def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
         """Close (and so unlock) the files of ``keys``; the rest carry on."""
@@ -547,8 +791,9 @@ class Drainer:
     @staticmethod
     def _close(work: Sequence[_Work]) -> None:
         for w in work:
-            with contextlib.suppress(OSError):
-                w.file.close()
+            if w.file is not None:
+                with contextlib.suppress(OSError):
+                    w.file.close()
 
     # ---- the loop ------------------------------------------------------------------
 

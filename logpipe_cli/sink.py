@@ -78,14 +78,19 @@ def _refuse_special(name: str, dir_fd: int, path: Path, exc: OSError) -> Excepti
     return _unsafe(path, _kind(st.st_mode))
 
 
-def _open_dir(name: str, parent_fd: int, path: Path, dir_mode: int) -> tuple[int, bool]:
-    """Open (making it if missing) the directory ``name`` under ``parent_fd``: its fd and
-    whether it was made."""
+def _open_dir(
+    name: str, parent_fd: int, path: Path, dir_mode: int, create: bool = True
+) -> tuple[int, bool]:
+    """Open (with ``create``, making it if missing) the directory ``name`` under
+    ``parent_fd``: its fd and whether it was made. Without ``create`` a missing
+    directory raises :class:`FileNotFoundError`."""
     made = False
     for _ in range(2):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), made
         except FileNotFoundError:
+            if not create:
+                raise
             try:
                 os.mkdir(name, dir_mode, dir_fd=parent_fd)
                 made = True
@@ -166,9 +171,10 @@ class LockedFile:
         ``file_mode``, new directories ``dir_mode`` (``logs_dir`` too if missing),
         both less the umask.
 
-        Waits at most ``lock_timeout_s`` for the lock, then raises
+        Waits at most ``lock_timeout_s`` for the lock (in this thread), then raises
         :class:`FileBusyError`: a holder that never lets go (a stopped process) must not
-        stall a drainer, and the threads it drains with, for good.
+        stall the caller for good. The drainer does not wait this way (see
+        :meth:`LogsDir.find`).
         """
         root = path.parent.parent if logs_dir is None else logs_dir
         if path.parent.parent != root:
@@ -178,28 +184,22 @@ class LockedFile:
         except OSError as exc:
             raise _fail("open", path, exc) from None
         try:
-            file, _ = cls._open_below(root_fd, path, lock_timeout_s, file_mode, dir_mode, True)
+            opened = _open_file(path, root_fd, file_mode, dir_mode, create=True)
+            assert opened is not None  # made if missing
+            fd, dir_fd, made_dir, made_file = opened
+            try:
+                # new names are durable before anything is written under them
+                if made_file:
+                    os.fsync(dir_fd)
+                if made_dir:
+                    os.fsync(root_fd)
+            except OSError as exc:
+                os.close(fd)
+                raise _fail("open", path, exc) from None
+            finally:
+                os.close(dir_fd)
         finally:
             os.close(root_fd)
-        return file
-
-    @classmethod
-    def _open_below(
-        cls,
-        root_fd: int,
-        path: Path,
-        lock_timeout_s: float,
-        file_mode: int,
-        dir_mode: int,
-        sync_root: bool,
-    ) -> tuple[LockedFile, bool]:
-        """:meth:`open` below an open ``logs_dir``; also says whether a name was made
-        (then, if ``sync_root`` is false, ``root_fd`` needs an fsync: see
-        :func:`_open_file`)."""
-        try:
-            fd, created = _open_file(path, root_fd, file_mode, dir_mode, sync_root)
-        except OSError as exc:
-            raise _fail("open", path, exc) from None
         try:
             lock(fd, path, lock_timeout_s)
             size = os.fstat(fd).st_size
@@ -209,7 +209,7 @@ class LockedFile:
         except FileBusyError:
             os.close(fd)
             raise
-        return cls(path, fd, size), created
+        return cls(path, fd, size)
 
     def truncate(self, size: int) -> None:
         """Cut the file back to ``size`` bytes: undo an append that was not acknowledged."""
@@ -261,38 +261,38 @@ def _open_root(root: Path, dir_mode: int) -> int:
 
 
 def _open_file(
-    path: Path, root_fd: int, file_mode: int, dir_mode: int, sync_root: bool = True
-) -> tuple[int, bool]:
-    """Open ``<dir>/<file>`` below ``root_fd``, making both if missing: the fd, and
-    whether this call made either. The file's name is durable on return (its directory
-    is fsynced). The directory's name is too with ``sync_root``; without it the caller
-    fsyncs ``root_fd`` before it relies on the file, once for all the names it made:
-    also for a new file in a directory it did not make, which may be another drainer's
-    new directory whose maker has not fsynced ``root_fd`` yet."""
-    dir_fd, made_dir = _open_dir(path.parent.name, root_fd, path, dir_mode)
-    created = made_dir
+    path: Path, root_fd: int, file_mode: int, dir_mode: int, *, create: bool
+) -> tuple[int, int, bool, bool] | None:
+    """Open ``<dir>/<file>`` below ``root_fd``: ``(file fd, directory fd, made the
+    directory, made the file)``, the file's fd blocking again and unlocked; the caller
+    closes both fds. With ``create`` the directory and the file are made if missing
+    (nothing is fsynced here: the caller makes the new names durable, see
+    :meth:`LogsDir.write_new`); without it, ``None`` when either is missing."""
+    try:
+        dir_fd, made_dir = _open_dir(path.parent.name, root_fd, path, dir_mode, create)
+    except FileNotFoundError:
+        return None  # no directory yet, and create is false
+    except OSError as exc:
+        raise _fail("open", path, exc) from None
+    made_file = False
     try:
         _check_one_spelling(path.parent.name, root_fd, dir_fd, path)
         try:
             fd = os.open(path.name, _FILE_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
+            if not create:
+                os.close(dir_fd)
+                return None
             fd = os.open(path.name, _FILE_FLAGS | os.O_CREAT, file_mode, dir_fd=dir_fd)
-            created = True
-            # A new name is durable only once its directory is fsynced; done once per
-            # new file (and per new directory), never per append.
-            try:
-                os.fsync(dir_fd)
-                if made_dir and sync_root:
-                    os.fsync(root_fd)
-            except OSError:
-                os.close(fd)
-                raise
+            made_file = True
         except OSError as exc:
             raise _refuse_special(path.name, dir_fd, path, exc) from None
     except OSError as exc:
-        raise _fail("open", path, exc) from None
-    finally:
         os.close(dir_fd)
+        raise _fail("open", path, exc) from None
+    except UnsafeKeyError:
+        os.close(dir_fd)
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -302,11 +302,71 @@ def _open_file(
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except OSError as exc:
         os.close(fd)
+        os.close(dir_fd)
         raise _fail("open", path, exc) from None
     except UnsafeKeyError:
         os.close(fd)
+        os.close(dir_fd)
         raise
-    return fd, created
+    return fd, dir_fd, made_dir, made_file
+
+
+#: a file made here: never a FIFO or a link (O_EXCL fails on any name that is there)
+_NEW_FILE_FLAGS = _OPEN_FLAGS | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
+def _make_file(
+    path: Path, root_fd: int, file_mode: int, dir_mode: int
+) -> tuple[int, int, bool, bool]:
+    """:func:`_open_file` with ``create``, for a file that was not there a moment ago:
+    ``mkdir`` and ``O_EXCL`` first, so a new directory and file cost 4 system calls,
+    not the 11 of lookups that fail first (each call releases and takes the GIL again,
+    which the file threads contend for). A name that is there by now, or anything
+    unusual, takes :func:`_open_file`'s way with all its checks."""
+    name = path.parent.name
+    made_dir = False
+    try:
+        os.mkdir(name, dir_mode, dir_fd=root_fd)
+        made_dir = True
+    except FileExistsError:
+        pass
+    except OSError:
+        return _open_file_made(path, root_fd, file_mode, dir_mode)
+    try:
+        dir_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
+        return _open_file_made(path, root_fd, file_mode, dir_mode, made_dir=made_dir)
+    try:
+        # made here, no other spelling of it can exist (on a case-insensitive
+        # filesystem mkdir would have failed): only an older directory is checked
+        if not made_dir:
+            _check_one_spelling(name, root_fd, dir_fd, path)
+        fd = os.open(path.name, _NEW_FILE_FLAGS, file_mode, dir_fd=dir_fd)
+    except OSError:
+        os.close(dir_fd)
+        return _open_file_made(path, root_fd, file_mode, dir_mode, made_dir=made_dir)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return fd, dir_fd, made_dir, True
+
+
+def _open_file_made(
+    path: Path, root_fd: int, file_mode: int, dir_mode: int, *, made_dir: bool = False
+) -> tuple[int, int, bool, bool]:
+    opened = _open_file(path, root_fd, file_mode, dir_mode, create=True)
+    assert opened is not None  # made if missing
+    fd, dir_fd, made, made_file = opened
+    return fd, dir_fd, made or made_dir, made_file
+
+
+def try_lock(fd: int) -> bool:
+    """One attempt at an exclusive ``flock`` of ``fd`` that never waits."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def lock(fd: int, path: Path, timeout_s: float, *, shared: bool = False) -> None:
@@ -327,13 +387,58 @@ def lock(fd: int, path: Path, timeout_s: float, *, shared: bool = False) -> None
         delay = min(delay * 2, 0.05)
 
 
+@dataclass
+class UnlockedFile:
+    """A log file found open but locked by another process (:meth:`LogsDir.find`).
+
+    Its lock is tried again with :meth:`try_lock`, one attempt that never waits, so a
+    caller can wait for it on an event loop (with backoff, up to a deadline) instead of
+    holding a worker thread for as long as the other holder keeps it.
+    """
+
+    path: Path
+    fd: int
+
+    def try_lock(self) -> LockedFile | None:
+        """The file, locked, if the lock is free now (this object is then spent)."""
+        if not try_lock(self.fd):
+            return None
+        fd, self.fd = self.fd, -1
+        try:
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            os.close(fd)
+            raise _fail("open", self.path, exc) from None
+        return LockedFile(self.path, fd, size)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """What :meth:`LogsDir.write_new` did: ``written`` (the data is in ``file``, durable
+    with its name) or not, because the file was there by then (``file`` holds it as it
+    is, to begin again with its real size; an :class:`UnlockedFile` if another process
+    holds its lock). ``made`` says whether it made a directory or a file: then
+    ``logs_dir`` needs :meth:`LogsDir.sync` before anything written is relied on."""
+
+    file: LockedFile | UnlockedFile
+    written: bool
+    made: bool
+
+
 class LogsDir:
     """``logs_dir`` held open for a drain pass: many files opened below one descriptor.
 
-    Opens files as :meth:`LockedFile.open` does, with the same refusals, modes and
-    locking, without opening ``logs_dir`` again for each file, and with one fsync of
-    ``logs_dir`` (:meth:`sync`) for all the user directories made since the last one,
-    instead of one per directory. Thread-safe: opens run in many threads at once.
+    Opens files as :meth:`LockedFile.open` does, with the same refusals and modes, but
+    in two steps that suit a drain: :meth:`find` opens a file only if it exists (and
+    never waits for its lock), :meth:`write_new` makes a file only once there is
+    something to write to it. One fsync of ``logs_dir`` (:meth:`sync`) covers all the
+    user directories made since the last one. Thread-safe: files are opened in many
+    threads at once.
     """
 
     def __init__(self, root: Path, *, file_mode: int = FILE_MODE, dir_mode: int = DIR_MODE) -> None:
@@ -352,17 +457,68 @@ class LogsDir:
                     raise _fail("open", path, exc) from None
             return self._fd
 
-    def open(self, path: Path, lock_timeout_s: float = 10.0) -> tuple[LockedFile, bool]:
-        """Open and lock ``path`` (``<root>/<dir>/<file>``, as :func:`path_for` builds
-        it): the file, and whether a name was made for it. Then its directory's name is
-        durable only after :meth:`sync`: call it before acknowledging anything written
-        to the file. The file's own name is durable when this returns."""
+    def _check(self, path: Path) -> None:
         if path.parent.parent != self.root:
             raise UnsafeKeyError(f"{path} is not <logs_dir>/<directory>/<file> in {self.root}")
+
+    def find(self, path: Path) -> LockedFile | UnlockedFile | None:
+        """Open ``path`` (``<root>/<dir>/<file>``, as :func:`path_for` builds it) if it
+        exists, and lock it if its lock is free now: the file locked, the file unlocked
+        (another process holds it: see :meth:`UnlockedFile.try_lock`), or ``None`` when
+        there is no such file (nothing is made)."""
+        self._check(path)
+        opened = _open_file(path, self._root_fd(path), self.file_mode, self.dir_mode, create=False)
+        if opened is None:
+            return None
+        fd, dir_fd, _, _ = opened
+        os.close(dir_fd)
+        file = UnlockedFile(path, fd)
+        try:
+            locked = file.try_lock()
+        except BaseException:
+            file.close()
+            raise
+        return file if locked is None else locked
+
+    def write_new(self, path: Path, data: bytes, *, fsync: bool = True) -> NewFile:
+        """Make ``path`` (and its directory) if missing, lock it and append ``data``, in
+        the order a plain loop would: write, fsync the file, then fsync its directory.
+
+        The second fsync is then all but free on a journaling filesystem (ext4: the
+        file's fsync committed the transaction that holds its new directory entry),
+        where fsyncing the directory first, at the file's creation, cost a journal
+        commit of its own per file. The guarantee is the same: before this returns, the
+        data and the file's name are durable; the directory's own name is durable after
+        :meth:`sync`. If the file exists and is not empty by now (made by a drainer that
+        took this key over), or is locked, nothing is written (see :class:`NewFile`).
+        """
+        self._check(path)
         root_fd = self._root_fd(path)
-        return LockedFile._open_below(
-            root_fd, path, lock_timeout_s, self.file_mode, self.dir_mode, False
-        )
+        fd, dir_fd, made_dir, made_file = _make_file(path, root_fd, self.file_mode, self.dir_mode)
+        try:
+            pending = UnlockedFile(path, fd)
+            try:
+                file = pending.try_lock()
+            except BaseException:
+                pending.close()
+                raise
+            if file is None:
+                return NewFile(pending, False, made_dir or made_file)
+            if file.size != 0:
+                return NewFile(file, False, made_dir or made_file)
+            try:
+                file.append(data, fsync=fsync)
+                if made_file:
+                    os.fsync(dir_fd)
+            except OSError as exc:
+                file.close()
+                raise _fail("sync", path.parent, exc) from None
+            except BaseException:
+                file.close()
+                raise
+            return NewFile(file, True, made_dir or made_file)
+        finally:
+            os.close(dir_fd)
 
     def sync(self) -> None:
         """fsync ``logs_dir``: every directory made below it so far is durable."""

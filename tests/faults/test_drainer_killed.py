@@ -60,6 +60,15 @@ def file_for(logs: Path, key: str) -> Path:
     return logs / f"user_{user}" / f"{day}.jsonl"
 
 
+def size_of(logs: Path, key: str) -> int:
+    """The size of ``key``'s file; 0 while there is none (a key's file is made with its
+    first append, after BEGIN recorded the offset)."""
+    try:
+        return file_for(logs, key).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def pending_offsets(client: redis.Redis) -> dict[str, int]:
     """Every recorded offset: batches begun and not acknowledged, by event key."""
     out = {}
@@ -115,9 +124,7 @@ def left_behind(client: redis.Redis, logs: Path, pending: list[tuple[str, int]])
     """How many of ``pending`` were appended and never acknowledged (file past the offset)."""
     left = pending_offsets(client)
     return sum(
-        1
-        for key, offset in pending
-        if left.get(key) == offset and file_for(logs, key).stat().st_size > offset
+        1 for key, offset in pending if left.get(key) == offset and size_of(logs, key) > offset
     )
 
 
@@ -241,7 +248,7 @@ def test_a_drainer_paused_past_its_lease_is_taken_over_without_a_duplicate(
     def frozen_after_append() -> list[tuple[str, int]] | None:
         stalled.signal(signal.SIGSTOP)
         pending = own_appends(client, stalled.pid, {})
-        if any(file_for(logs, k).stat().st_size > off for k, off in pending):
+        if any(size_of(logs, k) > off for k, off in pending):
             return pending
         stalled.signal(signal.SIGCONT)
         time.sleep(0.001)
@@ -250,7 +257,7 @@ def test_a_drainer_paused_past_its_lease_is_taken_over_without_a_duplicate(
     pending = wait_until(
         frozen_after_append, "an append the drainer has not acknowledged", poll_s=0, procs=[stalled]
     )
-    key = next(k for k, off in pending if file_for(logs, k).stat().st_size > off)
+    key = next(k for k, off in pending if size_of(logs, k) > off)
     wait_until(
         lambda: client.get(f"logpipe:lease:{{{key}}}") is None, "the stalled lease to expire"
     )

@@ -43,7 +43,7 @@ async def test_second_exit_stops_a_pass_that_hangs(
         reading.set()
         await asyncio.Event().wait()  # a Redis that never answers
 
-    monkeypatch.setattr(Buffer, "begin", hang)
+    monkeypatch.setattr(Buffer, "ack", hang)  # mid-pass: the batch is written
     loop = DrainLoop(rig.drainer(), 0.01)
     serving = asyncio.create_task(loop.serve(install_signals=False))
     await asyncio.wait_for(reading.wait(), DEADLINE_S)

@@ -35,8 +35,9 @@ async def test_a_linked_user_directory_is_not_followed(rig: Rig, outside: Path) 
     assert report.unsafe == [EventKey("x", DAY).key]
     untouched(outside)
     assert rig.stats()["buffered"] == 3
-    # still in Redis: claimed and given back, for a pass after the link is gone
-    assert rig.raw.llen(EventKey("x", DAY).claim) == 3
+    # still in Redis, not even claimed (its file is looked at first), for a pass after
+    # the link is gone
+    assert rig.raw.llen(EventKey("x", DAY).key) == 3
 
 
 @pytest.mark.parametrize("target", ["f", "missing"])

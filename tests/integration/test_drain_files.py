@@ -1,0 +1,121 @@
+"""What a drain leaves on disk and which threads it holds: no file for a key that writes
+nothing, no file thread held while a file is locked elsewhere (issue 9, defect 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logpipe_cli import drainer
+from logpipe_cli.keys import EventKey
+from logpipe_cli.sink import LockedFile, LogsDir, encode_lines
+from tests.integration.conftest import DAY, DEADLINE_S, Rig, line
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_key_whose_values_are_all_quarantined_leaves_no_file(rig: Rig) -> None:
+    ek = EventKey("q", DAY)
+    bad = [b"not json", b"[1,2]"]
+    rig.raw.rpush(ek.key, *bad)
+    good = await rig.add("g", range(2))
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.quarantined == 2
+    assert rig.raw.lrange(ek.quarantine, 0, -1) == bad
+    assert not (rig.logs / "user_q").exists()  # neither the file nor its directory
+    assert rig.file_lines("g") == good
+    assert rig.raw.exists(ek.key, ek.claim, ek.lease, ek.offset, ek.holder) == 0
+
+
+async def test_an_existing_file_is_left_as_it_was_when_nothing_is_written(rig: Rig) -> None:
+    first = await rig.add("q", range(2))
+    assert (await rig.drainer().drain_once()).events == 2
+    ek = EventKey("q", DAY)
+    rig.raw.rpush(ek.key, b"not json")
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.quarantined == 1
+    assert rig.file_lines("q") == first
+
+
+async def test_a_drain_waiting_for_a_locked_file_holds_no_file_thread(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one file thread: a drain that waited for a lock in it would stop every other drain
+    monkeypatch.setattr(drainer, "FILE_THREADS", 1)
+    monkeypatch.setattr(drainer, "_file_pool", None)
+    a = [line("a1", n) for n in range(2)]
+    rig.raw.rpush(EventKey("a1", DAY).key, *a)
+    b = await rig.add("b1", range(2))
+    rig.path("a1").parent.mkdir(parents=True)
+    holder = LockedFile.open(rig.path("a1"))  # another process's drain, say
+    try:
+        first = rig.drainer(log_pattern="logs:user_a*:*", lease_seconds=30)
+        waiting = asyncio.create_task(first.drain_once())
+        deadline = time.monotonic() + DEADLINE_S
+        while not rig.raw.exists(EventKey("a1", DAY).lease):  # claimed: now at the lock
+            assert time.monotonic() < deadline, "the first drain never claimed its key"
+            await asyncio.sleep(0.01)
+        other = rig.drainer(log_pattern="logs:user_b*:*").drain_once()
+        report = await asyncio.wait_for(other, timeout=DEADLINE_S)
+        assert report.ok, report.errors
+        assert rig.file_lines("b1") == b
+        assert not waiting.done()  # still waiting for a1's lock, up to 2 leases
+        assert rig.file("a1") == b""
+    finally:
+        holder.close()
+    report = await asyncio.wait_for(waiting, timeout=DEADLINE_S)
+    assert report.ok, report.errors
+    assert rig.file_lines("a1") == a
+    assert rig.redis_keys() == []
+
+
+async def test_a_file_made_meanwhile_by_a_stale_holder_is_cut_back_not_appended_to(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a round's look (no file) and its append, the drainer this one took the key
+    over from wakes and makes the file with a batch it never acknowledged: that batch is
+    cut back to the offset this round recorded, and written once."""
+    events = await rig.add("s", range(3))
+    original = LogsDir.write_new
+
+    def stale_append_first(self: LogsDir, path: Path, data: bytes, *, fsync: bool = True) -> Any:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as f:
+            f.write(encode_lines(events[:2]))
+        monkeypatch.setattr(LogsDir, "write_new", original)  # once
+        return original(self, path, data, fsync=fsync)
+
+    monkeypatch.setattr(LogsDir, "write_new", stale_append_first)
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.events == 3
+    assert rig.file_lines("s") == events
+    assert rig.redis_keys() == []
+
+
+async def test_a_drain_cancelled_while_waiting_for_a_lock_keeps_no_file_locked(rig: Rig) -> None:
+    """Stopped mid-wait (a second signal, or DrainRunner.aclose): the files it had locked
+    are let go, or their keys would stay busy for as long as the process runs."""
+    await rig.add("a1", range(1))
+    await rig.add("a2", range(1))
+    assert (await rig.drainer().drain_once()).events == 2  # both files exist now
+    await rig.add("a1", range(1, 2))
+    await rig.add("a2", range(1, 2))
+    holder = LockedFile.open(rig.path("a1"))
+    try:
+        task = asyncio.create_task(rig.drainer(lease_seconds=30).drain_once())
+        deadline = time.monotonic() + DEADLINE_S
+        while not rig.raw.exists(EventKey("a1", DAY).lease):  # claimed: waiting for a1
+            assert time.monotonic() < deadline, "the drain never claimed its keys"
+            await asyncio.sleep(0.01)
+        await drainer.cancel_and_wait(task)
+    finally:
+        holder.close()
+    for user in ("a1", "a2"):
+        LockedFile.open(rig.path(user), lock_timeout_s=0.5).close()  # free: not held on
