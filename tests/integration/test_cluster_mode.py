@@ -81,6 +81,31 @@ def test_a_flush_over_many_slots_is_stored_drained_and_counted(
     assert redis_cluster.drained()
 
 
+def test_a_drain_after_the_script_caches_were_flushed_writes_every_event_once(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    # a claim that meets NOSCRIPT did not run, and the read sent right after it in the
+    # same pipeline read the claim before it existed: both are sent again, together
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    items = items_for(USERS, 4)
+
+    async def go() -> None:
+        async with Buffer.connect(settings.redis) as buffer:
+            await buffer.append(items, "flush-noscript")
+            for master in redis_cluster.masters():
+                with redis_cluster.client(master.port) as c:
+                    c.script_flush()
+            report = await Drainer(buffer, settings.drainer).drain_once()
+            assert report.ok, report
+            assert report.events == len(items)
+
+    asyncio.run(go())
+    for u in USERS:
+        path = path_for(Path(settings.drainer.logs_dir), EventKey(u, DAY))
+        assert path.read_bytes().splitlines() == [line(u, n) for n in range(4)]
+    assert redis_cluster.drained()
+
+
 def test_companions_share_their_lists_slot(
     make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
