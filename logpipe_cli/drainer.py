@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from logpipe_cli import keys
 from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
 from logpipe_cli.errors import LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_valid
@@ -303,11 +304,30 @@ class Drainer:
         #: ``logs_dir`` as :func:`path_for` spells it (absolute, normalized)
         self._root = Path(os.path.normpath(os.path.abspath(self.logs_dir)))
         self._logs = self._new_logs_dir()  # one per pass, made by drain_once
+        #: no companion named the old way was left when this drainer started (see
+        #: :meth:`_refuse_legacy_keys`); looked for until none is
+        self._no_legacy = buffer.sharded is not None  # a cluster never held old names
 
     def _new_logs_dir(self) -> LogsDir:
         return LogsDir(
             self._root, file_mode=self.cfg.file_mode_bits, dir_mode=self.cfg.dir_mode_bits
         )
+
+    async def _legacy_lists(self) -> set[EventKey]:
+        """The lists that still have a claim, lease, offset, holder or quarantine named
+        the way versions before the hash-tagged layout did. Such a claim may hold a batch
+        half written to its file with its offset beside it: drained around it, the file
+        would take newer lines that the repair after ``migrate-keys`` then cuts. So those
+        lists are left alone (reported as unsafe) until they are renamed. One ``SCAN``
+        per pass while any is left, then never again in this process."""
+        found: set[EventKey] = set()
+        async for raw in self.buffer.scan(keys.LEGACY_PATTERN):
+            ek = keys.parse_legacy(raw)
+            if ek is not None:
+                found.add(ek)
+        if not found:
+            self._no_legacy = True
+        return found
 
     # ---- one pass ------------------------------------------------------------------
 
@@ -326,6 +346,11 @@ class Drainer:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             todo, report.unsafe = await self.buffer.find_drainable(self.cfg.log_pattern)
+            if not self._no_legacy and (legacy := await self._legacy_lists()):
+                todo = [ek for ek in todo if ek not in legacy]
+                report.unsafe += sorted(
+                    f"{ek.key} (old-named keys: run `logpipe migrate-keys`)" for ek in legacy
+                )
             for key in report.unsafe:
                 log.warning("left in Redis: key %r does not map to a file inside logs_dir", key)
             total, done = len(todo), 0

@@ -87,3 +87,29 @@ def test_the_command_reports_and_fails_on_a_taken_name(redis_url: str, invoke: I
         again = invoke("migrate-keys", env=env)
         assert again.exit_code == 1
         assert f"{a.claim} exists already" in again.stderr
+
+
+async def test_a_list_with_old_named_keys_is_left_alone_until_they_are_renamed(
+    rig: Rig,
+) -> None:
+    # an older drainer died half way through writing its claim's batch: 1.5 lines in the
+    # file, the offset it recorded (0) beside the claim
+    a, other = EventKey("a", DAY), EventKey("other", DAY)
+    old = old_claim(rig.raw, a, 3)
+    rig.path("a").parent.mkdir(parents=True, exist_ok=True)
+    rig.path("a").write_bytes(old[0] + b"\n" + old[1][:7])
+    new = await rig.add("a", range(10, 12))  # sent since the upgrade
+    await rig.add("other", range(2))
+
+    report = await rig.drainer().drain_once()
+    # drained around the old claim, a's file would take lines the repair then cuts
+    assert rig.file("a") == old[0] + b"\n" + old[1][:7]
+    assert rig.raw.llen(a.key) == 2
+    assert any(u.startswith(a.key) and "migrate-keys" in u for u in report.unsafe)
+    assert rig.file_lines("other") == [line("other", i) for i in range(2)]  # others go on
+
+    await migrate_keys(rig.buffer)
+    report = await rig.drainer().drain_once()
+    assert report.ok, report
+    assert rig.file_lines("a") == [*old, *new]  # the torn write repaired, nothing cut
+    assert rig.raw.exists(a.key, a.claim, *a.legacy_companions) == 0
