@@ -94,7 +94,7 @@ async def test_a_list_with_old_named_keys_is_left_alone_until_they_are_renamed(
 ) -> None:
     # an older drainer died half way through writing its claim's batch: 1.5 lines in the
     # file, the offset it recorded (0) beside the claim
-    a, other = EventKey("a", DAY), EventKey("other", DAY)
+    a = EventKey("a", DAY)
     old = old_claim(rig.raw, a, 3)
     rig.path("a").parent.mkdir(parents=True, exist_ok=True)
     rig.path("a").write_bytes(old[0] + b"\n" + old[1][:7])
