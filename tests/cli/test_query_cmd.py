@@ -131,3 +131,15 @@ def test_tail_follow_prints_new_events_until_ctrl_c(
     assert result.exit_code == 0, result.stderr
     assert [json.loads(x)["event"] for x in result.stdout.splitlines()] == ["e4", "e5"]
     assert "Traceback" not in result.stderr
+
+
+def test_query_prints_the_next_cursor_whole_on_a_narrow_terminal(
+    invoke: Invoke, env: dict[str, str], stored: list[bytes]
+) -> None:
+    page = json.loads(invoke("query", "-u", "u", "--limit", "2", "--json", env=env).stdout)
+    cursor = page["next_cursor"]
+    assert len(cursor) > 40
+    # the line is there to be copied: wrapped at 40 columns it would paste as two
+    result = invoke("query", "-u", "u", "--limit", "2", env={**env, "COLUMNS": "40"})
+    assert result.exit_code == 0, result.stderr
+    assert f"more: --cursor {cursor}\n" in result.stdout

@@ -114,3 +114,8 @@ def test_redis_check_says_whether_auth_is_on(logpipe: RunCli) -> None:
     assert "API auth" in table.stdout
     assert "admin 1" in table.stdout
     assert "secret" not in table.stdout + on.stdout
+
+
+def test_token_new_help_gives_the_default_scope_once(invoke: Invoke) -> None:
+    shown = " ".join(invoke("token", "new", "--help").stdout.split())
+    assert shown.count("[default: ingest]") == 1
