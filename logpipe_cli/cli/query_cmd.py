@@ -168,7 +168,7 @@ def _print_events(found: list[Found], as_json: bool) -> None:
         if fields:
             line.append("  ")
             line.append_text(fmt.inert(fields))
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one event, one line: tail | grep works
     sys.stdout.flush()
 
 
