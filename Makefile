@@ -45,7 +45,7 @@ stop: ## Stop what `make run` started (a stale pid file is removed)
 	@pidfile=.logpipe/run.pid; \
 	if [ ! -f $$pidfile ]; then echo "nothing to stop"; exit 0; fi; \
 	pid=$$(tr -cd '0-9' < $$pidfile); \
-	cmd=$$( [ -n "$$pid" ] && { tr '\0' ' ' < /proc/$$pid/cmdline 2>/dev/null || ps -p $$pid -o args= 2>/dev/null; }); \
+	cmd=$$( [ -n "$$pid" ] && { tr '\0' ' ' 2>/dev/null < /proc/$$pid/cmdline || ps -p $$pid -o args= 2>/dev/null; }); \
 	if echo "$$cmd" | grep -q logpipe && echo "$$cmd" | grep -qw run; then \
 		kill -TERM $$pid && echo "stopping logpipe run (pid $$pid)"; \
 	else \

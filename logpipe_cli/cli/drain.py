@@ -23,11 +23,12 @@ def drain(
     interval: Annotated[
         float | None,
         typer.Option(
-            help="Seconds between passes in loop mode, e.g. 0.5 [drainer.interval_seconds]."
+            help="Seconds between passes in loop mode, e.g. 0.5 "
+            "[default: from drainer.interval_seconds]."
         ),
     ] = None,
     logs_dir: Annotated[
-        str | None, typer.Option(help="Directory for the files [drainer.logs_dir].")
+        str | None, typer.Option(help="Directory for the files [default: from drainer.logs_dir].")
     ] = None,
     metrics_port: Annotated[
         int | None,

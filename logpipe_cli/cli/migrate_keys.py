@@ -14,7 +14,7 @@ from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 def migrate_keys(
     ctx: typer.Context,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only list what would be renamed.")
+        bool, typer.Option("--dry-run", help="Only count what would be renamed (--json: list it).")
     ] = False,
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:

@@ -135,7 +135,8 @@ def query(
     title = f"{fmt.count(len(page.events), 'event')} of user {fmt.visible(user)}"
     render.console().print(_table(page.events, title))
     if page.next_cursor:
-        render.console().print(f"more: --cursor {page.next_cursor}", highlight=False)
+        # one line however narrow the terminal: it is there to be copied
+        render.print_line(f"more: --cursor {page.next_cursor}")
 
 
 async def _ndjson(reader: EventReader, q: Query) -> None:
@@ -167,7 +168,7 @@ def _print_events(found: list[Found], as_json: bool) -> None:
         if fields:
             line.append("  ")
             line.append_text(fmt.inert(fields))
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one event, one line: tail | grep works
     sys.stdout.flush()
 
 

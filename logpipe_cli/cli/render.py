@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from logpipe_cli.cli import fmt
+from logpipe_cli.cli import fmt, hints
 from logpipe_cli.drainer import DrainReport
 
 _console: Console | None = None
@@ -40,8 +40,10 @@ def console() -> Console:
 
 
 def print_error(detail: str) -> None:
-    """One line on stderr, never a traceback; control characters shown, not obeyed."""
-    sys.stderr.write(f"error: {fmt.visible(detail)}\n")
+    """One line on stderr, never a traceback; control characters shown, not obeyed.
+
+    A known cause gets its fix appended (:func:`hints.with_hint`)."""
+    sys.stderr.write(f"error: {fmt.visible(hints.with_hint(detail))}\n")
     sys.stderr.flush()
 
 

@@ -24,15 +24,17 @@ def serve(
     ssl_certfile: Annotated[
         str | None,
         typer.Option(
-            help="Serve HTTPS with this certificate (PEM) [default: server.ssl_certfile]."
+            help="Serve HTTPS with this certificate (PEM) [default: from server.ssl_certfile]."
         ),
     ] = None,
     ssl_keyfile: Annotated[
         str | None,
-        typer.Option(help="The certificate's private key (PEM) [default: server.ssl_keyfile]."),
+        typer.Option(
+            help="The certificate's private key (PEM) [default: from server.ssl_keyfile]."
+        ),
     ] = None,
 ) -> None:
-    """Serve the HTTP API (POST /log, POST /logs, GET /healthz, /readyz) until Ctrl-C.
+    """Serve the HTTP API (POST /log and /logs, GET /logs, /stats and probes) until Ctrl-C.
 
     Refuses a non-loopback --host when no tokens are configured ([auth]), unless
     auth.allow_anonymous is true.

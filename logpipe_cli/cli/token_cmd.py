@@ -29,9 +29,7 @@ def _scope(value: str) -> str:
 def new(
     scope: Annotated[
         str,
-        typer.Option(
-            callback=_scope, help=f"What the token may do: {', '.join(SCOPES)} [default: ingest]."
-        ),
+        typer.Option(callback=_scope, help=f"What the token may do: {', '.join(SCOPES)}."),
     ] = "ingest",
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:

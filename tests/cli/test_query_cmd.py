@@ -131,3 +131,27 @@ def test_tail_follow_prints_new_events_until_ctrl_c(
     assert result.exit_code == 0, result.stderr
     assert [json.loads(x)["event"] for x in result.stdout.splitlines()] == ["e4", "e5"]
     assert "Traceback" not in result.stderr
+
+
+def test_query_prints_the_next_cursor_whole_on_a_narrow_terminal(
+    invoke: Invoke, env: dict[str, str], stored: list[bytes]
+) -> None:
+    page = json.loads(invoke("query", "-u", "u", "--limit", "2", "--json", env=env).stdout)
+    cursor = page["next_cursor"]
+    assert len(cursor) > 40
+    # the line is there to be copied: wrapped at 40 columns it would paste as two
+    result = invoke("query", "-u", "u", "--limit", "2", env={**env, "COLUMNS": "40"})
+    assert result.exit_code == 0, result.stderr
+    assert f"more: --cursor {cursor}\n" in result.stdout
+
+
+def test_tail_prints_one_line_per_event_on_a_narrow_terminal(
+    invoke: Invoke, env: dict[str, str], stored: list[bytes], store: redis.Redis
+) -> None:
+    store.rpush(f"logs:user_u:{TODAY}", ev(5, logger="billing", note="x" * 60))
+    result = invoke("tail", "-u", "u", "-n", "3", env={**env, "COLUMNS": "40"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # wrapped at 40 columns, the last event's fields would spill onto lines of their own
+    assert [x.split()[3] for x in lines] == ["e3", "e4", "e5"]  # date, time, UTC, event
+    assert lines[2].endswith('"' + "x" * 60 + '"}')

@@ -63,6 +63,7 @@ def test_send_with_token(secured_api: ApiServer, logpipe: RunCli) -> None:
     refused = logpipe(*args)
     assert refused.exit_code == 1
     assert "refused with 401" in refused.stderr
+    assert "--token T or set LOGPIPE_TOKEN" in refused.stderr  # what to do about it
     assert logpipe(*args, "--token", INGEST).exit_code == 0
     assert logpipe(*args, LOGPIPE_TOKEN=INGEST).exit_code == 0
     wrong_scope = logpipe(*args, "--token", READ)
@@ -82,6 +83,7 @@ def test_stats_with_token(secured_api: ApiServer, logpipe: RunCli) -> None:
     refused = logpipe("stats", "--url", secured_api.url)
     assert refused.exit_code == 1
     assert "answered 401" in refused.stderr
+    assert "--token T or set LOGPIPE_TOKEN" in refused.stderr
     ok = logpipe("stats", "--url", secured_api.url, "--json", "--token", READ)
     assert ok.exit_code == 0, ok.stderr
     assert READ not in ok.stdout + ok.stderr
@@ -112,3 +114,8 @@ def test_redis_check_says_whether_auth_is_on(logpipe: RunCli) -> None:
     assert "API auth" in table.stdout
     assert "admin 1" in table.stdout
     assert "secret" not in table.stdout + on.stdout
+
+
+def test_token_new_help_gives_the_default_scope_once(invoke: Invoke) -> None:
+    shown = " ".join(invoke("token", "new", "--help").stdout.split())
+    assert shown.count("[default: ingest]") == 1

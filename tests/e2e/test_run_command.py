@@ -238,6 +238,18 @@ def test_make_stop_removes_a_stale_pid_file_and_signals_nothing(tmp_path: Path) 
         bystander.wait()
 
 
+def test_make_stop_on_a_dead_pid_says_one_line(tmp_path: Path) -> None:
+    """After a crash or a reboot the pid is gone: the stale message, no shell noise."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    (tmp_path / ".logpipe").mkdir()
+    (tmp_path / ".logpipe" / "run.pid").write_text(str(dead.pid))
+    result = _make_stop(tmp_path)
+    assert result.returncode == 0, result
+    assert "stale" in result.stdout, result
+    assert result.stderr == "", result.stderr
+
+
 def test_make_stop_stops_a_running_logpipe_run(launcher: Launcher, tmp_path: Path) -> None:
     run = _start_run(launcher, tmp_path)
     result = _make_stop(launcher.workdir)
