@@ -181,7 +181,9 @@ async def test_the_flush_sent_again_after_a_lost_answer_is_stored_once(tmp_path:
         committer = GroupCommitter(buffer, retry_s=30)
         raw.script_load(scripts.APPEND)
         try:
-            sleeper = threading.Thread(target=lambda: server.client().execute_command("DEBUG", "SLEEP", "2"))
+            sleeper = threading.Thread(
+                target=lambda: server.client().execute_command("DEBUG", "SLEEP", "2")
+            )
             sleeper.start()
             await asyncio.to_thread(_wait_blocked, server)
             assert await committer.append([(KEY, b'{"n":1}')]) == []
@@ -318,7 +320,7 @@ async def test_acl_user_unix_socket_and_db(tmp_path: Path) -> None:
         raw = redis.Redis(port=server.port, username="writer", password="p%w@d", db=5)
         try:
             assert raw.get("k") == f"redis://writer:p%25w%40d@127.0.0.1:{server.port}/5".encode()
-            raw.select(6)  # type: ignore[no-untyped-call]
+            raw.select(6)
             assert raw.get("k") == f"unix://writer:p%25w%40d@{sock}?db=6".encode()
         finally:
             raw.close()
