@@ -117,6 +117,28 @@ async def test_a_caller_cancelled_while_connecting_leaves_no_connection_open() -
             await lean.aclose()
 
 
+async def test_a_reply_nobody_asked_for_closes_the_connection() -> None:
+    """An extra reply (a confused proxy, a stream out of step) would answer the next
+    call with another's reply: the connection is dropped instead, and the next call gets
+    a fresh one."""
+    async with FakeRedis() as fake:
+        lean = LeanRedis(port=fake.port, timeout_s=10)
+        try:
+            first = asyncio.create_task(lean.call(pack(b"GET", b"a")))
+            await fake.commands.get()
+            fake.answer(b"$1\r\na\r\n$5\r\nextra\r\n")
+            assert await first == b"a"
+            async with asyncio.timeout(10):
+                assert await fake.closed.get() == 1
+            nxt = asyncio.create_task(lean.call(pack(b"GET", b"b")))
+            await fake.commands.get()
+            assert len(fake.writers) == 2
+            fake.answer(b"$1\r\nb\r\n")
+            assert await nxt == b"b"
+        finally:
+            await lean.aclose()
+
+
 async def test_a_late_reply_never_answers_the_next_call() -> None:
     """A call that timed out closed its connection: its reply, when it comes, is read
     by nobody, and the next call (on a new connection) gets its own."""
