@@ -17,8 +17,10 @@ A Redis Cluster runs a script only if all its keys are in one hash slot. So
   the same connection, in a round trip of its own; the drainer leaves the keys of a master
   that has too few replicas online.
 
-Commands answered ``MOVED``/``ASK``/``TRYAGAIN`` did not run: they are sent again through
-redis-py's ``ClusterPipeline``, which follows the redirect. Nothing whose connection failed
+Commands answered ``MOVED``/``ASK``/``TRYAGAIN`` did not run: those answered ``ASK`` are
+sent to the slot's new owner after an ``ASKING`` on the same connection (redis-py's own
+ASK handling splits the two over its pool), the others again through redis-py's
+``ClusterPipeline``, which follows the redirect. Nothing whose connection failed
 is resent here (it may have run); the slot map is read again before the next call.
 """
 
