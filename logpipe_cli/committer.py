@@ -89,62 +89,77 @@ class GroupCommitter:
     async def _flush_all(self) -> None:
         try:
             while self._waiters:
-                waiters = self._take()
-                items = [item for _, batch, _, _ in waiters for item in batch]
-                ids: list[str | None] | None = None
-                if any(w[2] for w in waiters):
-                    ids = []
-                    for _, batch, batch_ids, _ in waiters:
-                        ids += batch_ids if batch_ids else [None] * len(batch)
-                charges = [c for _, _, _, c in waiters if c is not None]
-                try:
-                    duplicates = await self._store(items, ids, charges)
-                except asyncio.CancelledError:
-                    for fut, _, _, _ in waiters:
-                        fut.cancel()
-                    raise
-                except RateLimitedErrors as exc:
-                    # Only the requests over their limit fail; the rest go again.
-                    retry: list[_Waiter] = []
-                    charged = -1
-                    for waiter in waiters:
-                        charged += waiter[3] is not None
-                        refusal = exc.refused.get(charged) if waiter[3] is not None else None
-                        if refusal is not None:
-                            _fail(waiter[0], refusal)
-                        else:
-                            retry.append(waiter)
-                    self._waiters[:0] = retry
-                except WrongTypeError as exc:
-                    # Only the requests aimed at a bad key fail; the rest go again.
-                    # A key of logpipe's own (logpipe:stats, ...) fails every request:
-                    # going again would meet it again, forever.
-                    bad = set(exc.keys)
-                    every = not any(key in bad for w in waiters for key, _ in w[1])
-                    retry = []
-                    for waiter in waiters:
-                        if every or any(key in bad for key, _ in waiter[1]):
-                            _fail(waiter[0], exc)
-                        else:
-                            retry.append(waiter)
-                    self._waiters[:0] = retry
-                except Exception as exc:  # each request learns why its own flush failed
-                    for fut, _, _, _ in waiters:
-                        _fail(fut, exc)
-                else:
-                    _answer(waiters, duplicates)
+                await self._flush(self._take())
         finally:
             self._flusher = None
+
+    async def _flush(self, waiters: list[_Waiter]) -> None:
+        """One flush of ``waiters``; after a wrong-type refusal, the requests not at fault
+        again under the same flush id, on their own (see below)."""
+        flush_id = uuid.uuid4().hex
+        while waiters:
+            items = [item for _, batch, _, _ in waiters for item in batch]
+            ids: list[str | None] | None = None
+            if any(w[2] for w in waiters):
+                ids = []
+                for _, batch, batch_ids, _ in waiters:
+                    ids += batch_ids if batch_ids else [None] * len(batch)
+            charges = [c for _, _, _, c in waiters if c is not None]
+            try:
+                duplicates = await self._store(items, ids, charges, flush_id)
+            except asyncio.CancelledError:
+                for fut, _, _, _ in waiters:
+                    fut.cancel()
+                raise
+            except RateLimitedErrors as exc:
+                # Only the requests over their limit fail; the rest go again (nothing
+                # was written: the limits are checked first).
+                retry: list[_Waiter] = []
+                charged = -1
+                for waiter in waiters:
+                    charged += waiter[3] is not None
+                    refusal = exc.refused.get(charged) if waiter[3] is not None else None
+                    if refusal is not None:
+                        _fail(waiter[0], refusal)
+                    else:
+                        retry.append(waiter)
+                self._waiters[:0] = retry
+                return
+            except WrongTypeError as exc:
+                # Only the requests aimed at a bad key fail; the rest go again.
+                # A key of logpipe's own (logpipe:stats, ...) fails every request:
+                # going again would meet it again, forever.
+                bad = set(exc.keys)
+                every = not any(key in bad for w in waiters for key, _ in w[1])
+                retry = []
+                for waiter in waiters:
+                    if every or any(key in bad for key, _ in waiter[1]):
+                        _fail(waiter[0], exc)
+                    else:
+                        retry.append(waiter)
+                # Under the same flush id and without newcomers: in cluster mode each
+                # slot runs its own APPEND, and the slots without a bad key stored their
+                # events already (their flush id makes them write nothing again); a new
+                # id would store those events twice, and a newcomer's events in such a
+                # slot would be taken for the flush sent again and dropped.
+                waiters = retry
+            except Exception as exc:  # each request learns why its own flush failed
+                for fut, _, _, _ in waiters:
+                    _fail(fut, exc)
+                return
+            else:
+                _answer(waiters, duplicates)
+                return
 
     async def _store(
         self,
         items: list[tuple[str, bytes]],
         ids: list[str | None] | None,
         charges: list[Charge],
+        flush_id: str,
     ) -> list[int]:
         """One flush, sent again under the same id while Redis does not answer; the
         indexes of its duplicates."""
-        flush_id = uuid.uuid4().hex
         deadline = time.monotonic() + self._retry_s
         delay = 0.05
         while True:

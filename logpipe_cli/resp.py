@@ -184,7 +184,13 @@ class LeanRedis:
         if self._db:
             hello.append(pack(b"SELECT", self._db))
         if hello:
-            replies = await self._send(proto, b"".join(hello), len(hello))
+            try:
+                replies = await self._send(proto, b"".join(hello), len(hello))
+            except BaseException:
+                # cancelled (or timed out) half-open: nobody else will close it, and
+                # Redis would keep counting it against maxclients
+                proto.fail(RedisConnectionError(f"connection to {self.where} abandoned"))
+                raise
             for reply in replies:
                 if isinstance(reply, ResponseError):
                     proto.fail(RedisConnectionError(f"{self.where}: {reply}"))

@@ -17,8 +17,10 @@ A Redis Cluster runs a script only if all its keys are in one hash slot. So
   the same connection, in a round trip of its own; the drainer leaves the keys of a master
   that has too few replicas online.
 
-Commands answered ``MOVED``/``ASK``/``TRYAGAIN`` did not run: they are sent again through
-redis-py's ``ClusterPipeline``, which follows the redirect. Nothing whose connection failed
+Commands answered ``MOVED``/``ASK``/``TRYAGAIN`` did not run: those answered ``ASK`` are
+sent to the slot's new owner after an ``ASKING`` on the same connection (redis-py's own
+ASK handling splits the two over its pool), the others again through redis-py's
+``ClusterPipeline``, which follows the redirect. Nothing whose connection failed
 is resent here (it may have run); the slot map is read again before the next call.
 """
 
@@ -38,6 +40,7 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     ClusterError,
+    MovedError,
     NoScriptError,
     RedisError,
     ResponseError,
@@ -214,6 +217,7 @@ class Sharded:
             raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
         if any(isinstance(r, ClusterDownError) for r in replies):
             await self._reload_slots()
+        await self._follow_ask(action, cmds, replies, touched)
         again = unrouted + [i for i, r in enumerate(replies) if isinstance(r, _REDIRECTS)]
         if again:
             if touched is not None:
@@ -222,6 +226,68 @@ class Sharded:
             for i, r in zip(again, await self.run(action, [cmds[i] for i in again]), strict=True):
                 replies[i] = r
         return replies
+
+    async def _follow_ask(
+        self,
+        action: str,
+        cmds: Sequence[tuple[Any, ...]],
+        replies: list[Any],
+        touched: set[str] | None,
+    ) -> None:
+        """Send the commands answered ``ASK`` (their slot is being moved and their keys
+        are on the new owner already: they did not run) to that owner, each after an
+        ``ASKING`` on the same connection; their replies replace the redirects.
+
+        redis-py's own ASK handling sends ``ASKING`` and the command on two connections
+        of its pool once it holds more than one to that node; the command is then
+        answered ``MOVED`` back to the old owner, which answers ``ASK`` again, until it
+        gives up ("TTL exhausted"): every such command failed until the slot had moved.
+        A reply that redirects again stays for :meth:`run`.
+        """
+        asks: dict[tuple[str, int], list[int]] = {}
+        for i, r in enumerate(replies):
+            if isinstance(r, AskError) and not isinstance(r, MovedError):
+                asks.setdefault(r.node_addr, []).append(i)
+        if not asks:
+            return
+        timeout_s = self.cfg.timeout_seconds
+        from logpipe_cli.buffer import _pack
+
+        async def asking(node: ClusterNode, where: list[int]) -> None:
+            conn = node.acquire_connection()
+            try:
+                packed = _pack([c for i in where for c in (("ASKING",), cmds[i])])
+                await conn.send_packed_command(packed, check_health=False)
+                async with asyncio.timeout(timeout_s):
+                    for i in where:
+                        for step in ("asking", "command"):
+                            try:
+                                reply = await conn.read_response(timeout=math.inf)
+                            except ResponseError as exc:
+                                reply = exc
+                            if step == "command":
+                                replies[i] = reply
+            except BaseException:
+                await conn.disconnect(nowait=True)  # replies may be left unread
+                raise
+            finally:
+                node.release(conn)
+
+        calls = []
+        for (host, port), where in asks.items():
+            node = self.client.get_node(host=host, port=port)
+            if node is None:
+                continue  # a node the map does not know yet: left to run()
+            if touched is not None:
+                touched.add(node.name)
+            calls.append(asking(node, where))
+        try:
+            await asyncio.gather(*calls)
+        except (*_TOPOLOGY_ERRORS, TimeoutError) as exc:
+            await self._reload_slots()
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc!r}") from exc
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(f"redis unavailable while {action}: {exc}") from exc
 
     async def run_scripts(
         self,
@@ -543,6 +609,8 @@ class Sharded:
             raise RedisUnavailableError(f"redis unavailable while reading counters: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise RedisUnavailableError(f"redis unavailable while reading counters: {exc}") from exc
+        every = [(*cmd[:1], keys.slot_key(keys.STATS, s), *cmd[1:]) for s in range(SLOTS)]
+        await self._follow_ask("reading counters", every, replies, None)
         moved = [s for s in range(SLOTS) if isinstance(replies[s], ResponseError)]
         if moved:
             again = await self.run(

@@ -11,7 +11,12 @@ import pytest
 
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.committer import GroupCommitter
-from logpipe_cli.errors import BufferFullError, ReplicasMissingError, ReplicationError
+from logpipe_cli.errors import (
+    BufferFullError,
+    ReplicasMissingError,
+    ReplicationError,
+    WrongTypeError,
+)
 from logpipe_cli.settings import RedisSettings
 
 pytestmark = pytest.mark.anyio
@@ -103,3 +108,50 @@ async def test_a_master_without_replicas_is_refused_at_once_a_lagging_one_retrie
     with pytest.raises(ReplicasMissingError):
         await GroupCommitter(missing, retry_s=60).append([("logs:user_a:1", b"{}")])
     assert missing.flushes == [1]  # once: a resend could not help
+
+
+class WrongTypeOnce(Buffer):
+    """Refuses its first flush for a wrong-type key, after ``arrived`` is set (a request
+    came in meanwhile); records each flush's id and keys."""
+
+    def __init__(self, client: Any, cfg: RedisSettings) -> None:
+        super().__init__(client, cfg)
+        self.sent: list[tuple[str | None, list[str]]] = []
+        self.arrived = asyncio.Event()
+
+    async def append(
+        self, items: Sequence[tuple[str, bytes]], flush_id: str | None = None, **limits: Any
+    ) -> int:
+        self.sent.append((flush_id, [k for k, _ in items]))
+        if len(self.sent) == 1:
+            await self.arrived.wait()
+            raise WrongTypeError("a list of another type", ["logs:bad:1"])
+        return await super().append(items, flush_id, **limits)
+
+
+async def test_after_a_wrong_type_the_rest_go_again_under_the_same_id_on_their_own(
+    fake: Any,
+) -> None:
+    """In cluster mode the slots without the bad key stored their share already: the
+    rest of the flush goes again under its id (those slots write nothing twice), and
+    without a newcomer, whose events such a slot would take for the flush's own."""
+    buf = WrongTypeOnce(fake, RedisSettings())
+    committer = GroupCommitter(buf)
+    first = asyncio.gather(
+        committer.append([("logs:bad:1", b"{}")]),
+        committer.append([("logs:good:1", b'{"n":1}')]),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0)  # the flusher has taken both
+    newcomer = asyncio.ensure_future(committer.append([("logs:late:1", b'{"n":2}')]))
+    await asyncio.sleep(0)
+    buf.arrived.set()
+    bad, good = await first
+    assert isinstance(bad, WrongTypeError)
+    assert good == []
+    assert await newcomer == []
+    (id1, keys1), (id2, keys2), (id3, keys3) = buf.sent
+    assert keys1 == ["logs:bad:1", "logs:good:1"]
+    assert (id2, keys2) == (id1, ["logs:good:1"])
+    assert keys3 == ["logs:late:1"]
+    assert id3 != id1
