@@ -56,10 +56,13 @@ stop: ## Stop what `make run` started (a stale pid file is removed)
 # another (every run prints its seed), `make test-faults` draws a fresh one.
 LP_TEST_SEED ?= 20261201
 
-test: setup ## Run the whole test suite, the CI gate (uses redis-server, else the bundled one)
+system-deps: ## Install the programs the tests run (redis-server, redis-cli, systemd-analyze, chromium) if missing
+	bash tests/system_deps.sh
+
+test: setup system-deps ## Run the whole test suite, the CI gate (installs what it runs; see system-deps)
 	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest
 
-test-fast: setup ## Everything but the fault and end-to-end suites: the quick loop
+test-fast: setup system-deps ## Everything but the fault and end-to-end suites: the quick loop
 	$(BIN)/pytest -m "not faults and not e2e"
 
 test-faults: setup ## Run only the fault-injection suite
@@ -91,4 +94,4 @@ bench-cluster: setup ## Ingest and drain: 1 Redis vs a 3-master cluster, min_rep
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .logpipe .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install setup run server drainer redis-check stop test test-fast test-faults lint check bench bench-quick bench-auth bench-replication bench-cluster clean
+.PHONY: help install setup system-deps run server drainer redis-check stop test test-fast test-faults lint check bench bench-quick bench-auth bench-replication bench-cluster clean

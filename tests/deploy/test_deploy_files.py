@@ -243,7 +243,7 @@ def _unit_value(text: str, key: str) -> str:
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.fail("systemd-analyze is missing (apt-get install systemd; .ci/run does)")
+        pytest.fail("systemd-analyze is missing (apt-get install systemd; make test does)")
     logpipe = Path(sys.executable).parent / "logpipe"
     assert logpipe.exists(), logpipe
     copies = []
