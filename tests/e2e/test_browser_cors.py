@@ -6,7 +6,8 @@ send a preflight first. The page writes what happened into its DOM, which
 ``chromium --dump-dom`` prints. A page on an allowed origin stores its event; a page on
 any other origin sees its ``fetch`` rejected and stores nothing.
 
-Chromium must be installed (``make test`` installs it: tests/system_deps.sh): a missing browser fails the test.
+Chromium must be installed (``make test`` installs it: tests/system_deps.sh): a missing
+browser fails the test.
 """
 
 from __future__ import annotations
