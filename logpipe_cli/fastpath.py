@@ -24,6 +24,7 @@ from logpipe_cli.answers import (
     problem_answer,
 )
 from logpipe_cli.gate import principal_of
+from logpipe_cli.http_guard import send_json_200
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import RequestTally
 
@@ -189,6 +190,8 @@ async def _store_batch(
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
     status, content, headers = answer
     if status == 200 and not headers:
+        if send_json_200(send, content):
+            return
         await send(
             {
                 "type": "http.response.start",
