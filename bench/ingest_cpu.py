@@ -14,7 +14,9 @@ bytes wrk sends are fed to ``serve``'s own protocol (http_guard's, over uvicorn'
 httptools parser) on ``concurrency`` in-memory connections and reach ``serve``'s app
 (uvicorn's proxy-headers layer, the Host check, the gate, the fast path); each answer is
 taken from the connection's transport: everything but the syscalls and the event loop's
-polling. Printed: microseconds per request and per event.
+polling. ``trivial ASGI app, on the wire`` is the same for ``bench/trivial_app.py``
+behind uvicorn's own httptools protocol, as ``bench.run`` serves it: the floor.
+Printed: microseconds per request and per event.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 
 import uvloop
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from bench import trivial_app
 from logpipe_cli.api import create_app
 from logpipe_cli.gate import host_guard
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
@@ -144,32 +148,38 @@ class _Wire:
         pass
 
 
-async def _run_wire(bodies: list[bytes], requests: int, conc: int) -> float:
-    """``POST /log`` as bytes into ``serve``'s protocol and app (see the module's doc)."""
+async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool) -> float:
+    """``POST /log`` as bytes into ``serve``'s protocol and app (see the module's doc), or
+    into uvicorn's own protocol and the trivial app as ``bench.run`` serves it."""
     settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
-    # served_app's layers, with a hold on the Litestar app to reach its services
-    assert getattr(served_app(settings), "__name__", "") == "guarded", "no Host check?"
-    litestar = create_app(settings)
-    app = host_guard(litestar, settings.server.allowed_hosts)
     lifespan_q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = asyncio.Event()
+    life: asyncio.Task[None] | None = None
+    protocol: Any
+    if trivial:
+        app: Any = trivial_app.app
+        protocol = HttpToolsProtocol
+    else:
+        # served_app's layers, with a hold on the Litestar app to reach its services
+        assert getattr(served_app(settings), "__name__", "") == "guarded", "no Host check?"
+        litestar = create_app(settings)
+        app = host_guard(litestar, settings.server.allowed_hosts)
+        protocol = protocol_factory(HttpLimits())
+        started = asyncio.Event()
 
-    async def lrecv() -> dict[str, Any]:
-        return await lifespan_q.get()
+        async def lrecv() -> dict[str, Any]:
+            return await lifespan_q.get()
 
-    async def lsend(message: dict[str, Any]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
+        async def lsend(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                started.set()
 
-    await lifespan_q.put({"type": "lifespan.startup"})
-    lifespan: Any = {"type": "lifespan"}
-    life: asyncio.Task[None] = asyncio.create_task(app(lifespan, lrecv, lsend))  # type: ignore[arg-type]
-    await started.wait()
-    litestar.state.services.buffer.write_through(_Instant(timeout_s=1.0))
-    protocol = protocol_factory(HttpLimits())
+        await lifespan_q.put({"type": "lifespan.startup"})
+        life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))
+        await started.wait()
+        litestar.state.services.buffer.write_through(_Instant(timeout_s=1.0))
     config = Config(
         app=app,
-        http=protocol,  # type: ignore[arg-type]  # as serve passes it
+        http=protocol,  # as serve passes it
         lifespan="off",
         access_log=False,
         server_header=False,
@@ -189,7 +199,7 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int) -> float:
     async def client(offset: int, n: int) -> None:
         transport = _Wire(50000 + offset)
         proto = protocol(config, state, {}, loop)
-        proto.connection_made(transport)  # type: ignore[arg-type]
+        proto.connection_made(transport)
         for i in range(n):
             transport.answer = loop.create_future()
             proto.data_received(wire[(offset + i) % len(wire)])
@@ -202,8 +212,9 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int) -> float:
     start = time.process_time()
     await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
     cpu = time.process_time() - start
-    await lifespan_q.put({"type": "lifespan.shutdown"})
-    await life
+    if life is not None:
+        await lifespan_q.put({"type": "lifespan.shutdown"})
+        await life
     if bad:
         raise SystemExit(f"{len(bad)} answers were not 200: {bad[:2]}")
     return cpu / (per * conc) * 1e6
@@ -236,6 +247,7 @@ def main() -> int:
         b"\n".join(singles[(b * 100 + i * 37) % 1000] for i in range(100)) for b in range(50)
     ]
     shapes = [
+        ("trivial ASGI app, on the wire", "trivial", singles, b"", args.requests, 1),
         ("POST /log, on the wire", "wire", singles, b"application/json", args.requests, 1),
         ("POST /log", "/log", singles, b"application/json", args.requests, 1),
         ("POST /log, a seq field", "/log", with_seq, b"application/json", args.requests, 1),
@@ -245,8 +257,11 @@ def main() -> int:
     for name, path, bodies, ctype, n, events in shapes:
         if args.only and args.only not in name:
             continue
-        if path == "wire":
-            runs = [uvloop.run(_run_wire(bodies, n, args.concurrency)) for _ in range(args.repeat)]
+        if path in ("wire", "trivial"):
+            runs = [
+                uvloop.run(_run_wire(bodies, n, args.concurrency, path == "trivial"))
+                for _ in range(args.repeat)
+            ]
         else:
             runs = [
                 uvloop.run(_run(path, bodies, ctype, n, args.concurrency))
