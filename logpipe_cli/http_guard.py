@@ -258,6 +258,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        #: when the connection, idle since its last answer, is closed (None: not idle)
+        self._idle_until: float | None = None
+        #: the one keep-alive timer, armed for the first idle deadline and moved on
+        #: lazily (see on_response_complete)
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     # ---- connection ------------------------------------------------------------------
@@ -281,10 +286,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _forget(self) -> None:
         """Stop counting this connection: timers off, budget back, out of the cap."""
         self._closed = True
-        for timer in (self._header_timer, self._body_timer):
+        for timer in (self._header_timer, self._body_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._body_timer = None
+        self._header_timer = self._body_timer = self._idle_timer = None
+        self._idle_until = None
         self._release_body()
         self.guard.open.pop(self, None)
 
@@ -397,7 +403,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # no request in progress: evictable at the cap, after those idle for longer
             self.guard.open[self] = True
             self.guard.open.move_to_end(self)
-        super().on_response_complete()
+        # uvicorn's on_response_complete, but for its keep-alive timer: uvicorn arms a
+        # new one after each answer and cancels it on the next read, ~1.9 us a request
+        # with uvloop; here an idle deadline is noted and one timer follows it lazily
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_until = until = self.loop.time() + self.timeout_keep_alive
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_at(until, self._idle_timeout)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """Called by uvicorn on every read (and here on every answer): not idle."""
+        self._idle_until = None
+        super()._unset_keepalive_if_required()  # a timer of uvicorn's own, if any
+
+    def _idle_timeout(self) -> None:
+        """The keep-alive timer: close the connection if it is still idle at its
+        deadline, else follow the deadline set since (none while a request is served:
+        the next answer arms the timer again)."""
+        self._idle_timer = None
+        until = self._idle_until
+        if until is None:
+            return
+        # libuv's timers count whole milliseconds (uvicorn's own fire as early)
+        if self.loop.time() + 0.001 >= until:
+            self._idle_until = None
+            self.timeout_keep_alive_handler()
+        else:
+            self._idle_timer = self.loop.call_at(until, self._idle_timeout)
 
     def _release_body(self) -> None:
         if self._body_bytes:

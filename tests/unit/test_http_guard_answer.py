@@ -103,7 +103,7 @@ async def serve(app: Any, requests: list[bytes]) -> tuple[list[bytes], bool, int
     if state.tasks:  # the last request's task, past its answer
         await asyncio.wait(set(state.tasks), timeout=5)
     closed = transport.closed
-    assert (proto.timeout_keep_alive_task is None) == closed  # idle, or closed
+    assert (proto._idle_until is None) == closed  # idle, or closed
     proto.connection_lost(None)
     return transport.writes, closed, state.total_requests
 
