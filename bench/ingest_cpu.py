@@ -2,14 +2,21 @@
 adds above the HTTP server and the round trips, measured in-process so that a loaded
 machine hardly moves it (best of ``--repeat`` runs).
 
-    python -m bench.ingest_cpu [--requests 20000] [--concurrency 32] [--repeat 5]
+    python -m bench.ingest_cpu [--requests 20000] [--concurrency 32] [--repeat 5] [--only S]
 
 ``POST /log`` requests go through the same ASGI app ``serve`` runs (gate off, the fast
 path, Ingest, the group committer, Buffer.store and the lean connection's packing) with
 ``concurrency`` requests in flight, as wrk's connections keep them; the lean connection
 is replaced by a stand-in that answers each script call on the next loop iteration, as
 if Redis answered at once. ``POST /logs`` bodies of 100 events (over 1,000 users) go the
-same way through the Litestar route. Printed: microseconds per request and per event.
+same way through the Litestar route. ``POST /log, on the wire`` goes further out: the
+bytes wrk sends are fed to ``serve``'s own protocol (http_guard's, over uvicorn's
+httptools parser) on ``concurrency`` in-memory connections and reach ``serve``'s app
+(uvicorn's proxy-headers layer, the Host check, the gate, the fast path); each answer is
+taken from the connection's transport: everything but the syscalls and the event loop's
+polling. ``trivial ASGI app, on the wire`` is the same for ``bench/trivial_app.py``
+behind uvicorn's own httptools protocol, as ``bench.run`` serves it: the floor.
+Printed: microseconds per request and per event.
 """
 
 from __future__ import annotations
@@ -21,9 +28,16 @@ import time
 from typing import Any
 
 import uvloop
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
+from bench import trivial_app
 from logpipe_cli.api import create_app
+from logpipe_cli.gate import host_guard
+from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.resp import LeanRedis, pack
+from logpipe_cli.server import served_app
 from logpipe_cli.settings import load_settings
 
 
@@ -105,11 +119,113 @@ async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc
     return cpu / (per * conc) * 1e6
 
 
+class _Wire:
+    """A connection's transport in memory: each write is one whole answer (http_guard
+    sends head and body together), handed to whoever waits for it."""
+
+    def __init__(self, port: int) -> None:
+        self._extra = {"peername": ("127.0.0.1", port), "sockname": ("127.0.0.1", 8000)}
+        self.answer: asyncio.Future[bytes] | None = None
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_result(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool) -> float:
+    """``POST /log`` as bytes into ``serve``'s protocol and app (see the module's doc), or
+    into uvicorn's own protocol and the trivial app as ``bench.run`` serves it."""
+    settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
+    lifespan_q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    life: asyncio.Task[None] | None = None
+    protocol: Any
+    if trivial:
+        app: Any = trivial_app.app
+        protocol = HttpToolsProtocol
+    else:
+        # served_app's layers, with a hold on the Litestar app to reach its services
+        assert getattr(served_app(settings), "__name__", "") == "guarded", "no Host check?"
+        litestar = create_app(settings)
+        app = host_guard(litestar, settings.server.allowed_hosts)
+        protocol = protocol_factory(HttpLimits())
+        started = asyncio.Event()
+
+        async def lrecv() -> dict[str, Any]:
+            return await lifespan_q.get()
+
+        async def lsend(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                started.set()
+
+        await lifespan_q.put({"type": "lifespan.startup"})
+        life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))
+        await started.wait()
+        litestar.state.services.buffer.write_through(_Instant(timeout_s=1.0))
+    config = Config(
+        app=app,
+        http=protocol,  # as serve passes it
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+    state = ServerState()
+    wire = [
+        (
+            b"POST /log HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(b), b)
+        )
+        for b in bodies
+    ]
+    loop = asyncio.get_running_loop()
+    bad: list[bytes] = []
+
+    async def client(offset: int, n: int) -> None:
+        transport = _Wire(50000 + offset)
+        proto = protocol(config, state, {}, loop)
+        proto.connection_made(transport)
+        for i in range(n):
+            transport.answer = loop.create_future()
+            proto.data_received(wire[(offset + i) % len(wire)])
+            answer = await transport.answer
+            if transport.closed or not answer.startswith(b"HTTP/1.1 200 "):
+                bad.append(answer)
+        proto.connection_lost(None)
+
+    per = requests // conc
+    start = time.process_time()
+    await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
+    cpu = time.process_time() - start
+    if life is not None:
+        await lifespan_q.put({"type": "lifespan.shutdown"})
+        await life
+    if bad:
+        raise SystemExit(f"{len(bad)} answers were not 200: {bad[:2]}")
+    return cpu / (per * conc) * 1e6
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--only", help="run only the shapes whose name contains this")
     args = p.parse_args()
     ts = int(time.time())
     singles = [
@@ -131,15 +247,27 @@ def main() -> int:
         b"\n".join(singles[(b * 100 + i * 37) % 1000] for i in range(100)) for b in range(50)
     ]
     shapes = [
+        ("trivial ASGI app, on the wire", "trivial", singles, b"", args.requests, 1),
+        ("POST /log, on the wire", "wire", singles, b"application/json", args.requests, 1),
         ("POST /log", "/log", singles, b"application/json", args.requests, 1),
         ("POST /log, a seq field", "/log", with_seq, b"application/json", args.requests, 1),
         ("POST /log, an event_id", "/log", with_ids, b"application/json", args.requests, 1),
         ("POST /logs x100", "/logs", batches, b"application/x-ndjson", args.requests // 20, 100),
     ]
     for name, path, bodies, ctype, n, events in shapes:
-        best = min(
-            uvloop.run(_run(path, bodies, ctype, n, args.concurrency)) for _ in range(args.repeat)
-        )
+        if args.only and args.only not in name:
+            continue
+        if path in ("wire", "trivial"):
+            runs = [
+                uvloop.run(_run_wire(bodies, n, args.concurrency, path == "trivial"))
+                for _ in range(args.repeat)
+            ]
+        else:
+            runs = [
+                uvloop.run(_run(path, bodies, ctype, n, args.concurrency))
+                for _ in range(args.repeat)
+            ]
+        best = min(runs)
         per_event = best / events
         print(f"{name}: {best:.1f} us/request, {per_event:.2f} us/event (best of {args.repeat})")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from litestar import MediaType
 from litestar.enums import ScopeType
@@ -25,7 +24,9 @@ from logpipe_cli.answers import (
     problem_answer,
 )
 from logpipe_cli.gate import principal_of
+from logpipe_cli.http_guard import send_json_200
 from logpipe_cli.ingest import Ingest
+from logpipe_cli.metrics import RequestTally
 
 _HTTP: str = ScopeType.HTTP
 log = logging.getLogger("logpipe.api")
@@ -53,7 +54,7 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     metrics = ingest.metrics
     max_body_bytes = ingest.max_body_bytes
     # the series _metrics_middleware would count, per route and status: looked up once
-    series: dict[tuple[str, int], tuple[Any, Any]] = {}
+    series: dict[tuple[str, int], RequestTally] = {}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -95,14 +96,10 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
                 await _send_answer(scope, receive, send, (status, content, headers))
         finally:
-            pair = series.get((path, status))
-            if pair is None:
-                pair = series[path, status] = (
-                    metrics.requests.labels(path, "POST", str(status)),
-                    metrics.latency.labels(path),
-                )
-            pair[0].inc()
-            pair[1].observe(time.perf_counter() - start)
+            tally = series.get((path, status))
+            if tally is None:
+                tally = series[path, status] = metrics.tally(path, "POST", str(status))
+            tally.add(time.perf_counter() - start)
 
     return app
 
@@ -193,6 +190,8 @@ async def _store_batch(
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
     status, content, headers = answer
     if status == 200 and not headers:
+        if send_json_200(send, content):
+            return
         await send(
             {
                 "type": "http.response.start",

@@ -77,3 +77,18 @@ def test_serve_puts_the_guard_in_front_only_without_tokens() -> None:
     assert guarded(
         server={**public, "allowed_hosts": ["logs.internal"]}, auth={"allow_anonymous": True}
     )
+
+
+@pytest.mark.anyio
+async def test_each_host_is_judged_alike_every_time_past_the_remembered_ones() -> None:
+    """The guard remembers its verdicts (an IP address costs ~2 us to parse): asked again,
+    and after more distinct names than it keeps, each Host still gets its own verdict."""
+    app: Any = host_guard(ok_app, ["logs.internal"])
+    hosts = [f"10.0.{i // 256}.{i % 256}:8000" for i in range(600)]
+    hosts += [f"evil{i}.example" for i in range(300)] + ["a" * 400 + ".example", "x" * 400]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        for _ in range(2):
+            for host in hosts:
+                answer = await http.get("http://127.0.0.1/healthz", headers={"host": host})
+                want = 200 if host_allowed(host.encode(), frozenset({b"logs.internal"})) else 421
+                assert answer.status_code == want, host
