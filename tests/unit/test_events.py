@@ -19,10 +19,12 @@ from logpipe_cli.events import (
     decode_json,
     is_valid_line,
     parse_event,
+    split_lines,
     split_valid,
     validate_batch,
     validate_event,
 )
+from logpipe_cli.sink import encode_lines
 
 NOW = 1_700_000_000  # 2023-11-14
 MAX_FUTURE = 86400
@@ -298,6 +300,40 @@ def test_split_valid_values_that_only_parse_together() -> None:
     # a JSON object alone and the third is two: writing them would tear lines apart.
     values = [b'{"a":[1', b"2]}", b"{},{}"]
     assert split_valid(values) == ([], values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # one item over two lines, and two items on one line: as many items as values
+        # (each starting with "{"): as many items as values, but none of them its value
+        pytest.param([b'{"a":[1,', b'{"b":2}]}', b"{}{}"], id="over-two-lines-two-on-one"),
+        pytest.param([b'{"a":[1,', b'{"b":2}]}', b"{} {}"], id="two-on-one-line-spaced"),
+        pytest.param([b"{} ", b"{}"], id="trailing-space"),
+    ],
+)
+def test_split_lines_items_must_be_their_values(values: list[bytes]) -> None:
+    good, bad, data = split_lines(values)
+    assert good == [v for v in values if is_valid_line(v)]
+    assert bad == [v for v in values if not is_valid_line(v)]
+    assert data == encode_lines(good)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b'{"a":1}', b'{"b":[1,2]}', b"{}"],
+        [b'{"a":"\xc3\xa9"}', b'{"b":"\xe2\x82\xac"}'],  # UTF-8, not ASCII
+        [b"x1", b'{"n":1}', b"", b'{"n":2}'],
+        [b' {"a":1}', b'{"a":1}\t'],  # whitespace around an object: valid, written as is
+        [],
+    ],
+)
+def test_split_lines_data_is_the_good_values_as_lines(values: list[bytes]) -> None:
+    good, bad, data = split_lines(values)
+    assert (good, bad) == split_valid(values)
+    assert good == [v for v in values if is_valid_line(v)]
+    assert data == encode_lines(good)
 
 
 def test_split_valid_keeps_order_of_good_and_bad() -> None:
