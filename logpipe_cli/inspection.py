@@ -21,7 +21,7 @@ from logpipe_cli.buffer import KeyInfo
 from logpipe_cli.daystream import open_day_file
 from logpipe_cli.errors import SinkError
 from logpipe_cli.keys import USER_ID_RE, EventKey
-from logpipe_cli.sink import FileInfo, LineRecord, path_for
+from logpipe_cli.sink import FileInfo, LineRecord, kind_of, path_for
 
 _EPOCH = dt.date(1970, 1, 1)
 _CHUNK_BYTES = 1 << 20
@@ -342,18 +342,6 @@ class FilesFound:
     refused: list[Refused] = field(default_factory=list)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file or directory"
-
-
 def _open_below(name: str, flags: int, dir_fd: int, path: Path) -> int | Refused | None:
     """``name`` under ``dir_fd`` opened with ``flags`` (never through a link); a
     :class:`Refused` for a link or a special file there, ``None`` for anything else that
@@ -369,12 +357,12 @@ def _open_below(name: str, flags: int, dir_fd: int, path: Path) -> int | Refused
             if flags & os.O_DIRECTORY:
                 return None  # a plain file where a directory belongs: not a user's
             raise SinkError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return Refused(path, _kind(st.st_mode))
+        return Refused(path, kind_of(st.st_mode))
     mode = os.fstat(fd).st_mode
     wanted = stat.S_ISDIR(mode) if flags & os.O_DIRECTORY else stat.S_ISREG(mode)
     if not wanted:
         os.close(fd)
-        return None if stat.S_ISDIR(mode) or stat.S_ISREG(mode) else Refused(path, _kind(mode))
+        return None if stat.S_ISDIR(mode) or stat.S_ISREG(mode) else Refused(path, kind_of(mode))
     return fd
 
 

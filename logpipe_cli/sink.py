@@ -50,7 +50,9 @@ def _fail(action: str, path: Path, exc: OSError) -> SinkError:
     return SinkError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` is, for a message that refuses it (not a regular file or
+    directory)."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISFIFO(mode):
@@ -75,7 +77,7 @@ def _refuse_special(name: str, dir_fd: int, path: Path, exc: OSError) -> Excepti
         return _fail("open", path, exc)
     if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
         return _fail("open", path, exc)  # e.g. a plain file where a directory belongs
-    return _unsafe(path, _kind(st.st_mode))
+    return _unsafe(path, kind_of(st.st_mode))
 
 
 def _open_dir(
@@ -296,7 +298,7 @@ def _open_file(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _unsafe(path, _kind(st.st_mode))
+            raise _unsafe(path, kind_of(st.st_mode))
         if st.st_nlink > 1:
             raise _unsafe(path, f"a file with {st.st_nlink} names (hard links)")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)

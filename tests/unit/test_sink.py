@@ -368,7 +368,7 @@ def test_a_socket_is_refused(tmp_path: Path) -> None:
 def test_every_kind_of_special_file_is_named(mode: int, named: str) -> None:
     # a device node cannot be made in every container (mknod): its refusal is the same
     # check on the file's mode, tested on the mode itself
-    assert sink._kind(mode | 0o600) == named
+    assert sink.kind_of(mode | 0o600) == named
 
 
 def test_logs_dir_itself_may_be_a_link(tmp_path: Path) -> None:
