@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from logpipe_cli import redis_binary
 from logpipe_cli.errors import LogpipeError
@@ -71,7 +73,11 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        # no retries of its own: redis-py retries an AuthenticationError (a server started
+        # with --requirepass answering) with backoff, which took 5 s per server
+        client = redis.Redis(
+            port=self.port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+        )
         try:
             while True:
                 try:

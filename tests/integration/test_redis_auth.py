@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 from litestar.testing import TestClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from typer.testing import CliRunner
 
 from logpipe_cli.api import create_app
@@ -233,4 +235,5 @@ def test_tls_files_need_a_rediss_url(tmp_path: Path) -> None:
 def test_plain_redis_client_still_connects(password_redis: SecureRedis) -> None:
     # sanity: the server really wants the password
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=password_redis.port).ping()
+        # no retry: redis-py retries an AuthenticationError with backoff (about 4 s)
+        redis.Redis(port=password_redis.port, retry=Retry(NoBackoff(), 0)).ping()
