@@ -90,11 +90,13 @@ def test_two_apis_and_two_drainers_on_one_logs_dir_write_every_event_once(
     assert figures["misplaced"] == 0, figures
     assert delivery.unknown == 0
     assert order_breaks_per_sender(logs) == 0
-    # each event acknowledged by exactly one drainer, and both drainers took part
+    # each event acknowledged by exactly one drainer
     reports = [json_documents(d.stdout()) for d in drains]
     per_drainer = [sum(r["events"] for r in rs) for rs in reports]
     assert [e for rs in reports for r in rs for e in r["errors"]] == []
     assert sum(per_drainer) == len(sent.events) == stat(redis_url, "drained_events")
-    assert all(n > 0 for n in per_drainer), per_drainer
+    # both ran passes all along; how the keys split between them is the leases' call (one
+    # drainer may win every key of a pass), so it is not asserted
+    assert all(len(rs) > 0 for rs in reports), per_drainer
     # both APIs counted into the one set of counters
     assert stat(redis_url, "accepted") == len(sent.events)
