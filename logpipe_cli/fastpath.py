@@ -154,6 +154,15 @@ async def _store(
     answer = ingest.log_media_refusal(media)
     if answer is not None:
         return answer
+    body = await _body_or_answer(ingest, receive)
+    if isinstance(body, tuple):  # an Answer
+        return body
+    return await ingest.store_one(media, body, idem, principal=principal, client=client)
+
+
+async def _body_or_answer(ingest: Ingest, receive: Receive) -> bytes | Answer:
+    """The request's body, or the answer when there is none to store: the client left
+    (no answer reaches it) or the body is over ``max_body_bytes`` (413)."""
     try:
         body = await _body(receive, ingest.max_body_bytes)
     except _Disconnected:
@@ -161,7 +170,7 @@ async def _store(
     if body is None:
         ingest.metrics.refuse("too_large")
         return problem_answer(413, "request body too large")
-    return await ingest.store_one(media, body, idem, principal=principal, client=client)
+    return body
 
 
 async def _store_batch(
@@ -177,13 +186,9 @@ async def _store_batch(
     answer = ingest.batch_media_refusal(media)
     if answer is not None:
         return answer
-    try:
-        body = await _body(receive, ingest.max_body_bytes)
-    except _Disconnected:
-        return problem_answer(CLIENT_CLOSED, DISCONNECTED)
-    if body is None:
-        ingest.metrics.refuse("too_large")
-        return problem_answer(413, "request body too large")
+    body = await _body_or_answer(ingest, receive)
+    if isinstance(body, tuple):  # an Answer
+        return body
     return await ingest.store_batch(media, encoding, body, principal=principal, client=client)
 
 
