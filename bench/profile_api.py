@@ -31,6 +31,7 @@ from bench.run import RESULTS, ROOT, check_one, server_env
 SHAPES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "single": ("/log", "post_log.lua", ("1000",)),
     "ids": ("/log", "post_log_ids.lua", ("1000", "id", "prof")),
+    "noids": ("/log", "post_log_ids.lua", ("1000", "none", "prof")),
     "batch": ("/logs", "post_logs.lua", ("1000", "100")),
     "batch100": ("/logs", "post_logs.lua", ("100", "1000")),
 }

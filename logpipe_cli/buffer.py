@@ -194,6 +194,35 @@ def _where(items: Sequence[tuple[str, bytes]]) -> dict[str, list[int]]:
     return where
 
 
+def _dedupe_args(
+    grouped_ids: dict[str, list[str]], argv: list[Any], window: int, now: float | None
+) -> int:
+    """Append APPEND's three dedupe values to ``argv`` (empty when no list has an id)
+    and return the ids' scope (see scripts.APPEND): 1, per user, or 0 (no ids).
+
+    ``grouped_ids``: each list's event ids ("" for an event without one), in the lists'
+    order. Only lists named by :func:`keys.event_key` are checked: their user is in the
+    name, which the script reads its dedupe set's name from.
+    """
+    if not grouped_ids:
+        argv += ("", 0, 0)
+        return 0
+    bucket = int((time.time() if now is None else now) // window)
+    section: list[str] = []
+    add = section.append
+    for key, line_ids in grouped_ids.items():
+        if not key.startswith(keys.EVENT_PREFIX):
+            add("0")
+        elif len(line_ids) == 1:  # the usual in a flush over many users
+            add("1\n" + line_ids[0] if line_ids[0] else "0")
+        else:
+            add("1\n" + "\n".join(line_ids) if any(line_ids) else "0")
+    # the current bucket is kept until the end of the next one: every id at least
+    # `window` seconds (and less than twice that)
+    argv += (" ".join(section), (bucket + 2) * window, bucket)
+    return 1
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -292,14 +321,25 @@ class Buffer:
         """
         if self.sharded is not None:
             return await self.sharded.store(items, flush_id, ids, now, charges, rate)
-        # each list's values, lists in the order of their first item
+        # each list's values (and ids), lists in the order of their first item
         grouped: dict[str, list[bytes]] = {}
-        for key, value in items:
-            values = grouped.get(key)
-            if values is None:
-                grouped[key] = [value]
-            else:
-                values.append(value)
+        grouped_ids: dict[str, list[str]] = {}
+        if ids and self.cfg.dedupe_seconds > 0 and any(ids):
+            for (key, value), eid in zip(items, ids, strict=True):
+                values = grouped.get(key)
+                if values is None:
+                    grouped[key] = [value]
+                    grouped_ids[key] = [eid or ""]
+                else:
+                    values.append(value)
+                    grouped_ids[key].append(eid or "")
+        else:
+            for key, value in items:
+                values = grouped.get(key)
+                if values is None:
+                    grouped[key] = [value]
+                else:
+                    values.append(value)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
@@ -329,16 +369,15 @@ class Buffer:
                 bucket = keys.rate_bucket(charge.principal)
                 argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
         # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
-        where = _where(items) if ids else {}
-        id_keys = self._dedupe_args(where, ids, argv, time.time() if now is None else now)
+        scope = _dedupe_args(grouped_ids, argv, self.cfg.dedupe_seconds, now)
         argv += (self.cfg.max_buffered_bytes, nbytes)
         if buckets:
             assert rate is not None
             argv += (repr(rate.events_per_second), rate.burst)
         else:
             argv += (0, 0)
-        argv += (len(buckets), len(id_keys))
-        script_keys = [keys.STATS, *grouped, *buckets, *id_keys, keys.FLUSHES]
+        argv += (len(buckets), scope)
+        script_keys = [keys.STATS, *grouped, *buckets, keys.FLUSHES]
         try:
             if self.cfg.min_replicas:
                 reply = await self._append_replicated(script_keys, argv)
@@ -382,40 +421,6 @@ class Buffer:
         # the script counts positions in grouped order; the caller's are item indexes
         order = [i for at in _where(items).values() for i in at]
         return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
-
-    def _dedupe_args(
-        self,
-        grouped: dict[str, list[int]],
-        ids: Sequence[str | None] | None,
-        argv: list[Any],
-        now: float,
-    ) -> list[str]:
-        """APPEND's three dedupe values (empty when no item has an id), appended to
-        ``argv``; returns the id set keys."""
-        window = self.cfg.dedupe_seconds
-        if not ids or window <= 0 or not any(ids):
-            argv += ("", 0, 0)
-            return []
-        bucket = int(now // window)
-        groups: dict[str, int] = {}
-        id_keys: list[str] = []
-        section: list[str] = []
-        for key, where in grouped.items():
-            line_ids = [ids[i] or "" for i in where]
-            if not any(line_ids) or not key.startswith(keys.EVENT_PREFIX):
-                section.append("0")
-                continue
-            # the committer's keys come from keys.event_key: no need to parse them again
-            user = key[len(keys.EVENT_PREFIX) :].rpartition(":")[0]
-            g = groups.get(user)
-            if g is None:
-                g = groups[user] = len(groups) + 1
-                id_keys.append(keys.id_set(user, bucket))
-            section.append(f"{g}\n" + "\n".join(line_ids))
-        # the current bucket is kept until the end of the next one: every id at least
-        # `window` seconds (and less than twice that)
-        argv += (" ".join(section), (bucket + 2) * window, bucket)
-        return id_keys
 
     async def _append_replicated(self, script_keys: list[str], argv: list[Any]) -> Any:
         """APPEND, then WAIT for ``min_replicas``, in one pipeline (one round trip).

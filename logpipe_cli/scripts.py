@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from logpipe_cli import keys
+
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
@@ -18,12 +20,8 @@ def _text(value: Any) -> str:
 
 APPEND = """
 -- KEYS[1] = stats hash, KEYS[2..k+1] = event lists (distinct),
--- KEYS[k+2..k+b+1] = rate buckets (distinct), KEYS[k+b+2..k+b+u+1] = dedupe id sets,
---   one per user whose events carry ids: its bucket at the API's clock
---   (logpipe:ids:{<user>}:<bucket>); the bucket before is named from it here (the same
---   hash tag, so the same slot: one argument less per user, what costs most)
--- KEYS[#KEYS] = flush ids (zset)
--- (b = ARGV[#ARGV-1], u = ARGV[#ARGV], k = #KEYS - 2 - b - u)
+-- KEYS[k+2..k+b+1] = rate buckets (distinct), KEYS[#KEYS] = flush ids (zset)
+-- (b = ARGV[#ARGV-1], k = #KEYS - 2 - b)
 -- ARGV[1] = max buffered events (0 = no limit), ARGV[2] = key TTL in seconds (0 = none),
 -- ARGV[3] = this flush's id
 -- ARGV[4..] = per list, in KEYS order: n > 0 and its n values joined by newlines in one
@@ -32,14 +30,19 @@ APPEND = """
 -- then, per rate-limited request in flush order: its bucket (1..b) and its cost (events,
 --   duplicates included: they were sent)
 -- then a fixed tail of 9 values (T = #ARGV - 9):
--- ARGV[T+1] = the ids (u > 0; else ''): one argument, per list in KEYS order and joined
---   by spaces, g then its events' ids, joined by newlines (an empty line for an event
---   without one); g = 0: no ids in this list, else its user's set is KEYS[k+b+1+g]
+-- ARGV[T+1] = the ids (scope > 0; else ''): one argument, per list in KEYS order and
+--   joined by spaces, '0' (no ids in this list) or '1' then its events' ids, joined by
+--   newlines (an empty line for an event without one)
 -- ARGV[T+2] = the Unix time at which the current bucket expires, ARGV[T+3] = the
---   current bucket's number (both unused when u = 0)
+--   current bucket's number (both unused when scope = 0)
 -- ARGV[T+4] = max buffered bytes (0 = no limit), ARGV[T+5] = this flush's bytes,
 -- ARGV[T+6] = events per second, ARGV[T+7] = burst (both unused when b = 0),
--- ARGV[T+8] = b, the number of rate buckets, ARGV[T+9] = u, the number of id sets
+-- ARGV[T+8] = b, the number of rate buckets,
+-- ARGV[T+9] = the ids' scope: 0 = no ids, 1 = per user (the list's dedupe set is its
+--   user's, @IDS@{<user>}:<bucket>), 2 = per list (@IDS@{<list>}:<bucket>, cluster
+--   mode: the list's slot). The sets are named here, not passed in KEYS: packing a key
+--   per user cost the client more than the rest of the ids' work; in cluster mode a
+--   set carries its list's name as hash tag, so it is in the slot of a declared key.
 -- Returns the number of events buffered afterwards, -1 if the buffer is full (events),
 -- -2 if it is full (bytes), {positions of the lists that hold another type},
 -- {'limited', request, ms, request, ms, ...}: the rate-limited requests (1-based among
@@ -53,8 +56,8 @@ APPEND = """
 -- A flush id seen in the last 60 s writes nothing again: a flush whose answer was lost
 -- (Redis died after running it) can be sent again without duplicates.
 local T = #ARGV - 9
-local nbuckets, nid = tonumber(ARGV[T + 8]), tonumber(ARGV[T + 9])
-local nkeys = #KEYS - 2 - nbuckets - nid
+local nbuckets, scope = tonumber(ARGV[T + 8]), tonumber(ARGV[T + 9])
+local nkeys = #KEYS - 2 - nbuckets
 local flushes, id = KEYS[#KEYS], ARGV[3]
 if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
@@ -132,10 +135,10 @@ local find, sub = string.find, string.sub
 -- another type (written by hand) must not fail the script half-way; its events are
 -- stored (at least once) rather than refused.
 local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
-local expire_at, expiring, bucket, before = nil, {}, '', ''
-if nid > 0 then
-  idall, expire_at, bucket = ARGV[T + 1], ARGV[T + 2], ARGV[T + 3]
-  before = tostring(tonumber(bucket) - 1)
+local expire_at, expiring, suffix, before = nil, {}, '', ''
+if scope > 0 then
+  idall, expire_at = ARGV[T + 1], ARGV[T + 2]
+  suffix, before = '}:' .. ARGV[T + 3], '}:' .. tostring(tonumber(ARGV[T + 3]) - 1)
 end
 local function seen()
   local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
@@ -149,18 +152,20 @@ a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
   -- dedupe: this list's ids, if it has any
-  local g = 0
-  if nid > 0 then
+  local tag = nil
+  if scope > 0 then
     local stop = find(idall, ' ', idnext, true) or (#idall + 1)
-    local nl = find(idall, '\\n', idnext, true)
-    if nl and nl < stop then
-      g, idblob, idpos = tonumber(sub(idall, idnext, nl - 1)), sub(idall, nl + 1, stop - 1), 1
+    if sub(idall, idnext, idnext) == '1' then
+      idblob, idpos = sub(idall, idnext + 2, stop - 1), 1
+      -- the user: between 'logs:user_' and the day's ':' (a user id holds no ':'; a
+      -- name without a day, never the API's, is a user of its own)
+      local colon = scope == 1 and find(key, ':', @USER_AT@, true)
+      tag = colon and sub(key, @USER_AT@, colon - 1) or key
     end
     idnext = stop + 1
   end
-  if g > 0 then
-    cur = KEYS[nkeys + nbuckets + 1 + g]
-    prev = sub(cur, 1, #cur - #bucket) .. before
+  if tag then
+    cur, prev = '@IDS@{' .. tag .. suffix, '@IDS@{' .. tag .. before
     local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
     for j = 1, count do
       local v
@@ -185,9 +190,11 @@ for i = 1, nkeys do
       p = p + 1
     end
     if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
-    if not expiring[g] then
-      expiring[g] = true
-      redis.call('EXPIREAT', cur, expire_at)
+    -- the set's expiry, once: a TTL is read, an EXPIREAT written (and sent to the AOF
+    -- and the replicas), so it is set only on the set's first write
+    if not expiring[cur] then
+      expiring[cur] = true
+      if redis.call('TTL', cur) == -1 then redis.call('EXPIREAT', cur, expire_at) end
     end
     a = (n > 0) and a + 2 or a + 1 - n
   -- end dedupe
@@ -246,7 +253,7 @@ if #dups > 2 then
 end
 -- end dedupe
 return buffered
-"""
+""".replace("@IDS@", keys.IDS_PREFIX).replace("@USER_AT@", str(len(keys.EVENT_PREFIX) + 1))
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,8 @@ def plan_flush(
     for slot, lists in by_slot.items():
         argv: list[Any] = [0, cfg.key_expiration_seconds, flush_id]
         nbytes = 0
-        id_keys: list[str] = []
         section: list[str] = []
-        for key, where in lists.items():
+        for where in lists.values():
             values = [items[i][1] for i in where]
             joined = b"\n".join(values)
             if joined.count(b"\n") == len(values) - 1:
@@ -117,20 +116,18 @@ def plan_flush(
             if dedupe:
                 assert ids is not None
                 line_ids = [ids[i] or "" for i in where]
-                if any(line_ids):
-                    id_keys.append(keys.list_id_set(key, bucket))
-                    section.append(f"{len(id_keys)}\n" + "\n".join(line_ids))
-                else:
-                    section.append("0")
-        if id_keys:
+                section.append("1\n" + "\n".join(line_ids) if any(line_ids) else "0")
+        # the ids' scope: per list (2), the set named from the list (keys.list_id_set), so
+        # in the list's slot
+        scope = 2 if any(s != "0" for s in section) else 0
+        if scope:
             argv += (" ".join(section), (bucket + 2) * window, bucket)
         else:
             argv += ("", 0, 0)
-        argv += (0, nbytes, 0, 0, 0, len(id_keys))
+        argv += (0, nbytes, 0, 0, 0, scope)
         script_keys = [
             keys.slot_key(keys.STATS, slot),
             *lists,
-            *id_keys,
             keys.slot_key(keys.FLUSHES, slot),
         ]
         order = [i for where in lists.values() for i in where]

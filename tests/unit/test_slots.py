@@ -86,7 +86,11 @@ def test_a_flush_is_planned_as_one_single_slot_append_per_slot() -> None:
         assert call.argv[0] == 0  # max buffered events
         assert call.argv[-6] == 0  # max buffered bytes
         assert call.argv[-4:-1] == [0, 0, 0]  # events per second, burst, rate buckets
-        assert call.argv[-1] == len(call.script_keys) - 2 - len(call.lists)
+        assert call.script_keys[1:-1] == call.lists
+        # the ids' scope: per list (2); the script names each list's dedupe set from the
+        # list, a key it does not declare, so the set must be in the list's slot
+        assert call.argv[-1] == 2
+        assert {key_slot(keys.list_id_set(k, 10)) for k in call.lists} == {call.slot}
         assert call.argv[2] == "f1"
         # each list's values in the flush's order
         for key in call.lists:
@@ -110,5 +114,6 @@ def test_localize_moves_the_counters_into_the_commands_slot() -> None:
 
 def test_append_header_still_names_the_arguments_plan_flush_fills() -> None:
     # plan_flush builds APPEND's arguments itself: fail here if their layout changes
-    assert "ARGV[T+8] = b, the number of rate buckets, ARGV[T+9] = u" in scripts.APPEND
+    assert "ARGV[T+8] = b, the number of rate buckets,\n-- ARGV[T+9] = the ids' scope" in scripts.APPEND
+    assert "2 = per list" in scripts.APPEND
     assert "KEYS[#KEYS] = flush ids" in scripts.APPEND
