@@ -1,7 +1,7 @@
 """Where the API's time goes under load: py-spy samples ``logpipe serve`` while wrk drives
 one shape of traffic.
 
-    python -m bench.profile_api [--shape single|ids|batch|batch100] [--seconds 8] [--tag T]
+    python -m bench.profile_api [--shape single|ids|noids|batch|batch100] [--seconds 8] [--tag T]
 
 Starts its own redis-server (AOF on, ``appendfsync everysec``, as ``bench.run``) and a
 1-worker ``logpipe serve``, runs wrk for ``--seconds`` while ``py-spy record`` samples
