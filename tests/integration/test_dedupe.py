@@ -51,6 +51,30 @@ async def test_an_id_is_stored_once_per_user(buffer: Buffer, raw: redis.Redis) -
     assert raw.hget(keys.STATS, "buffered") == b"4" == str(again.buffered).encode()
 
 
+async def test_an_id_is_per_user_over_every_day_of_theirs(buffer: Buffer, raw: redis.Redis) -> None:
+    # the script reads the user from each list's name: the user's lists of two days
+    # share one bucket, and users whose names share a prefix or hold . @ + do not
+    users = ["a", "ab", "a.b@c+d"]
+    first = [(keys.event_key(u, 1), b'{"d":1}') for u in users]
+    assert (await buffer.store(first, ids=["x"] * 3, now=NOW)).duplicates == []
+    second = [(keys.event_key(u, 2), b'{"d":2}') for u in users]
+    assert (await buffer.store(second, ids=["x"] * 3, now=NOW)).duplicates == [0, 1, 2]
+    bucket = int(NOW // W)
+    assert {k.decode() for k in raw.keys(keys.IDS_PREFIX + "*")} == {
+        keys.id_set(u, bucket) for u in users
+    }
+
+
+async def test_a_bucket_that_lost_its_expiry_gets_it_back(buffer: Buffer, raw: redis.Redis) -> None:
+    # the expiry is written when the bucket has none (a TTL read first), not per flush
+    await buffer.store([(A, b"{}")], ids=["x"], now=NOW)
+    key = keys.id_set("a", int(NOW // W))
+    raw.persist(key)
+    assert raw.ttl(key) == -1
+    await buffer.store([(A, b"{}")], ids=["y"], now=NOW)
+    assert raw.expiretime(key) == (int(NOW // W) + 2) * W
+
+
 async def test_duplicates_within_one_call_and_values_with_newlines(
     buffer: Buffer, raw: redis.Redis
 ) -> None:
