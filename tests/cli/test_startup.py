@@ -19,9 +19,9 @@ import pytest
 HEAVY = ("litestar", "uvicorn", "httpx", "redis", "prometheus_client")
 
 
-def run_then_list(first: str = "") -> str:
+def run_then_list(packages: tuple[str, ...] = HEAVY, first: str = "") -> str:
     """Code that runs the app as the console script does (after ``first``), then prints
-    the heavy modules it imported."""
+    the modules of ``packages`` it imported."""
     return f"""
 {first}
 import json, sys
@@ -30,12 +30,12 @@ try:
     app(sys.argv[1:], prog_name="logpipe")
 except SystemExit:
     pass
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {packages!r})))
 """
 
 
 def imported(code: str, *args: str, cwd: Path) -> list[str]:
-    """The heavy modules a fresh interpreter has imported after running ``code``."""
+    """The modules ``code``, run in a fresh interpreter, says it has imported."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGPIPE_")}
     result = subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -46,8 +46,8 @@ def imported(code: str, *args: str, cwd: Path) -> list[str]:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    heavy: list[str] = json.loads(result.stdout.splitlines()[-1])
-    return heavy
+    modules: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return modules
 
 
 def test_importing_the_app_imports_no_server(workdir: Path) -> None:
@@ -76,6 +76,14 @@ def test_commands_without_a_server_import_none(workdir: Path, args: list[str]) -
 
 def test_the_check_sees_a_server_import(workdir: Path) -> None:
     """The guard above is blind if the package names are wrong: serving imports both."""
-    code = run_then_list(first="import logpipe_cli.server")
+    code = run_then_list(HEAVY, first="import logpipe_cli.server")
     heavy = {m.split(".")[0] for m in imported(code, "--version", cwd=workdir)}
     assert {"litestar", "uvicorn"} <= heavy
+
+
+def test_reading_the_config_imports_no_tomlkit(workdir: Path) -> None:
+    """Every command reads its config (tomllib); only `config init` writes TOML (tomlkit)."""
+    (workdir / "config.toml").write_text("[server]\nport = 8123\n", encoding="utf-8")
+    assert imported(run_then_list(("tomlkit",)), "config", "show", cwd=workdir) == []
+    # and the check sees tomlkit where it is used
+    assert imported(run_then_list(("tomlkit",)), "config", "init", "x.toml", cwd=workdir) != []
