@@ -13,14 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
 from logpipe_cli.errors import ConfigError
 from logpipe_cli.settings import Settings, all_settings, load_settings, resolve_config_path
 
 
 def render_sample() -> str:
     """The commented sample configuration with every key at its default."""
+    # imported here: every command reads its config (tomllib), only `config init` writes one
+    import tomlkit
+
     doc = tomlkit.document()
     doc.add(tomlkit.comment("logpipe configuration. Every key is optional; shown at its default."))
     doc.add(tomlkit.comment("Environment variables LOGPIPE_<SECTION>_<KEY> override this file,"))

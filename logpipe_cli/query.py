@@ -34,12 +34,11 @@ from logpipe_cli.daystream import Anchor, BadAnchorError, Item, open_stream
 from logpipe_cli.errors import InvalidEventError
 from logpipe_cli.events import SECONDS_PER_DAY
 from logpipe_cli.keys import USER_ID_RE, EventKey
+from logpipe_cli.query_limits import MAX_EXPORT_LIMIT as MAX_EXPORT_LIMIT  # re-exported
+from logpipe_cli.query_limits import MAX_LIMIT as MAX_LIMIT  # re-exported
 from logpipe_cli.sink import encode_lines, path_for
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 10_000
-#: NDJSON streams with flat memory (in either order), so an export may ask for more
-MAX_EXPORT_LIMIT = 1_000_000
 MAX_EVENT_NAMES = 100
 #: days checked for files and buffered keys per Redis round trip
 DAYS_PER_CHECK = 64

@@ -12,7 +12,6 @@ from rich.table import Table
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from
 from logpipe_cli.cli.help import FullHelpGroup
-from logpipe_cli.config_file import write_sample
 
 app = typer.Typer(
     cls=FullHelpGroup,
@@ -28,6 +27,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented sample config (every key at its default)."""
+    from logpipe_cli.config_file import write_sample  # tomlkit: only once a command runs
+
     write_sample(path, force=force)
     render.print_line(f"wrote {path}")
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from logpipe_cli import drain_loop
 from logpipe_cli.cli import render
 from logpipe_cli.cli.common import JsonOption, settings_from
-from logpipe_cli.drain_loop import OnReport
-from logpipe_cli.drainer import DrainReport
-from logpipe_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from logpipe_cli.drain_loop import OnReport
+    from logpipe_cli.drainer import DrainReport
+    from logpipe_cli.settings import Settings
 
 
 def drain(
@@ -43,6 +43,10 @@ def drain(
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Drain Redis into logs_dir/user_<id>/<day>.jsonl (exactly once, safe to run many)."""
+    import asyncio
+
+    from logpipe_cli import drain_loop  # the drainer, redis and prometheus_client
+
     settings = settings_from(
         ctx, **{"drainer.interval_seconds": interval, "drainer.logs_dir": logs_dir}
     )
@@ -54,6 +58,10 @@ def drain(
 
 
 def _run_once(settings: Settings, as_json: bool, observe: OnReport) -> None:
+    import asyncio
+
+    from logpipe_cli import drain_loop
+
     with render.progress_bar("draining", "keys", enabled=not as_json) as progress:
         report = asyncio.run(drain_loop.drain_once(settings, progress))
     observe(report)

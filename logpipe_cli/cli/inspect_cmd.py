@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from logpipe_cli import inspection
-from logpipe_cli.buffer import KeyInfo
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
-from logpipe_cli.inspection import FileSummary, FileView, KeyTotals, day_text
-from logpipe_cli.settings import Settings
-from logpipe_cli.sink import LineRecord
+
+# the library is imported in each command: it brings redis (the buffer) with it
+if TYPE_CHECKING:
+    from logpipe_cli.buffer import KeyInfo
+    from logpipe_cli.inspection import FileSummary, FileView, KeyTotals
+    from logpipe_cli.settings import Settings
+    from logpipe_cli.sink import LineRecord
 
 app = typer.Typer(
     cls=FullHelpGroup,
@@ -46,6 +48,8 @@ def keys(
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Buffered keys: event lists, claims in progress and quarantined values, with totals."""
+    from logpipe_cli import inspection
+
     if sort not in inspection.KEY_SORTS:
         raise ConfigError(f"--sort must be one of {', '.join(inspection.KEY_SORTS)}, got {sort!r}")
     settings = settings_from(ctx, **{"drainer.log_pattern": pattern})
@@ -83,6 +87,8 @@ def file(
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """The events in one log file; lines that are not JSON are shown and counted."""
+    from logpipe_cli import inspection
+
     if limit is not None and tail is not None:
         raise ConfigError("give --limit or --tail, not both")
     flt = inspection.LineFilter(event, _time(since, "--since"), _time(until, "--until"))
@@ -105,6 +111,8 @@ def _target_file(
     """PATH, or the file of --user on --day under logs_dir, opened as the drainer opens
     it (no link followed: a link or a special file there is refused, exit 1), with its
     descriptor (``None`` for a PATH, the operator's own choice); exit 2 if it is not there."""
+    from logpipe_cli import inspection
+
     if path is not None:
         if user is not None or day is not None:
             raise ConfigError("give a PATH or --user and --day, not both")
@@ -124,6 +132,8 @@ def _target_file(
 
 
 def _time(text: str | None, flag: str) -> float | None:
+    from logpipe_cli import inspection
+
     if text is None:
         return None
     try:
@@ -142,6 +152,8 @@ def files(
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """The user_<id>/<day>.jsonl files under logs_dir, with their events and size."""
+    from logpipe_cli import inspection
+
     settings = settings_from(ctx, **{"drainer.logs_dir": logs_dir})
     found = inspection.summarize_files(Path(settings.drainer.logs_dir), user)
     if as_json:
@@ -159,6 +171,8 @@ def files(
 
 def keys_table(shown: Sequence[KeyInfo], totals: KeyTotals, c: Console | None = None) -> None:
     """The keys in ``shown``; the totals row counts every key that matched."""
+    from logpipe_cli.inspection import day_text
+
     c = c or render.console()
     caption = None
     if len(shown) < totals.keys:
@@ -237,6 +251,8 @@ def file_table(view: FileView, c: Console | None = None) -> None:
 
 
 def files_table(found: Sequence[FileSummary], c: Console | None = None) -> None:
+    from logpipe_cli.inspection import day_text
+
     c = c or render.console()
     table = Table(title="log files")
     table.add_column("path", overflow="fold")

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from logpipe_cli import migration
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 
@@ -20,6 +19,8 @@ def migrate_keys(
 ) -> None:
     """Rename claims, leases, offsets and quarantines of older versions to their
     hash-tagged names (stop the drainers first). Exit 1 if a name was taken."""
+    from logpipe_cli import migration
+
     settings = settings_from(ctx)
     report = with_buffer(settings, lambda b: migration.migrate_keys(b, dry_run=dry_run))
     if as_json:

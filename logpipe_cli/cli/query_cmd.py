@@ -3,36 +3,36 @@ Redis directly (no API needed), through :mod:`logpipe_cli.query`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from logpipe_cli.buffer import Buffer
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import settings_from
-from logpipe_cli.query import (
-    MAX_EXPORT_LIMIT,
-    MAX_LIMIT,
-    EventReader,
-    Found,
-    Position,
-    Query,
-    encode_cursor,
-    position_after,
-)
-from logpipe_cli.settings import Settings
+from logpipe_cli.query_limits import MAX_EXPORT_LIMIT, MAX_LIMIT
+
+# the reader is imported in each command: it brings redis (the buffer) with it
+if TYPE_CHECKING:
+    from logpipe_cli.buffer import Buffer
+    from logpipe_cli.query import EventReader, Found, Query
+    from logpipe_cli.settings import Settings
 
 T = TypeVar("T")
-#: how ``tail -f`` waits between polls (a seam for tests)
-sleep = asyncio.sleep
+
+
+async def sleep(seconds: float) -> None:
+    """How ``tail -f`` waits between polls (a seam for tests)."""
+    import asyncio  # when a command runs, not at startup
+
+    await asyncio.sleep(seconds)
+
 
 UserOption = Annotated[str, typer.Option("--user", "-u", help="The user whose events to read.")]
 EventOption = Annotated[
@@ -42,6 +42,8 @@ EventOption = Annotated[
 
 
 def _reader(settings: Settings, buffer: Buffer) -> EventReader:
+    from logpipe_cli.query import EventReader
+
     return EventReader(
         buffer,
         settings.drainer.logs_dir,
@@ -52,6 +54,10 @@ def _reader(settings: Settings, buffer: Buffer) -> EventReader:
 
 
 def _run(settings: Settings, fn: Callable[[EventReader], Awaitable[T]]) -> T:
+    import asyncio
+
+    from logpipe_cli.buffer import Buffer
+
     async def go() -> T:
         async with Buffer.connect(settings.redis) as buffer:
             return await fn(_reader(settings, buffer))
@@ -110,6 +116,8 @@ def query(
     ] = False,
 ) -> None:
     """A user's events from the day files and Redis, in stored order, with readable times."""
+    from logpipe_cli.query import Query
+
     if as_json and as_ndjson:
         raise typer.BadParameter("use --json or --ndjson, not both")
     q = Query.parse(
@@ -140,6 +148,8 @@ def query(
 
 
 async def _ndjson(reader: EventReader, q: Query) -> None:
+    from logpipe_cli.query import encode_cursor, position_after
+
     out = sys.stdout
     found: Found | None = None
     n = 0
@@ -191,6 +201,8 @@ def tail(
 ) -> None:
     """The last events of a user; with -f, new ones too (read from Redis before they are
     drained), until Ctrl-C."""
+    from logpipe_cli.query import Position, Query, position_after
+
     q = Query.parse(user, event, limit=lines, order="desc")
     settings = settings_from(ctx)
 

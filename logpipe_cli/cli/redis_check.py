@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from logpipe_cli import health
 from logpipe_cli.auth import describe, load_authorizer
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
+
+if TYPE_CHECKING:
+    from logpipe_cli.health import HealthReport
 
 
 def redis_check(
@@ -24,6 +26,8 @@ def redis_check(
 ) -> None:
     """Ping Redis: version, round trip, memory, persistence, replicas, buffered events.
     Exit 1 if down."""
+    from logpipe_cli import health  # redis: only once the command runs
+
     settings = settings_from(ctx, **{"redis.url": url})
     authorizer = load_authorizer(settings.auth)
     report = with_buffer(settings, lambda buf: health.check(buf, settings))
@@ -37,7 +41,7 @@ def redis_check(
 
 
 def health_table(
-    report: health.HealthReport, c: Console | None = None, *, api_auth: str | None = None
+    report: HealthReport, c: Console | None = None, *, api_auth: str | None = None
 ) -> None:
     c = c or render.console()
     table = Table(title=fmt.inert(f"redis {report.url}"), show_header=False)

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +27,9 @@ from rich.progress import (
 from rich.table import Table
 
 from logpipe_cli.cli import fmt, hints
-from logpipe_cli.drainer import DrainReport
+
+if TYPE_CHECKING:
+    from logpipe_cli.drainer import DrainReport
 
 _console: Console | None = None
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from logpipe_cli import supervisor
 from logpipe_cli.cli import render
 from logpipe_cli.cli.common import settings_from
 
@@ -24,6 +23,8 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline here: starts redis-server if none answers; Ctrl-C stops all."""
+    from logpipe_cli import supervisor
+
     settings = settings_from(ctx)
     code = supervisor.run(
         settings,

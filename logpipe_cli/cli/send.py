@@ -8,26 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from logpipe_cli import loadgen
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from
-from logpipe_cli.client import (
-    Client,
-    RefusedError,
-    RetryPolicy,
-    UnavailableError,
-    api_url,
-    failure,
-)
-from logpipe_cli.clientcore import line_with_id
 from logpipe_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from logpipe_cli.loadgen import LoadSummary
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_USERS = 10
@@ -80,6 +73,9 @@ def send(
     as_json: Annotated[bool, JsonOption] = False,
 ) -> None:
     """Send one event to POST /log, or many (--count N, --file F); exit 1 if any was refused."""
+    from logpipe_cli import loadgen  # httpx: only once a command sends
+    from logpipe_cli.client import api_url
+
     settings = settings_from(ctx)
     base = api_url(url, settings.server)
     if count is None and file is None:
@@ -112,6 +108,8 @@ def _send_one(
     as_json: bool,
     token: str | None,
 ) -> None:
+    from logpipe_cli.client import Client, RefusedError, RetryPolicy, UnavailableError, failure
+
     if user is None or event is None:
         raise ConfigError("give --user and --event (or --count N or --file F to send many)")
     with Client(base, token or None, retry=RetryPolicy(max_retries=retries)) as client:
@@ -148,6 +146,9 @@ def _events(
     users: int | None,
 ) -> tuple[Iterator[bytes], int]:
     """The event lines to send and how many there are."""
+    from logpipe_cli import loadgen
+    from logpipe_cli.clientcore import line_with_id
+
     if file is not None:
         given = {"--count": count, "--user": user, "--event": event}
         given |= {"--timestamp": timestamp, "--users": users}
@@ -171,7 +172,7 @@ def _events(
     return lines, count
 
 
-def _report(summary: loadgen.LoadSummary, target: str, as_json: bool) -> None:
+def _report(summary: LoadSummary, target: str, as_json: bool) -> None:
     """The summary on stdout; what went wrong on stderr; exit 1 unless all were stored."""
     if as_json:
         render.print_json({"target": target, **summary.as_dict()})
@@ -193,7 +194,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f} ms"
 
 
-def load_summary(summary: loadgen.LoadSummary, target: str, c: Console | None = None) -> None:
+def load_summary(summary: LoadSummary, target: str, c: Console | None = None) -> None:
     c = c or render.console()
     table = Table(title=fmt.inert(f"send -> {target}"), show_header=False)
     table.add_column("what", no_wrap=True)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from logpipe_cli import server
 from logpipe_cli.cli.common import settings_from
 
 
@@ -49,4 +48,6 @@ def serve(
             "server.ssl_keyfile": ssl_keyfile,
         },
     )
+    from logpipe_cli import server  # litestar and uvicorn: only when serving
+
     server.serve(settings)

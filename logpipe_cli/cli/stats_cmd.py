@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -15,13 +14,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from logpipe_cli import client
-from logpipe_cli import stats as stats_lib
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from, with_buffer
 from logpipe_cli.errors import ClientError
-from logpipe_cli.inspection import day_text
-from logpipe_cli.schemas import ApiCounts, LastDrain, StatsDoc
+
+if TYPE_CHECKING:
+    from logpipe_cli.schemas import ApiCounts, LastDrain, StatsDoc
 
 #: how ``--watch`` waits between refreshes (a seam for tests)
 sleep = time.sleep
@@ -53,6 +51,11 @@ def stats(
 
     With --watch --json, one JSON document per line and refresh.
     """
+    import msgspec
+
+    from logpipe_cli import client  # httpx: only once a command asks the API
+    from logpipe_cli import stats as stats_lib
+
     settings = settings_from(ctx)
     base = client.api_url(url, settings.server)
 
@@ -80,6 +83,8 @@ def _watch(
 ) -> None:
     """Show ``doc``, then a fresh answer every ``interval_s``. An API that stops
     answering is reported and retried, not fatal: the watch outlives a restart."""
+    from logpipe_cli import client
+
     if as_json:
         _watch_json(fetch, doc, interval_s)
         return
@@ -102,6 +107,8 @@ def _watch(
 
 def _watch_json(fetch: Callable[[], StatsDoc], doc: StatsDoc, interval_s: float) -> None:
     """One JSON document per line and refresh; a failed refresh is a line on stderr."""
+    import msgspec
+
     render.print_json_line(msgspec.to_builtins(doc))
     while True:
         sleep(interval_s)
@@ -115,6 +122,8 @@ def _watch_json(fetch: Callable[[], StatsDoc], doc: StatsDoc, interval_s: float)
 
 
 def _rows(doc: StatsDoc, rates: dict[str, float], now: float) -> list[tuple[str, Text]]:
+    from logpipe_cli.inspection import day_text
+
     b, t = doc.buffered, doc.totals
     buffered = fmt.count(b.events, "event")
     if b.keys is not None:

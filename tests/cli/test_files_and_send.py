@@ -91,7 +91,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeServer, FakeClock]:
     fake clock."""
     server, clock = FakeServer(), FakeClock()
     client = partial(Client, transport=server.transport(), sleep=clock.sleep, clock=clock)
-    monkeypatch.setattr("logpipe_cli.cli.send.Client", client)
+    # `send` imports its client when it runs (not at startup): patch it where it lives
+    monkeypatch.setattr("logpipe_cli.client.Client", client)
     return server, clock
 
 
