@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from logpipe_cli.cli import render
 from logpipe_cli.settings import Settings, load_settings
 
 # the real redis-server fixtures; the Redis Cluster is made once for the whole session
@@ -59,6 +60,17 @@ def make_settings(tmp_path: Path) -> MakeSettings:
         return load_settings(data, {})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_cli_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's CLI runs make their own console, as each ``logpipe`` process does.
+
+    The CLI caches its console, and rich reads ``COLUMNS`` once, when one is made: without
+    this a test's ``COLUMNS`` was ignored whenever an earlier test in the same process had
+    made the console, so a table folded or not depending on which tests ran before it
+    (under ``-n``, on the worker's share of them)."""
+    monkeypatch.setattr(render, "_console", None)
 
 
 @pytest.fixture
