@@ -16,7 +16,7 @@ from logpipe_cli.cli import render
 from logpipe_cli.settings import Settings, load_settings
 
 # the real redis-server fixtures; the Redis Cluster is made once for the whole session
-pytest_plugins = ["tests.redis_server", "tests.redis_cluster"]
+pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.faults.session_report"]
 
 MakeSettings = Callable[..., Settings]
 
@@ -26,8 +26,18 @@ DIRECTORY_MARKERS = {"e2e": "e2e", "faults": "faults"}
 TESTS_DIR = Path(__file__).parent
 
 
+#: under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) the tests of one of these
+#: directories run one after another on one worker, while the other workers take the rest:
+#: each fault test drives a load generator, an API, drainers and Redis servers (a Sentinel
+#: setup, a cluster) at once, and two of them side by side would starve each other
+SERIAL_GROUPS = {"faults": "faults"}
+
+
+# first: pytest-xdist reads the xdist_group marks in its own hook
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS``)."""
+    """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS`` and
+    ``SERIAL_GROUPS``)."""
     for item in items:
         path = Path(item.path)
         if not path.is_relative_to(TESTS_DIR):
@@ -35,6 +45,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         top = path.relative_to(TESTS_DIR).parts[0]
         if top in DIRECTORY_MARKERS:
             item.add_marker(DIRECTORY_MARKERS[top])
+        if top in SERIAL_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[top]))
 
 
 def pytest_report_header() -> str:
