@@ -60,9 +60,10 @@ system-deps: ## Install the programs the tests run (redis-server, redis-cli, sys
 	bash tests/system_deps.sh
 
 # pytest-xdist: one worker per core (`make test PYTEST_WORKERS=0` runs in one process); the
-# fault tests stay one at a time on one worker (their xdist_group, see tests/conftest.py)
+# fault tests stay one at a time on one worker, and start first (their xdist_group and the
+# order of tests/conftest.py, which --no-loadscope-reorder keeps)
 PYTEST_WORKERS ?= auto
-XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: setup system-deps ## Run the whole test suite, the CI gate (installs what it runs; see system-deps)
 	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest $(XDIST)

@@ -31,13 +31,16 @@ TESTS_DIR = Path(__file__).parent
 #: each fault test drives a load generator, an API, drainers and Redis servers (a Sentinel
 #: setup, a cluster) at once, and two of them side by side would starve each other
 SERIAL_GROUPS = {"faults": "faults"}
+#: session fixtures each worker makes its own of: cheap, or wanted by most tests
+PER_WORKER_FIXTURES = {"redis_server", "anyio_backend", "fault_report"}
 
 
 # first: pytest-xdist reads the xdist_group marks in its own hook
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS`` and
-    ``SERIAL_GROUPS``)."""
+    ``SERIAL_GROUPS``), and group the tests sharing a costly fixture (see
+    ``shared_fixture_group``)."""
     for item in items:
         path = Path(item.path)
         if not path.is_relative_to(TESTS_DIR):
@@ -45,8 +48,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         top = path.relative_to(TESTS_DIR).parts[0]
         if top in DIRECTORY_MARKERS:
             item.add_marker(DIRECTORY_MARKERS[top])
-        if top in SERIAL_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[top]))
+        group = SERIAL_GROUPS.get(top) or shared_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the longest serial group first (make test passes --no-loadscope-reorder, which
+        # keeps this order), so its worker is not still on it long after the others end
+        items.sort(key=lambda item: not in_serial_group(item))
+
+
+def in_serial_group(item: pytest.Item) -> bool:
+    path = Path(item.path)
+    return path.is_relative_to(TESTS_DIR) and path.relative_to(TESTS_DIR).parts[0] in SERIAL_GROUPS
+
+
+def shared_fixture_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test using one of our costly module or session fixtures: the
+    tests sharing one run on one worker, which then makes it once (without the group each
+    worker made its own: a Redis Cluster, an API process, a TLS Redis, the API's schema).
+
+    A session fixture names its group (``redis_cluster``), a module one its module."""
+    if not isinstance(item, pytest.Function):
+        return None
+    module_scoped = False
+    for name in sorted(item.fixturenames):
+        defs = item._fixtureinfo.name2fixturedefs.get(name)
+        if not defs or name in PER_WORKER_FIXTURES:
+            continue
+        fixture = defs[-1]
+        if not getattr(fixture.func, "__module__", "").startswith("tests."):
+            continue
+        if fixture.scope == "session":
+            return name
+        module_scoped = module_scoped or fixture.scope == "module"
+    return item.nodeid.split("::")[0] if module_scoped else None
 
 
 def pytest_report_header() -> str:
