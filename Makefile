@@ -59,11 +59,17 @@ LP_TEST_SEED ?= 20261201
 system-deps: ## Install the programs the tests run (redis-server, redis-cli, systemd-analyze, chromium) if missing
 	bash tests/system_deps.sh
 
+# pytest-xdist: one worker per core (`make test PYTEST_WORKERS=0` runs in one process); the
+# fault tests stay one at a time on one worker, and start first (their xdist_group and the
+# order of tests/conftest.py, which --no-loadscope-reorder keeps)
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: setup system-deps ## Run the whole test suite, the CI gate (installs what it runs; see system-deps)
-	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest
+	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest $(XDIST)
 
 test-fast: setup system-deps ## Everything but the fault and end-to-end suites: the quick loop
-	$(BIN)/pytest -m "not faults and not e2e"
+	$(BIN)/pytest $(XDIST) -m "not faults and not e2e"
 
 test-faults: setup ## Run only the fault-injection suite
 	$(BIN)/pytest tests/faults -m faults

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from logpipe_cli.cli import render
 from logpipe_cli.settings import Settings, load_settings
 
 # the real redis-server fixtures; the Redis Cluster is made once for the whole session
-pytest_plugins = ["tests.redis_server", "tests.redis_cluster"]
+pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.faults.session_report"]
 
 MakeSettings = Callable[..., Settings]
 
@@ -25,8 +26,21 @@ DIRECTORY_MARKERS = {"e2e": "e2e", "faults": "faults"}
 TESTS_DIR = Path(__file__).parent
 
 
+#: under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) the tests of one of these
+#: directories run one after another on one worker, while the other workers take the rest:
+#: each fault test drives a load generator, an API, drainers and Redis servers (a Sentinel
+#: setup, a cluster) at once, and two of them side by side would starve each other
+SERIAL_GROUPS = {"faults": "faults"}
+#: session fixtures each worker makes its own of: cheap, or wanted by most tests
+PER_WORKER_FIXTURES = {"redis_server", "anyio_backend", "fault_report"}
+
+
+# first: pytest-xdist reads the xdist_group marks in its own hook
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS``)."""
+    """Mark each test by the suite directory it lives in (see ``DIRECTORY_MARKERS`` and
+    ``SERIAL_GROUPS``), and group the tests sharing a costly fixture (see
+    ``shared_fixture_group``)."""
     for item in items:
         path = Path(item.path)
         if not path.is_relative_to(TESTS_DIR):
@@ -34,6 +48,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         top = path.relative_to(TESTS_DIR).parts[0]
         if top in DIRECTORY_MARKERS:
             item.add_marker(DIRECTORY_MARKERS[top])
+        group = SERIAL_GROUPS.get(top) or shared_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the longest serial group first (make test passes --no-loadscope-reorder, which
+        # keeps this order), so its worker is not still on it long after the others end
+        items.sort(key=lambda item: not in_serial_group(item))
+
+
+def in_serial_group(item: pytest.Item) -> bool:
+    path = Path(item.path)
+    return path.is_relative_to(TESTS_DIR) and path.relative_to(TESTS_DIR).parts[0] in SERIAL_GROUPS
+
+
+def shared_fixture_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test using one of our costly module or session fixtures: the
+    tests sharing one run on one worker, which then makes it once (without the group each
+    worker made its own: a Redis Cluster, an API process, a TLS Redis, the API's schema).
+
+    A session fixture names its group (``redis_cluster``), a module one its module."""
+    if not isinstance(item, pytest.Function):
+        return None
+    module_scoped = False
+    for name in sorted(item.fixturenames):
+        defs = item._fixtureinfo.name2fixturedefs.get(name)
+        if not defs or name in PER_WORKER_FIXTURES:
+            continue
+        fixture = defs[-1]
+        if not getattr(fixture.func, "__module__", "").startswith("tests."):
+            continue
+        if fixture.scope == "session":
+            return name
+        module_scoped = module_scoped or fixture.scope == "module"
+    return item.nodeid.split("::")[0] if module_scoped else None
 
 
 def pytest_report_header() -> str:
@@ -59,6 +107,17 @@ def make_settings(tmp_path: Path) -> MakeSettings:
         return load_settings(data, {})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_cli_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's CLI runs make their own console, as each ``logpipe`` process does.
+
+    The CLI caches its console, and rich reads ``COLUMNS`` once, when one is made: without
+    this a test's ``COLUMNS`` was ignored whenever an earlier test in the same process had
+    made the console, so a table folded or not depending on which tests ran before it
+    (under ``-n``, on the worker's share of them)."""
+    monkeypatch.setattr(render, "_console", None)
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ class RedisCluster:
         cli = redis_cli()
         for i in range(MASTERS * 2):
             server = RedisServer(
-                self.dir / f"node-{i}", port=free_cluster_port(), extra_args=NODE_ARGS
+                self.dir / f"node-{i}", pick=free_cluster_port, extra_args=NODE_ARGS
             )
             server.start()
             self.servers.append(server)

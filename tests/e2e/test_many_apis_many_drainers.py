@@ -62,6 +62,11 @@ def test_two_apis_and_two_drainers_on_one_logs_dir_write_every_event_once(
     apis = [launcher.api(env, name=f"serve-{i}") for i in range(APIS)]
     drains = [launcher.start(["drain", "--json"], env, name=f"drain-{i}") for i in range(DRAINERS)]
     procs = [*(a.proc for a in apis), *drains]
+    # both loops running (signal handlers in place, a pass printed) before the load: on a
+    # loaded machine a drainer still importing when the test stopped it died of the SIGTERM
+    wait_until(
+        lambda: all("\n" in d.stdout() for d in drains), "each drainer's first pass", procs=procs
+    )
     users = [f"m{i}" for i in range(8)]  # the same users through both APIs: shared keys
     with contextlib.ExitStack() as stack:
         loads = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,42 @@ def sentinel_settings(
     )
 
 
+@pytest.fixture(scope="module")
+def steady_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """One setup for the tests that neither kill nor demote a server: a start costs 2-3 s
+    (the Sentinels find each other through hello messages sent every 2 s)."""
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture
+def steady_sentinel(steady_setup: SentinelSetup) -> SentinelSetup:
+    """The shared setup, emptied on every server, and as the last test found it: the
+    first server the master, both replicas online, every Sentinel agreeing."""
+    master, *replicas = steady_setup.servers
+    with master.client() as c:
+        c.flushall()
+        assert c.wait(len(replicas), 5000) == len(replicas), "a replica fell behind"
+    steady_setup.wait_ready(master.port, len(replicas))
+    for r in replicas:
+        with r.client() as c:
+            assert c.dbsize() == 0
+    return steady_setup
+
+
 def values(port: int, key: str) -> list[bytes]:
     with redis.Redis(port=port) as c:
         return list(c.lrange(key, 0, -1))
 
 
 def test_writes_reach_the_master_the_sentinels_name_and_min_replicas_copies(
-    make_settings: MakeSettings, sentinel_setup: SentinelSetup
+    make_settings: MakeSettings, steady_sentinel: SentinelSetup
 ) -> None:
-    settings = sentinel_settings(make_settings, sentinel_setup, min_replicas=2)
+    settings = sentinel_settings(make_settings, steady_sentinel, min_replicas=2)
     key = EventKey("a", DAY).key
 
     async def go() -> None:
@@ -63,7 +91,7 @@ def test_writes_reach_the_master_the_sentinels_name_and_min_replicas_copies(
             await buffer.append([(key, line("a", 1))])
 
     asyncio.run(go())
-    master, *replicas = sentinel_setup.servers
+    master, *replicas = steady_sentinel.servers
     assert values(master.port, key) == [line("a", 1)]
     # WAIT 2 answered only once both replicas had it: no need to wait here
     for r in replicas:
@@ -117,10 +145,10 @@ def test_a_demoted_master_still_answering_is_left_for_the_new_one(
 
 
 def test_too_few_replicas_is_a_503_that_says_why(
-    make_settings: MakeSettings, sentinel_setup: SentinelSetup
+    make_settings: MakeSettings, steady_sentinel: SentinelSetup
 ) -> None:
     settings = sentinel_settings(
-        make_settings, sentinel_setup, min_replicas=3, replica_timeout_seconds=0.1
+        make_settings, steady_sentinel, min_replicas=3, replica_timeout_seconds=0.1
     )
     event = {"user_id": "a", "event": "e", "timestamp": DAY * 86400}
     with TestClient(create_app(settings)) as client:
@@ -134,11 +162,11 @@ def test_too_few_replicas_is_a_503_that_says_why(
 
 
 def test_a_drainer_without_enough_replicas_stops_before_writing_a_file(
-    make_settings: MakeSettings, sentinel_setup: SentinelSetup, tmp_path: Path
+    make_settings: MakeSettings, steady_sentinel: SentinelSetup, tmp_path: Path
 ) -> None:
-    ok = sentinel_settings(make_settings, sentinel_setup)
+    ok = sentinel_settings(make_settings, steady_sentinel)
     short = sentinel_settings(
-        make_settings, sentinel_setup, min_replicas=3, replica_timeout_seconds=0.1
+        make_settings, steady_sentinel, min_replicas=3, replica_timeout_seconds=0.1
     )
     ek = EventKey("a", DAY)
 
@@ -165,9 +193,9 @@ def test_a_drainer_without_enough_replicas_stops_before_writing_a_file(
 
 
 def test_redis_check_reports_master_replicas_and_warns_without_min_replicas(
-    make_settings: MakeSettings, sentinel_setup: SentinelSetup, invoke: Invoke
+    make_settings: MakeSettings, steady_sentinel: SentinelSetup, invoke: Invoke
 ) -> None:
-    settings = sentinel_settings(make_settings, sentinel_setup)
+    settings = sentinel_settings(make_settings, steady_sentinel)
 
     async def go() -> None:
         async with Buffer.connect(settings.redis) as buffer:
@@ -175,9 +203,9 @@ def test_redis_check_reports_master_replicas_and_warns_without_min_replicas(
         rep = report.replication
         assert rep is not None
         assert rep.mode == "sentinel"
-        assert rep.master == f"127.0.0.1:{sentinel_setup.servers[0].port}"
+        assert rep.master == f"127.0.0.1:{steady_sentinel.servers[0].port}"
         assert sorted(r.address for r in rep.replicas) == sorted(
-            f"127.0.0.1:{s.port}" for s in sentinel_setup.servers[1:]
+            f"127.0.0.1:{s.port}" for s in steady_sentinel.servers[1:]
         )
         assert rep.online == 2
         assert any("redis.min_replicas is 0" in w for w in report.warnings)
@@ -185,17 +213,17 @@ def test_redis_check_reports_master_replicas_and_warns_without_min_replicas(
     asyncio.run(go())
     env = {
         "LOGPIPE_REDIS_MODE": "sentinel",
-        "LOGPIPE_REDIS_SENTINELS": ",".join(sentinel_setup.sentinel_addresses),
+        "LOGPIPE_REDIS_SENTINELS": ",".join(steady_sentinel.sentinel_addresses),
         "LOGPIPE_REDIS_SENTINEL_MASTER": MASTER_NAME,
         "LOGPIPE_REDIS_MIN_REPLICAS": "1",
     }
     result = invoke("redis-check", "--json", env=env)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["replication"]["master"] == f"127.0.0.1:{sentinel_setup.servers[0].port}"
+    assert data["replication"]["master"] == f"127.0.0.1:{steady_sentinel.servers[0].port}"
     assert len(data["replication"]["replicas"]) == 2
     assert not any("min_replicas" in w for w in data["warnings"])
     table = invoke("redis-check", env=env)
     assert table.exit_code == 0, table.stderr
     assert "sentinel" in table.stdout
-    assert f"127.0.0.1:{sentinel_setup.servers[0].port}" in table.stdout
+    assert f"127.0.0.1:{steady_sentinel.servers[0].port}" in table.stdout

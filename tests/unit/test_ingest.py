@@ -60,6 +60,9 @@ async def test_store_one_stores_the_compact_line_under_its_key(
         ("application/json", b"{not json", 400, "invalid"),
         ("application/json", json.dumps(event(user="../x")).encode(), 400, "invalid"),
     ],
+    # not the bodies: one holds the time of collection, and every pytest-xdist worker
+    # must collect the same test ids
+    ids=["text-plain", "not-json", "unsafe-user-id"],
 )
 async def test_store_one_refuses_and_counts_why(
     fake: Any, make_settings: MakeSettings, media: str, body: bytes, status: int, reason: str
@@ -126,6 +129,9 @@ async def test_store_batch_one_bad_event_refuses_all(
         ("application/json", "gzip", gzip.compress(b" " * 2000), 413, "too_large"),
         ("application/x-ndjson", "identity", ndjson(*[event()] * 4), 413, "too_large"),
     ],
+    # not the bodies: the gzip header holds the time of collection, and every pytest-xdist
+    # worker must collect the same test ids
+    ids=["csv", "brotli", "not-gzip", "not-an-array", "gzip-too-large", "ndjson-too-large"],
 )
 async def test_store_batch_refusals(
     fake: Any,
