@@ -114,6 +114,7 @@ def test_localize_moves_the_counters_into_the_commands_slot() -> None:
 
 def test_append_header_still_names_the_arguments_plan_flush_fills() -> None:
     # plan_flush builds APPEND's arguments itself: fail here if their layout changes
-    assert "ARGV[T+8] = b, the number of rate buckets,\n-- ARGV[T+9] = the ids' scope" in scripts.APPEND
+    tail = "ARGV[T+8] = b, the number of rate buckets,\n-- ARGV[T+9] = the ids' scope"
+    assert tail in scripts.APPEND
     assert "2 = per list" in scripts.APPEND
     assert "KEYS[#KEYS] = flush ids" in scripts.APPEND
