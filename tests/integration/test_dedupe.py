@@ -60,8 +60,8 @@ async def test_an_id_is_per_user_over_every_day_of_theirs(buffer: Buffer, raw: r
     second = [(keys.event_key(u, 2), b'{"d":2}') for u in users]
     assert (await buffer.store(second, ids=["x"] * 3, now=NOW)).duplicates == [0, 1, 2]
     bucket = int(NOW // W)
-    assert {k.decode() for k in raw.keys(keys.IDS_PREFIX + "*")} == {
-        keys.id_set(u, bucket) for u in users
+    assert set(raw.keys(keys.IDS_PREFIX + "*")) == {
+        keys.id_set(u, bucket).encode() for u in users
     }
 
 
