@@ -60,9 +60,7 @@ async def test_an_id_is_per_user_over_every_day_of_theirs(buffer: Buffer, raw: r
     second = [(keys.event_key(u, 2), b'{"d":2}') for u in users]
     assert (await buffer.store(second, ids=["x"] * 3, now=NOW)).duplicates == [0, 1, 2]
     bucket = int(NOW // W)
-    assert set(raw.keys(keys.IDS_PREFIX + "*")) == {
-        keys.id_set(u, bucket).encode() for u in users
-    }
+    assert set(raw.keys(keys.IDS_PREFIX + "*")) == {keys.id_set(u, bucket).encode() for u in users}
 
 
 async def test_a_bucket_that_lost_its_expiry_gets_it_back(buffer: Buffer, raw: redis.Redis) -> None:
