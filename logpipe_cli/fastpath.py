@@ -24,7 +24,7 @@ from logpipe_cli.answers import (
     problem_answer,
 )
 from logpipe_cli.gate import HostCheck, principal_of, same_origin
-from logpipe_cli.http_guard import send_json_200
+from logpipe_cli.http_guard import send_json_200, whole_body
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import RequestTally
 
@@ -100,13 +100,15 @@ def fast_post_log(
             else:
                 answer = ingest.batch_media_refusal(media)
             if answer is None:  # the body is read only for a request that may be stored
-                message = await receive()
-                if message["type"] == "http.request" and not message.get("more_body"):
-                    body: bytes | Answer = message.get("body", b"")  # the usual: one message
-                    if len(body) > max_body_bytes:
-                        body = _too_large(ingest)
-                else:
-                    body = await _body_or_answer(ingest, receive, message)
+                body: bytes | Answer | None = whole_body(receive)  # the usual: all there
+                if body is None:
+                    message = await receive()
+                    if message["type"] == "http.request" and not message.get("more_body"):
+                        body = message.get("body", b"")  # or else in one message
+                    else:
+                        body = await _body_or_answer(ingest, receive, message)
+                if type(body) is bytes and len(body) > max_body_bytes:
+                    body = _too_large(ingest)
                 if isinstance(body, tuple):  # an Answer
                     answer = body
                 elif path == "/log":
