@@ -73,7 +73,7 @@ def test_a_repeated_host_goes_to_the_checks_behind(
     resp = served.post(
         "/log",
         content=EVENT,
-        headers=[("host", EVIL_HOST), ("host", "127.0.0.1:8000")],  # type: ignore[arg-type]
+        headers=[("host", EVIL_HOST), ("host", "127.0.0.1:8000")],
     )
     assert resp.status_code == 421, resp.text
     assert store.keys("logs:*") == []
