@@ -12,7 +12,8 @@ if Redis answered at once. ``POST /logs`` bodies of 100 events (over 1,000 users
 same way through the Litestar route. ``POST /log, on the wire`` goes further out: the
 bytes wrk sends are fed to ``serve``'s own protocol (http_guard's, over uvicorn's
 httptools parser) on ``concurrency`` in-memory connections and reach ``serve``'s app
-(uvicorn's proxy-headers layer, the Host check, the gate, the fast path); each answer is
+(uvicorn's proxy-headers layer, Litestar's call, the fast path with the Host and
+cross-site checks); each answer is
 taken from the connection's transport: everything but the syscalls and the event loop's
 polling. ``trivial ASGI app, on the wire`` is the same for ``bench/trivial_app.py``
 behind uvicorn's own httptools protocol, as ``bench.run`` serves it: the floor.
@@ -34,10 +35,9 @@ from uvicorn.server import ServerState
 
 from bench import trivial_app
 from logpipe_cli.api import create_app
-from logpipe_cli.gate import host_guard
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.resp import LeanRedis, pack
-from logpipe_cli.server import served_app
+from logpipe_cli.server import checked_hosts, served_app
 from logpipe_cli.settings import load_settings
 
 
@@ -159,10 +159,9 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool
         app: Any = trivial_app.app
         protocol = HttpToolsProtocol
     else:
-        # served_app's layers, with a hold on the Litestar app to reach its services
-        assert getattr(served_app(settings), "__name__", "") == "guarded", "no Host check?"
-        litestar = create_app(settings)
-        app = host_guard(litestar, settings.server.allowed_hosts)
+        # served_app's app, Host check included (served_app says when)
+        assert checked_hosts(settings) is not None, "no Host check?"
+        app = litestar = served_app(settings)
         protocol = protocol_factory(HttpLimits())
         started = asyncio.Event()
 

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
@@ -61,7 +61,7 @@ from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
 from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
-from logpipe_cli.gate import Cors, gate, principal_of
+from logpipe_cli.gate import Cors, HostCheck, gate, host_guard, principal_of
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
@@ -556,7 +556,7 @@ def _lifespan(
     settings: Settings,
     metrics: ApiMetrics,
     redis: aioredis.Redis | None,
-    front: Callable[[ASGIApp], ASGIApp],
+    front: FrontDoor,
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """Open the services (and the ``POST /log`` fast path onto them) for the app's life."""
 
@@ -584,7 +584,7 @@ def _lifespan(
             stack.push_async_callback(drains.aclose)  # before its client closes
             app.state.services = Services(settings, metrics, buffer, ingest, drains)
             router = app.asgi_handler
-            app.asgi_handler = front(fast_post_log(router, ingest))
+            app.asgi_handler = front.around(router, ingest)
             try:
                 yield
             finally:
@@ -611,22 +611,64 @@ def route_scopes(handlers: list[HTTPRouteHandler], settings: Settings) -> dict[s
     return scopes
 
 
+@dataclass(frozen=True)
+class FrontDoor:
+    """What goes in front of the app: the Host check (``hosts``, if any), then the token
+    and CORS gate (``gate``); also without tokens or CORS origins the gate refuses a POST
+    from a page on another site (see gate.py). ``light``: the gate does only that."""
+
+    gate: Callable[[ASGIApp], ASGIApp]
+    hosts: HostCheck | None
+    light: bool
+
+    def around(self, router: ASGIApp, ingest: Ingest) -> ASGIApp:
+        """``router`` behind the checks, with the ``POST /log`` fast path onto ``ingest``.
+
+        With the light gate, the fast path goes first and makes the Host and cross-site
+        checks itself, from the one pass over the headers it makes anyway (two ASGI
+        layers and two header scans fewer per request); a request it would refuse it
+        passes to the checks behind it, which answer it as ever. Else (tokens or CORS)
+        it goes behind the gate, which grants the request's principal and wraps ``send``
+        for CORS.
+        """
+        if self.light:
+            return fast_post_log(self._checks(router), ingest, hosts=self.hosts, cross_site=True)
+        return self._checks(fast_post_log(router, ingest))
+
+    def _checks(self, app: ASGIApp) -> ASGIApp:
+        app = self.gate(app)
+        return app if self.hosts is None else host_guard(app, self.hosts)
+
+
 def _front_door(
     settings: Settings,
     authorizer: Authorizer,
     handlers: list[HTTPRouteHandler],
     metrics: ApiMetrics,
-) -> Callable[[ASGIApp], ASGIApp]:
-    """What goes in front of the app: the token and CORS gate. Also without tokens or
-    CORS origins: it refuses a POST from a page on another site (see gate.py)."""
+    allowed_hosts: Iterable[str] | None,
+) -> FrontDoor:
     cors = Cors.of(settings.server.cors_origins)
     scopes = route_scopes(handlers, settings)
-    return lambda app: gate(app, authorizer, scopes, cors, metrics)
+    return FrontDoor(
+        gate=lambda app: gate(app, authorizer, scopes, cors, metrics),
+        hosts=None if allowed_hosts is None else HostCheck(allowed_hosts),
+        light=not authorizer.enabled and cors is None,
+    )
 
 
-def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    redis: aioredis.Redis | None = None,
+    *,
+    allowed_hosts: Iterable[str] | None = None,
+) -> Litestar:
     """The API app. Give it a Redis client to share one, or let its lifespan own two
     (one for the write path and probes, one for ``POST /drain``).
+
+    ``allowed_hosts``: answer only requests whose ``Host`` is an IP address, a name of
+    one label, a name under ``localhost`` or one of these (``None``: any Host); the
+    DNS-rebinding check (:func:`~logpipe_cli.gate.host_guard`) ``serve`` puts in front
+    when no token is configured.
 
     A relative ``drainer.logs_dir`` is resolved here, once, against the working
     directory: ``POST /drain`` writes there even if the process changes directory later.
@@ -635,7 +677,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> Lites
     settings = replace(settings, drainer=replace(settings.drainer, logs_dir=logs_dir))
     metrics = ApiMetrics()
     handlers = [post_log, post_logs, get_logs, healthz, readyz, stats, prometheus, drain]
-    front = _front_door(settings, load_authorizer(settings.auth), handlers, metrics)
+    front = _front_door(settings, load_authorizer(settings.auth), handlers, metrics, allowed_hosts)
     return Litestar(
         route_handlers=handlers,
         middleware=[DefineMiddleware(_metrics_middleware, metrics=metrics)],

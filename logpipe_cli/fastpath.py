@@ -23,8 +23,8 @@ from logpipe_cli.answers import (
     Answer,
     problem_answer,
 )
-from logpipe_cli.gate import principal_of
-from logpipe_cli.http_guard import send_json_200
+from logpipe_cli.gate import HostCheck, principal_of, same_origin
+from logpipe_cli.http_guard import send_json_200, whole_body
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import RequestTally
 
@@ -36,7 +36,13 @@ class _Disconnected(Exception):
     pass
 
 
-def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
+def fast_post_log(
+    handler: ASGIApp,
+    ingest: Ingest,
+    *,
+    hosts: HostCheck | None = None,
+    cross_site: bool = False,
+) -> ASGIApp:
     """Serve ``POST /log`` and ``POST /logs`` straight from ASGI, in front of Litestar's
     router.
 
@@ -49,6 +55,10 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     repeated header it reads) goes to Litestar. Litestar middleware and hooks never see
     the requests served here: whatever one adds for these routes must be added here too
     (tests/api/test_log_fast_path.py checks that both ways answer alike).
+
+    In front of the checks (``handler`` makes them): ``hosts``, the Host check;
+    ``cross_site``, the gate's refusal of a ``POST`` from another site's page. A request
+    either would refuse goes to ``handler``, which answers it.
     """
 
     metrics = ingest.metrics
@@ -66,8 +76,12 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype, idem, encoding = _headers_read(scope)
-        if not 0 <= length <= max_body_bytes:
+        length, ctype, idem, encoding, host, origin = _headers_read(scope)
+        if (
+            not 0 <= length <= max_body_bytes
+            or (hosts is not None and host is not None and not hosts.allows(host))
+            or (cross_site and origin is not None and not same_origin(origin, host))
+        ):
             await handler(scope, receive, send)
             return
         status = 500
@@ -79,21 +93,41 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
             else:
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
             client = scope.get("client")
-            host = client[0] if client else None
+            address = client[0] if client else None
             principal = principal_of(scope)
             if path == "/log":
-                status, content, headers = await _store(
-                    ingest, media, receive, idem, principal, host
-                )
+                answer = ingest.log_media_refusal(media)
             else:
-                status, content, headers = await _store_batch(
-                    ingest, media, receive, encoding, principal, host
-                )
+                answer = ingest.batch_media_refusal(media)
+            if answer is None:  # the body is read only for a request that may be stored
+                body: bytes | Answer | None = whole_body(receive)  # the usual: all there
+                if body is None:
+                    message = await receive()
+                    if message["type"] == "http.request" and not message.get("more_body"):
+                        body = message.get("body", b"")  # or else in one message
+                    else:
+                        body = await _body_or_answer(ingest, receive, message)
+                if type(body) is bytes and len(body) > max_body_bytes:
+                    body = _too_large(ingest)
+                if isinstance(body, tuple):  # an Answer
+                    answer = body
+                elif path == "/log":
+                    answer = await ingest.store_one(
+                        media, body, idem, principal=principal, client=address
+                    )
+                else:
+                    answer = await ingest.store_batch(
+                        media, encoding, body, principal=principal, client=address
+                    )
+            status, content, headers = answer
         except Exception:  # as api._unexpected_error_handler logs and answers
             log.exception("unexpected error on POST %s", path)
             status, content, headers = INTERNAL_ERROR
         try:
-            if status != CLIENT_CLOSED:  # the client is gone: count it, send nothing
+            # the client is gone (CLIENT_CLOSED): count it, send nothing
+            if status != CLIENT_CLOSED and not (
+                status == 200 and not headers and send_json_200(send, content)
+            ):
                 await _send_answer(scope, receive, send, (status, content, headers))
         finally:
             tally = series.get((path, status))
@@ -104,99 +138,68 @@ def fast_post_log(handler: ASGIApp, ingest: Ingest) -> ASGIApp:
     return app
 
 
-def _headers_read(scope: Scope) -> tuple[int, bytes | None, str | None, str]:
+def _headers_read(
+    scope: Scope,
+) -> tuple[int, bytes | None, str | None, str, bytes | None, bytes | None]:
     """Content-Length (-1 if absent, -2 if unusable or any of the headers read here
     repeated), Content-Type and Idempotency-Key (``None`` if absent), Content-Encoding
-    (``identity`` if absent)."""
+    (``identity`` if absent), Host and Origin (``None`` if absent)."""
     length = -1
     ctype: bytes | None = None
     idem: str | None = None
     encoding: str | None = None
+    host: bytes | None = None
+    origin: bytes | None = None
     for name, value in scope["headers"]:
-        if name == b"content-length":
+        if name == b"host":
+            if host is not None:
+                return -2, ctype, idem, "", host, origin
+            host = value
+        elif name == b"content-length":
             if length != -1 or not value.isdigit():
-                return -2, ctype, idem, ""
+                return -2, ctype, idem, "", host, origin
             length = int(value)
         elif name == b"content-type":
             if ctype is not None:
-                return -2, ctype, idem, ""
+                return -2, ctype, idem, "", host, origin
             ctype = value
         elif name == b"idempotency-key":
             if idem is not None:
-                return -2, ctype, idem, ""
+                return -2, ctype, idem, "", host, origin
             idem = value.decode("latin-1")
         elif name == b"content-encoding":
             if encoding is not None:
-                return -2, ctype, idem, ""
+                return -2, ctype, idem, "", host, origin
             encoding = value.decode("latin-1")
-    return length, ctype, idem, "identity" if encoding is None else encoding
+        elif name == b"origin":
+            if origin is not None:
+                return -2, ctype, idem, "", host, origin
+            origin = value
+    return length, ctype, idem, "identity" if encoding is None else encoding, host, origin
 
 
-async def _body(receive: Receive, limit: int) -> bytes | None:
-    """The request body (``None`` if over ``limit``); raises _Disconnected."""
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body"):
-        body: bytes = message.get("body", b"")  # the usual: one message
-        return body if len(body) <= limit else None
-    return await _read_body(receive, limit, message)
-
-
-async def _store(
-    ingest: Ingest,
-    media: str,
-    receive: Receive,
-    idem: str | None,
-    principal: str | None,
-    client: str | None,
-) -> Answer:
-    """``POST /log``: the media type checked, the body read (not if refused), the event
-    stored."""
-    answer = ingest.log_media_refusal(media)
-    if answer is not None:
-        return answer
-    body = await _body_or_answer(ingest, receive)
-    if isinstance(body, tuple):  # an Answer
-        return body
-    return await ingest.store_one(media, body, idem, principal=principal, client=client)
-
-
-async def _body_or_answer(ingest: Ingest, receive: Receive) -> bytes | Answer:
-    """The request's body, or the answer when there is none to store: the client left
-    (no answer reaches it) or the body is over ``max_body_bytes`` (413)."""
+async def _body_or_answer(
+    ingest: Ingest, receive: Receive, message: ReceiveMessage
+) -> bytes | Answer:
+    """The request's body, from its first ``message``, or the answer when there is none
+    to store: the client left (no answer reaches it) or the body is over
+    ``max_body_bytes`` (413)."""
     try:
-        body = await _body(receive, ingest.max_body_bytes)
+        body = await _read_body(receive, ingest.max_body_bytes, message)
     except _Disconnected:
         return problem_answer(CLIENT_CLOSED, DISCONNECTED)
-    if body is None:
-        ingest.metrics.refuse("too_large")
-        return problem_answer(413, "request body too large")
-    return body
+    return _too_large(ingest) if body is None else body
 
 
-async def _store_batch(
-    ingest: Ingest,
-    media: str,
-    receive: Receive,
-    encoding: str,
-    principal: str | None,
-    client: str | None,
-) -> Answer:
-    """``POST /logs``: the media type checked, the body read (not if refused), the
-    batch stored."""
-    answer = ingest.batch_media_refusal(media)
-    if answer is not None:
-        return answer
-    body = await _body_or_answer(ingest, receive)
-    if isinstance(body, tuple):  # an Answer
-        return body
-    return await ingest.store_batch(media, encoding, body, principal=principal, client=client)
+def _too_large(ingest: Ingest) -> Answer:
+    ingest.metrics.refuse("too_large")
+    return problem_answer(413, "request body too large")
 
 
 async def _send_answer(scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
+    """``answer`` sent as ASGI messages (when :func:`send_json_200` could not write it)."""
     status, content, headers = answer
     if status == 200 and not headers:
-        if send_json_200(send, content):
-            return
         await send(
             {
                 "type": "http.response.start",

@@ -109,7 +109,7 @@ def gate(
             and origin is not None
             and method == "POST"
             and not (cors is not None and cors.allows(origin))
-            and not _same_origin(origin, host)
+            and not same_origin(origin, host)
         ):
             await _refuse(send, scope, _cross_site(origin), metrics, scopes)
             return
@@ -155,7 +155,7 @@ def _cross_site_gate(
                     origin = value
                 elif name == b"host":
                     host = value
-            if origin is not None and not _same_origin(origin, host):
+            if origin is not None and not same_origin(origin, host):
                 await _refuse(send, scope, _cross_site(origin), metrics, scopes)
                 return
         await app(scope, receive, send)
@@ -177,7 +177,7 @@ async def _refuse(
     metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
-def _same_origin(origin: bytes, host: bytes | None) -> bool:
+def same_origin(origin: bytes, host: bytes | None) -> bool:
     """Whether ``Origin`` names this server as the request reached it (its ``Host``):
     a page logpipe served itself (the OpenAPI UI)."""
     if host is None:
@@ -274,19 +274,39 @@ _KNOWN_HOSTS = 256
 _KNOWN_HOST_BYTES = 300
 
 
-def host_guard(app: ASGIApp, allowed: Iterable[str]) -> ASGIApp:
+class HostCheck:
+    """:func:`host_allowed` against one ``allowed`` list, its verdict remembered per
+    ``Host`` value: parsing an IP address costs ~2 us, more than the rest of a Host
+    check, and clients send the same few names again and again."""
+
+    __slots__ = ("_known", "_names")
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self._names = frozenset(n.lower().encode() for n in allowed)
+        self._known: dict[bytes, bool] = {}
+
+    def allows(self, host: bytes) -> bool:
+        ok = self._known.get(host)
+        if ok is None:
+            ok = host_allowed(host, self._names)
+            if len(host) <= _KNOWN_HOST_BYTES:
+                if len(self._known) >= _KNOWN_HOSTS:
+                    self._known.clear()
+                self._known[host] = ok
+        return ok
+
+
+def host_guard(app: ASGIApp, allowed: Iterable[str] | HostCheck) -> ASGIApp:
     """``app`` answering only requests whose ``Host`` it recognizes (:func:`host_allowed`);
-    ``serve`` puts it in front when no token is configured.
+    ``serve`` puts it in front when no token is configured. A request with no ``Host``
+    (HTTP/1.0) passes.
 
     DNS rebinding: a page on ``http://evil.example:8000`` whose name then resolves to
     127.0.0.1 is, to the browser, the same origin as an API listening there, so it may
     read every answer (``GET /logs`` of any user) and post without a preflight. Its
     requests still say ``Host: evil.example:8000``; an IP address cannot be rebound.
     """
-    names = frozenset(n.lower().encode() for n in allowed)
-    # host_allowed's verdict per Host value: parsing an IP address costs ~2 us, more
-    # than the rest of this layer, and clients send the same few names again and again
-    known: dict[bytes, bool] = {}
+    check = allowed if isinstance(allowed, HostCheck) else HostCheck(allowed)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -295,22 +315,14 @@ def host_guard(app: ASGIApp, allowed: Iterable[str]) -> ASGIApp:
                 if name == b"host":
                     host = value
                     break
-            if host is not None:
-                ok = known.get(host)
-                if ok is None:
-                    ok = host_allowed(host, names)
-                    if len(host) <= _KNOWN_HOST_BYTES:
-                        if len(known) >= _KNOWN_HOSTS:
-                            known.clear()
-                        known[host] = ok
-                if not ok:
-                    shown = host.decode("latin-1")
-                    detail = (
-                        f"Host {shown!r} is not a name this API answers to without tokens: "
-                        "add it to server.allowed_hosts, or configure tokens"
-                    )
-                    await _send(send, 421, msgspec.json.encode({"detail": detail}), [], json=True)
-                    return
+            if host is not None and not check.allows(host):
+                shown = host.decode("latin-1")
+                detail = (
+                    f"Host {shown!r} is not a name this API answers to without tokens: "
+                    "add it to server.allowed_hosts, or configure tokens"
+                )
+                await _send(send, 421, msgspec.json.encode({"detail": detail}), [], json=True)
+                return
         await app(scope, receive, send)
 
     return guarded

@@ -211,6 +211,20 @@ class LeanRedis:
         finally:
             timer.cancel()
 
+    async def _send_one(self, conn: _Replies, packed: bytes) -> Any:
+        """:meth:`_send` for one command: its reply (the write path's every call, so
+        without the list of futures and the comprehension's own coroutine)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        conn.waiting.append(fut)
+        assert conn.transport is not None
+        conn.transport.write(packed)
+        timer = loop.call_later(self.timeout_s, self._expire, conn, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
     def _expire(self, conn: _Replies, fut: asyncio.Future[Any]) -> None:
         if not fut.done():
             conn.fail(RedisTimeoutError(f"timeout reading from {self.where}"))
@@ -218,7 +232,7 @@ class LeanRedis:
     async def call(self, packed: bytes) -> Any:
         """Send one packed command; its reply (an error reply raised)."""
         conn = await self._open()
-        (reply,) = await self._send(conn, packed)
+        reply = await self._send_one(conn, packed)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -228,12 +242,14 @@ class LeanRedis:
         (``NOSCRIPT``: the call did not run, so sending it again is safe)."""
         sha = script_sha(script)
         packed = pack(b"EVALSHA", sha, len(keys), *keys, *args)
-        conn = await self._open()
-        (reply,) = await self._send(conn, packed)
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            conn = await self._open()
+        reply = await self._send_one(conn, packed)
         if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
             await self.call(pack(b"SCRIPT", b"LOAD", script))
             conn = await self._open()
-            (reply,) = await self._send(conn, packed)
+            reply = await self._send_one(conn, packed)
         if isinstance(reply, ResponseError):
             raise reply
         return reply

@@ -15,7 +15,6 @@ from logpipe_cli.api import create_app
 from logpipe_cli.auth import describe, exposure_problem, is_loopback, load_authorizer
 from logpipe_cli.config_file import load
 from logpipe_cli.errors import ConfigError
-from logpipe_cli.gate import host_guard
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
 from logpipe_cli.settings import Settings
 
@@ -48,15 +47,20 @@ def app_factory() -> ASGIApp:
 
 
 def served_app(settings: Settings) -> ASGIApp:
-    """The app ``serve`` runs: without tokens, behind the Host check (DNS rebinding) on
+    """The app ``serve`` runs, with the Host check where :func:`checked_hosts` says."""
+    return create_app(settings, allowed_hosts=checked_hosts(settings))
+
+
+def checked_hosts(settings: Settings) -> tuple[str, ...] | None:
+    """The names besides IP addresses and local names that ``serve`` answers to
+    (``None``: no Host check): without tokens, the Host check (DNS rebinding) is made on
     a loopback address, or wherever ``server.allowed_hosts`` names hosts. (A network
     address served anonymously, ``auth.allow_anonymous``, is reached by names the API
     cannot guess: it is checked once they are listed.)"""
-    app: ASGIApp = create_app(settings)
     srv = settings.server
     if not load_authorizer(settings.auth).enabled and (is_loopback(srv.host) or srv.allowed_hosts):
-        app = host_guard(app, srv.allowed_hosts)
-    return app
+        return srv.allowed_hosts
+    return None
 
 
 def tls_options(settings: Settings) -> dict[str, str]:
