@@ -9,7 +9,13 @@ The ceilings:
 
 - :func:`raw_new_files` (many small keys): a plain loop in 16 threads that makes the
   same user directories and files, appends the same bytes, fsyncs the file and its
-  directory. No Redis at all: it is what the disk and the kernel allow.
+  directory, and ``logs_dir`` once per 256 files (the drainer's group: the new user
+  directories' names durable too). No Redis at all: it is what the disk and the kernel
+  allow.
+
+Each timed run, ceiling or drain, starts with :func:`settle`: what the steps before it
+left unwritten (the previous run's deleted tree, the load's AOF) is written back first,
+so no run pays for another's metadata in its first journal commits.
 - :func:`raw_drain` (few large keys): LPOP 10,000 at a time (pipelined per 100 keys),
   into the same ``user_<id>/<day>.jsonl`` files (directory made and fsynced when new),
   append, fsync; one thread, no validation.
@@ -40,6 +46,9 @@ DAY = 20000
 BATCH = 10_000
 #: threads of the raw new-file loop (the drainer's file threads are as many)
 RAW_THREADS = 16
+#: files per fsync of the raw loop's root: the drainer fsyncs logs_dir once per group
+#: (logpipe_cli.drainer.GROUP_SIZE) for the user directories it made
+RAW_GROUP = 256
 _CMDS_PER_WRITE = 500
 
 
@@ -137,6 +146,15 @@ def tree_size(root: Path) -> tuple[int, int]:
     return files, nbytes
 
 
+def settle() -> None:
+    """Write back everything dirty before a timed run (``sync``). Without it a run
+    started with what the step before left in the page cache and the journal: the
+    raw loop right after the previous drain's :func:`remove` (100,000 directories
+    deleted), a drain right after the load (the AOF), each paying for the other's
+    write-back in its first fsyncs, by amounts that depend on timing."""
+    os.sync()
+
+
 def remove(path: Path) -> None:
     """Delete a tree of ``user_*/`` directories, 16 threads at once: one thread took
     longer to delete 100,000 directories than to drain them."""
@@ -173,6 +191,7 @@ def logpipe_drain(
     if profile is not None:
         argv += ["--profile", str(profile)]
     root = Path(__file__).resolve().parent.parent
+    settle()
     out = subprocess.run(
         argv, cwd=root, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
     )
@@ -209,10 +228,12 @@ def _chunks(n: int, size: int) -> Iterator[range]:
 
 def raw_new_files(root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
     """The many-keys ceiling: per key, in 16 threads, make ``user_<id>/``, create
-    ``<day>.jsonl``, append its events, fsync the file and the directory."""
+    ``<day>.jsonl``, append its events, fsync the file and the directory; and fsync
+    ``root`` after every 256th file (as the drainer does once per group of keys)."""
     root.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     data = [file_bytes(i, per_key) for i in range(nkeys)]  # made before the clock starts
+    last = nkeys - 1
 
     def one(i: int) -> None:
         d = root / f"user_{user_id(i)}"
@@ -228,7 +249,14 @@ def raw_new_files(root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        if i % RAW_GROUP == RAW_GROUP - 1 or i == last:
+            rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(rfd)
+            finally:
+                os.close(rfd)
 
+    settle()
     start = time.perf_counter()
     with ThreadPoolExecutor(RAW_THREADS) as pool:
         for _ in pool.map(one, range(nkeys), chunksize=64):
@@ -250,6 +278,7 @@ def raw_drain(port: int, root: Path, *, nkeys: int, per_key: int) -> dict[str, A
     root.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     moved = 0
+    settle()
     start = time.perf_counter()
     try:
         todo = list(range(nkeys))

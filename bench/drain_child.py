@@ -49,7 +49,8 @@ async def drain(port: int, logs_dir: Path, profile: Path | None) -> dict[str, An
         {},
     )
     async with Buffer.connect(settings.redis) as buffer:
-        drainer = Drainer(buffer, settings.drainer)
+        # as `logpipe drain` runs it (drain_loop): the collector paused during the pass
+        drainer = Drainer(buffer, settings.drainer, pause_gc=True)
         prof = cProfile.Profile() if profile else None
         before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()

@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from hiredis import pack_command as _pack_command
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from logpipe_cli import keys, ownkeys, scripts
@@ -36,6 +38,16 @@ from logpipe_cli.resp import LeanRedis
 from logpipe_cli.scripts import Acked, Began, ClaimStatus, Prepared
 from logpipe_cli.settings import RedisSettings
 from logpipe_cli.sharded import Sharded
+
+try:  # redis-py's own hiredis parser (see _read_replies); its other path if it moves
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser
+    from redis.asyncio.connection import AbstractConnection
+
+    _READ_RESPONSE: Any = AbstractConnection.read_response
+except ImportError:  # pragma: no cover - another redis-py layout
+    _NOT_ENOUGH_DATA, _AsyncHiredisParser = object(), None  # type: ignore[assignment,misc]
+    _READ_RESPONSE = None
 
 
 def connect(cfg: RedisSettings) -> aioredis.Redis:
@@ -179,6 +191,53 @@ def _pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     largest item of the drainer's main thread on 20,000 small keys (cProfile,
     bench/results)."""
     return b"".join([_pack_command(cmd) for cmd in cmds])
+
+
+async def _read_replies(conn: Any, n: int) -> list[Any]:
+    """``n`` replies from a redis-py connection, an error reply as its exception in
+    place. Straight from the connection's hiredis reader when redis-py parses with
+    hiredis (as here: a dependency): ``Connection.read_response`` wraps every reply
+    in a timeout context and its checks, ~3x the parse of a short reply, three
+    replies a key in a drain of many small keys (cProfile, bench/results). The caller
+    bounds the whole read with its own timeout. A RESP3 push message (none is asked
+    for on these connections) is handed to the parser and skipped, as
+    ``read_response`` does. Another parser, or a connection class with a
+    ``read_response`` of its own (fakeredis's), goes through ``read_response``."""
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if (
+        type(parser) is not _AsyncHiredisParser
+        or type(reader) is not hiredis.Reader
+        or getattr(type(conn), "read_response", None) is not _READ_RESPONSE
+    ):
+        replies: list[Any] = []
+        for _ in range(n):
+            try:
+                replies.append(await conn.read_response(timeout=math.inf))
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+    out: list[Any] = []
+    gets, more = reader.gets, _NOT_ENOUGH_DATA
+    push = getattr(parser, "_hiredis_PushNotificationType", None) or _NoPush
+    while len(out) < n:
+        reply = gets()
+        if reply is more:
+            if not parser._connected:  # disconnected meanwhile (as read_response checks)
+                raise RedisConnectionError("connection closed while reading replies")
+            await parser.read_from_socket()  # type: ignore[no-untyped-call] # EOF raises
+            continue
+        if isinstance(reply, RedisConnectionError):  # e.g. LOADING: as read_response does
+            raise reply
+        if isinstance(reply, push):
+            await parser.handle_push_response(reply)  # type: ignore[no-untyped-call]
+            continue
+        out.append(reply)  # an error reply is its ResponseError, returned in place
+    return out
+
+
+class _NoPush:
+    """No reply is one of these (hiredis without push messages)."""
 
 
 def _where(items: Sequence[tuple[str, bytes]]) -> dict[str, list[int]]:
@@ -734,13 +793,8 @@ class Buffer:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
             try:
                 await conn.send_packed_command(_pack(cmds), check_health=False)
-                replies: list[Any] = []
                 async with asyncio.timeout(self.cfg.timeout_seconds):
-                    for _ in cmds:
-                        try:
-                            replies.append(await conn.read_response(timeout=math.inf))
-                        except ResponseError as exc:
-                            replies.append(exc)
+                    replies = await _read_replies(conn, len(cmds))
             except BaseException:
                 await conn.disconnect(nowait=True)  # replies may be left unread
                 raise

@@ -80,14 +80,16 @@ async def run(settings: Settings, on_report: OnReport | None = None) -> None:
     """``logpipe drain`` without ``--once``: a drainer on its own Redis client, looping
     until SIGINT/SIGTERM (see :class:`DrainLoop`)."""
     async with Buffer.connect(settings.redis) as buffer:
-        drainer = Drainer(buffer, settings.drainer)
+        # a process of its own: the collector paused during each pass (see gc_paused)
+        drainer = Drainer(buffer, settings.drainer, pause_gc=True)
         await DrainLoop(drainer, settings.drainer.interval_seconds, on_report).serve()
 
 
 async def drain_once(settings: Settings, progress: Progress | None = None) -> DrainReport:
     """``logpipe drain --once``: one pass (see :meth:`Drainer.drain_once`) on its own client."""
     async with Buffer.connect(settings.redis) as buffer:
-        return await Drainer(buffer, settings.drainer).drain_once(progress=progress)
+        drainer = Drainer(buffer, settings.drainer, pause_gc=True)  # see gc_paused
+        return await drainer.drain_once(progress=progress)
 
 
 @contextlib.contextmanager

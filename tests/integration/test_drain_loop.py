@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -10,9 +11,9 @@ import redis.asyncio as aioredis
 
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.drain_loop import DrainLoop
-from logpipe_cli.drainer import DrainReport
+from logpipe_cli.drainer import Drainer, DrainReport, gc_paused
 from logpipe_cli.keys import EventKey
-from tests.integration.conftest import DAY, DEADLINE_S, Rig
+from tests.integration.conftest import DAY, DEADLINE_S, Rig, line
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +70,57 @@ async def test_buffer_connect_owns_its_client(rig: Rig, monkeypatch: pytest.Monk
         await buffer.ping()
         assert closed == []
     assert closed == [buffer.client]
+
+
+async def test_a_pass_of_a_drain_process_pauses_the_collector(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logpipe drain`` (its own process) drains with the cyclic collector off, and
+    turns it back on after the pass; a drainer that does not ask leaves it alone."""
+    events = await rig.add("u", range(3))
+    seen: list[bool] = []
+    real = Buffer.ack
+
+    async def ack(self: Buffer, *args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Buffer, "ack", ack)
+    assert gc.isenabled()
+    paused = Drainer(rig.buffer, rig.settings.drainer, pause_gc=True)
+    report = await paused.drain_once()
+    assert report.ok
+    assert report.events == 3
+    assert seen == [False]
+    assert gc.isenabled()
+    await rig.add("u", range(3, 5))
+    report = await rig.drainer().drain_once()
+    assert report.events == 2
+    assert seen == [False, True]
+    assert rig.file_lines("u") == [*events, *(line("u", n) for n in range(3, 5))]
+
+
+async def test_the_collector_stays_on_after_a_failed_pass(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.add("u", range(3))
+
+    async def broken(self: Buffer, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Buffer, "find_drainable", broken)
+    with pytest.raises(RuntimeError):
+        await Drainer(rig.buffer, rig.settings.drainer, pause_gc=True).drain_once()
+    assert gc.isenabled()
+
+
+def test_gc_paused_leaves_a_collector_that_was_off_off() -> None:
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with gc_paused(False):
+        assert gc.isenabled()

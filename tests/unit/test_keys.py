@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+
 import pytest
 
 from logpipe_cli import keys
@@ -87,3 +93,38 @@ def test_event_keys_sort_by_user_then_day() -> None:
         EventKey("a", 2),
         EventKey("b", 1),
     ]
+
+
+def test_an_event_key_keeps_its_name_and_hash_but_compares_by_user_and_day() -> None:
+    ek = EventKey("u", 1)
+    assert ek.key == "logs:user_u:1"
+    assert ek == EventKey("u", 1)
+    assert hash(ek) == hash(EventKey("u", 1))
+    assert {ek: 1}[EventKey("u", 1)] == 1
+    assert ek != EventKey("u", 2)
+    assert sorted([EventKey("b", 1), EventKey("a", 2), EventKey("a", 1)]) == [
+        EventKey("a", 1),
+        EventKey("a", 2),
+        EventKey("b", 1),
+    ]
+    assert repr(ek) == "EventKey(user_id='u', day=1)"
+    moved = dataclasses.replace(ek, day=2)
+    assert moved.key == "logs:user_u:2"
+    assert hash(moved) == hash(EventKey("u", 2))
+
+
+def test_an_unpickled_event_key_hashes_as_one_made_there() -> None:
+    """Unpickled in a process with another hash seed, a kept hash would be wrong."""
+    code = (
+        "import pickle, sys; from logpipe_cli.keys import EventKey; "
+        "ek = pickle.loads(sys.stdin.buffer.read()); "
+        "print(ek.key, hash(ek) == hash(EventKey('u', 7)), ek in {EventKey('u', 7)})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(EventKey("u", 7)),
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
+    assert out.stdout.decode().split() == ["logs:user_u:7", "True", "True"]
