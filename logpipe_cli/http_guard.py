@@ -238,16 +238,22 @@ def whole_body(receive: Any) -> bytes | None:
     already there (issue 12's profile); this does what it does in that case, in order.
     """
     cycle = getattr(receive, "__self__", None)
-    if (
-        type(cycle) is not RequestResponseCycle
-        or cycle.more_body
-        or cycle.waiting_for_100_continue
-        or cycle.disconnected
-        or cycle.response_complete
-        or not cycle.message_event.is_set()
-    ):
+    if type(cycle) is not RequestResponseCycle:
         return None
-    cycle.flow.resume_reading()
+    try:
+        if (
+            cycle.more_body
+            or cycle.waiting_for_100_continue
+            or cycle.disconnected
+            or cycle.response_complete
+            or not cycle.message_event.is_set()
+        ):
+            return None
+        flow = cycle.flow
+        cycle.body  # noqa: B018 (read before anything changes)
+    except AttributeError:  # a uvicorn whose request cycle differs: receive() as usual
+        return None
+    flow.resume_reading()
     cycle.message_event.clear()
     body = bytes(cycle.body)
     cycle.body = bytearray()

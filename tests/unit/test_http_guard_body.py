@@ -97,3 +97,12 @@ async def _protocol(app: Any) -> tuple[GuardedHttpToolsProtocol, Transport]:
     transport = Transport()
     proto.connection_made(transport)
     return proto, transport
+
+
+def test_not_for_a_request_cycle_without_the_state_it_reads() -> None:
+    # a uvicorn whose request cycle names its state otherwise: receive() as usual, and
+    # nothing touched (not an AttributeError in every request)
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    bare = RequestResponseCycle.__new__(RequestResponseCycle)  # none of its attributes
+    assert whole_body(bare.receive) is None
