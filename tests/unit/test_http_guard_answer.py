@@ -83,17 +83,30 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def serve(app: Any, requests: list[bytes]) -> tuple[list[bytes], bool, int]:
-    """What ``app`` behind the guarded protocol writes for ``requests`` (one at a time),
-    whether the connection was closed, and the responses the protocol saw complete."""
+def connect(
+    app: Any, state: ServerState | None = None
+) -> tuple[GuardedHttpToolsProtocol, Transport]:
+    """``app`` behind the guarded protocol (default limits) on a fresh in-memory
+    connection (call from the running loop)."""
     config = Config(app=app, lifespan="off", access_log=False, proxy_headers=False)
     config.load()
-    state = ServerState()
     proto = GuardedHttpToolsProtocol(
-        config, state, {}, asyncio.get_running_loop(), guard=ConnectionGuard(HttpLimits())
+        config,
+        state or ServerState(),
+        {},
+        asyncio.get_running_loop(),
+        guard=ConnectionGuard(HttpLimits()),
     )
     transport = Transport()
     proto.connection_made(transport)
+    return proto, transport
+
+
+async def serve(app: Any, requests: list[bytes]) -> tuple[list[bytes], bool, int]:
+    """What ``app`` behind the guarded protocol writes for ``requests`` (one at a time),
+    whether the connection was closed, and the responses the protocol saw complete."""
+    state = ServerState()
+    proto, transport = connect(app, state)
     for n, request in enumerate(requests, 1):
         proto.data_received(request)
         # (an interim 100 Continue may come first)

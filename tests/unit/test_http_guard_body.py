@@ -9,16 +9,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
 from logpipe_cli.http_guard import (
-    ConnectionGuard,
-    GuardedHttpToolsProtocol,
-    HttpLimits,
     whole_body,
 )
-from tests.unit.test_http_guard_answer import REQUEST, Transport, serve
+from tests.unit.test_http_guard_answer import REQUEST, connect, serve
 
 pytestmark = pytest.mark.anyio
 BODY = b'{"user_id":"u1","event":"e","timestamp":1}'
@@ -63,7 +58,7 @@ async def test_a_body_still_arriving_and_100_continue_are_left_to_receive() -> N
 
     # the body in two reads: the request's task starts with half of it
     seen.clear()
-    proto, transport = await _protocol(echo)
+    proto, transport = connect(echo)
     proto.data_received(POST + BODY[:10])
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -82,21 +77,6 @@ async def test_not_for_a_receive_of_anything_else() -> None:
         raise AssertionError("not called")
 
     assert whole_body(receive) is None
-
-
-async def _protocol(app: Any) -> tuple[GuardedHttpToolsProtocol, Transport]:
-    config = Config(app=app, lifespan="off", access_log=False, proxy_headers=False)
-    config.load()
-    proto = GuardedHttpToolsProtocol(
-        config,
-        ServerState(),
-        {},
-        asyncio.get_running_loop(),
-        guard=ConnectionGuard(HttpLimits()),
-    )
-    transport = Transport()
-    proto.connection_made(transport)
-    return proto, transport
 
 
 def test_not_for_a_request_cycle_without_the_state_it_reads() -> None:

@@ -14,10 +14,8 @@ import gc
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
-from logpipe_cli.http_guard import ConnectionGuard, GuardedHttpToolsProtocol, HttpLimits
+from tests.unit.test_http_guard_answer import connect
 
 pytestmark = pytest.mark.anyio
 BODY = b'{"stored":true}'
@@ -30,47 +28,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.wrote = asyncio.Event()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        self.wrote.set()
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def test_requests_leave_no_garbage_cycles() -> None:
-    config = Config(app=app, lifespan="off", access_log=False, proxy_headers=False)
-    config.load()
-    proto = GuardedHttpToolsProtocol(
-        config,
-        ServerState(),
-        {},
-        asyncio.get_running_loop(),
-        guard=ConnectionGuard(HttpLimits()),
-    )
-    transport = Transport()
-    proto.connection_made(transport)
+    proto, transport = connect(app)
     request = b"POST /log HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 
     async def serve(n: int) -> None:
