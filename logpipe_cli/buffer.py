@@ -270,12 +270,7 @@ def _dedupe_args(
     section: list[str] = []
     add = section.append
     for key, line_ids in grouped_ids.items():
-        if not key.startswith(keys.EVENT_PREFIX):
-            add("0")
-        elif len(line_ids) == 1:  # the usual in a flush over many users
-            add("1\n" + line_ids[0] if line_ids[0] else "0")
-        else:
-            add("1\n" + "\n".join(line_ids) if any(line_ids) else "0")
+        add(scripts.ids_entry(line_ids) if key.startswith(keys.EVENT_PREFIX) else "0")
     # the current bucket is kept until the end of the next one: every id at least
     # `window` seconds (and less than twice that)
     argv += (" ".join(section), (bucket + 2) * window, bucket)

@@ -256,6 +256,14 @@ return buffered
 """.replace("@IDS@", keys.IDS_PREFIX).replace("@USER_AT@", str(len(keys.EVENT_PREFIX) + 1))
 
 
+def ids_entry(line_ids: list[str]) -> str:
+    """One list's entry in APPEND's ids argument: ``'0'`` when none of its events has an
+    id, else ``'1'`` and its events' ids ('' for one without), one per line."""
+    if len(line_ids) == 1:  # the usual in a flush over many users
+        return "1\n" + line_ids[0] if line_ids[0] else "0"
+    return "1\n" + "\n".join(line_ids) if any(line_ids) else "0"
+
+
 @dataclass(frozen=True)
 class Limited:
     """A request APPEND refused for its rate limit, and how long until it would pass."""

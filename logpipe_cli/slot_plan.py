@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from logpipe_cli import keys
+from logpipe_cli import keys, scripts
 from logpipe_cli.settings import RedisSettings
 from logpipe_cli.slots import key_slot
 
@@ -115,8 +115,7 @@ def plan_flush(
                 nbytes += sum(map(len, values))
             if dedupe:
                 assert ids is not None
-                line_ids = [ids[i] or "" for i in where]
-                section.append("1\n" + "\n".join(line_ids) if any(line_ids) else "0")
+                section.append(scripts.ids_entry([ids[i] or "" for i in where]))
         # the ids' scope: per list (2), the set named from the list (keys.list_id_set), so
         # in the list's slot
         scope = 2 if any(s != "0" for s in section) else 0
