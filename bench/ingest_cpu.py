@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvloop
@@ -71,15 +73,10 @@ def _scope(path: str, body_len: int, ctype: bytes) -> dict[str, Any]:
     }
 
 
-async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc: int) -> float:
-    settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
-    app = create_app(settings)
-    sent: list[int] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            sent.append(message["status"])
-
+@contextlib.asynccontextmanager
+async def _started(app: Any) -> AsyncIterator[None]:
+    """``app`` (logpipe's Litestar app) through its lifespan's startup, its writes sent
+    to an :class:`_Instant` stand-in, and through its shutdown on the way out."""
     lifespan_q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = asyncio.Event()
 
@@ -91,10 +88,25 @@ async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc
             started.set()
 
     await lifespan_q.put({"type": "lifespan.startup"})
-    life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))  # type: ignore[arg-type]
+    life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))
     await started.wait()
-    services = app.state.services
-    services.buffer.write_through(_Instant(timeout_s=1.0))
+    app.state.services.buffer.write_through(_Instant(timeout_s=1.0))
+    try:
+        yield
+    finally:
+        await lifespan_q.put({"type": "lifespan.shutdown"})
+        await life
+
+
+async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc: int) -> float:
+    settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
+    app = create_app(settings)
+    sent: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
     scopes = [_scope(path, len(b), ctype) for b in bodies]
 
     async def client(offset: int, n: int) -> None:
@@ -108,11 +120,10 @@ async def _run(path: str, bodies: list[bytes], ctype: bytes, requests: int, conc
             await app(dict(scopes[k]), receive, send)  # type: ignore[arg-type]
 
     per = requests // conc
-    start = time.process_time()
-    await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
-    cpu = time.process_time() - start
-    await lifespan_q.put({"type": "lifespan.shutdown"})
-    await life
+    async with _started(app):
+        start = time.process_time()
+        await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
+        cpu = time.process_time() - start
     bad = [s for s in sent if s != 200]
     if bad:
         raise SystemExit(f"{len(bad)} answers were not 200: {bad[:5]}")
@@ -152,8 +163,6 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool
     """``POST /log`` as bytes into ``serve``'s protocol and app (see the module's doc), or
     into uvicorn's own protocol and the trivial app as ``bench.run`` serves it."""
     settings = load_settings({"redis": {"url": "redis://127.0.0.1:1"}}, {})
-    lifespan_q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    life: asyncio.Task[None] | None = None
     protocol: Any
     if trivial:
         app: Any = trivial_app.app
@@ -161,21 +170,8 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool
     else:
         # served_app's app, Host check included (served_app says when)
         assert checked_hosts(settings) is not None, "no Host check?"
-        app = litestar = served_app(settings)
+        app = served_app(settings)
         protocol = protocol_factory(HttpLimits())
-        started = asyncio.Event()
-
-        async def lrecv() -> dict[str, Any]:
-            return await lifespan_q.get()
-
-        async def lsend(message: dict[str, Any]) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                started.set()
-
-        await lifespan_q.put({"type": "lifespan.startup"})
-        life = asyncio.create_task(app({"type": "lifespan"}, lrecv, lsend))
-        await started.wait()
-        litestar.state.services.buffer.write_through(_Instant(timeout_s=1.0))
     config = Config(
         app=app,
         http=protocol,  # as serve passes it
@@ -208,12 +204,10 @@ async def _run_wire(bodies: list[bytes], requests: int, conc: int, trivial: bool
         proto.connection_lost(None)
 
     per = requests // conc
-    start = time.process_time()
-    await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
-    cpu = time.process_time() - start
-    if life is not None:
-        await lifespan_q.put({"type": "lifespan.shutdown"})
-        await life
+    async with contextlib.nullcontext() if trivial else _started(app):
+        start = time.process_time()
+        await asyncio.gather(*(client(c * 7, per) for c in range(conc)))
+        cpu = time.process_time() - start
     if bad:
         raise SystemExit(f"{len(bad)} answers were not 200: {bad[:2]}")
     return cpu / (per * conc) * 1e6
