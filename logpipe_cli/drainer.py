@@ -203,12 +203,10 @@ _Look = tuple[Path, LockedFile | UnlockedFile | None]
 
 
 def _begin_at(file: LockedFile | UnlockedFile | None) -> int | None:
-    """The size a fresh claim is begun at: the locked file's, 0 for no file yet (made
-    at the first append, which checks it is still empty); ``None`` (claim only, begin
-    later) for a file whose lock another process holds."""
-    if isinstance(file, UnlockedFile):
-        return None
-    return 0 if file is None else file.size
+    """The size a fresh claim is begun at: the locked file's (the lock, held from the
+    look to the ack, keeps it exact); ``None`` (claim only, begin later) for a file
+    whose lock another process holds, or for no file yet (see :meth:`Drainer._drain_group`)."""
+    return file.size if isinstance(file, LockedFile) else None
 
 
 def _close_files(files: Iterable[LockedFile]) -> None:
@@ -517,8 +515,10 @@ class Drainer:
         exists, never made) before the claim, so a key claimed fresh is begun at its
         file's size by the claim itself and its first batch read in the same round
         trip (:meth:`Buffer.claim`). The lock is what makes that size exact: it is held
-        from the look to the ack. A key whose file cannot be looked at (unsafe, or an
-        error) is reported and not claimed: its events stay where they are.
+        from the look to the ack. A key with no file yet is claimed without a begin and
+        looked at again once claimed (its first batch is read by BEGIN). A key whose
+        file cannot be looked at (unsafe, or an error) is reported and not claimed: its
+        events stay where they are.
         """
         keys = list(group)
         looked: dict[EventKey, _Look] = {}
@@ -528,10 +528,16 @@ class Drainer:
             for ek, res in zip(group, await self._look(group), strict=True):
                 if isinstance(res, Exception):
                     self._note_failure(ek, res, report)
-                else:
+                    continue
+                keys.append(ek)
+                if res[1] is not None:
                     looked[ek] = res
-                    keys.append(ek)
-            sizes = [_begin_at(looked[ek][1]) for ek in keys]
+            # No file yet vouches for nothing: no lock holds that absence until the
+            # claim, and another drainer may make the file and acknowledge its lines
+            # in between. Such a key is claimed without a begin and looked at again
+            # once claimed (then a file that is not there was not made before the
+            # claim: nothing removes one).
+            sizes = [_begin_at(looked[ek][1] if ek in looked else None) for ek in keys]
             if not keys:
                 return []
         try:
@@ -876,8 +882,10 @@ class Drainer:
             await _close_in_file_threads(files)
         work = [w for w in work if w.key not in done]
         if appeared:
-            # A file made between this round's look (none there) and its append. By a
-            # drainer that took the key over while this one paused: then our lease is
+            # A file made between this round's look (none there, looked at once the
+            # key was claimed: a file made before the claim would have been seen) and
+            # its append. By a drainer that took the key over while this one paused:
+            # then our lease is
             # gone and PREPARE says so. Or by the drainer this one took the key over
             # from, waking with an append it never acknowledged: then its bytes are cut
             # back to the offset our BEGIN recorded, as a resumed claim's are; never

@@ -99,6 +99,35 @@ async def test_a_file_made_meanwhile_by_a_stale_holder_is_cut_back_not_appended_
     assert rig.redis_keys() == []
 
 
+async def test_a_file_made_and_acknowledged_between_a_look_and_the_claim_is_kept(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drainer looks (no file yet); before it claims the key, another drainer drains
+    the key whole, making the file, and new events arrive. The first drainer's claim is
+    fresh, so nothing vouches for the look's "no file": the lines already there are
+    acknowledged and kept, the new events follow them (CI caught two drainers on one
+    ``logs_dir`` cutting each other's acknowledged lines this way)."""
+    first = await rig.add("s", range(3))
+    later: list[str] = []
+    original = drainer.Drainer._look
+
+    async def look_then_let_another_drain(self: drainer.Drainer, keys: Any) -> Any:
+        looks = await original(self, keys)
+        monkeypatch.setattr(drainer.Drainer, "_look", original)  # once
+        other = await rig.drainer().drain_once()
+        assert other.events == 3
+        assert rig.file_lines("s") == first
+        later.extend(await rig.add("s", range(3, 5)))
+        return looks
+
+    monkeypatch.setattr(drainer.Drainer, "_look", look_then_let_another_drain)
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.events == 2
+    assert rig.file_lines("s") == first + later
+    assert rig.redis_keys() == []
+
+
 async def test_a_drain_cancelled_while_waiting_for_a_lock_keeps_no_file_locked(rig: Rig) -> None:
     """Stopped mid-wait (a second signal, or DrainRunner.aclose): the files it had locked
     are let go, or their keys would stay busy for as long as the process runs."""
