@@ -166,7 +166,19 @@ for i = 1, nkeys do
   end
   if tag then
     cur, prev = '@IDS@{' .. tag .. suffix, '@IDS@{' .. tag .. before
-    local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, {}, 0
+    local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, nil, 0
+    if n == 1 then
+      -- one value, the usual in a batch over many users: pushed as it came (see below)
+      if seen() then
+        dups[#dups + 1] = p
+        nbytes = nbytes - #blob
+      else
+        redis.call('RPUSH', key, blob)
+      end
+      p, count = p + 1, 0
+    else
+      vals = {}
+    end
     for j = 1, count do
       local v
       if n > 0 then
@@ -198,6 +210,13 @@ for i = 1, nkeys do
     end
     a = (n > 0) and a + 2 or a + 1 - n
   -- end dedupe
+  elseif n == 1 then
+    -- one value, the usual in a batch over many users: pushed as it came, with no
+    -- table, no search for a newline and no copy (a third of APPEND's instructions
+    -- per event under callgrind, 100-event batches over 1,000 users)
+    redis.call('RPUSH', key, ARGV[a + 1])
+    a = a + 2
+    p = p + 1
   elseif n > 0 then
     local blob, vals, m, pos = ARGV[a + 1], {}, 0, 1
     for _ = 1, n do
