@@ -72,12 +72,6 @@ for i = 1, nkeys do
     total, a = total - n, a + 1 - n
   end
 end
-local wrong = {}
-for i = 1, nkeys do
-  local t = redis.call('TYPE', KEYS[i + 1])['ok']
-  if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = i end
-end
-if #wrong > 0 then return wrong end
 -- ---- limits: checks (nothing written here; the buckets are saved at the end) ----
 -- Token buckets: a bucket holds up to burst tokens and gains events-per-second tokens
 -- a second; a request passes if its bucket holds its cost. Requests of one bucket in
@@ -140,17 +134,35 @@ if scope > 0 then
   idall, expire_at = ARGV[T + 1], ARGV[T + 2]
   suffix, before = '}:' .. ARGV[T + 3], '}:' .. tostring(tonumber(ARGV[T + 3]) - 1)
 end
+-- writes: each RPUSH through pcall. A list of another type (or any refusal, maxmemory's)
+-- met half-way is undone, not kept: the values pushed so far are cut off again and the
+-- ids added removed, and the script refuses as a whole. (A TYPE per list before any
+-- write cost a fifth of APPEND's instructions per event.) What a list pushed: all its
+-- values, but where ids left some out (pushed[i]) and in the list that failed (np).
+local failed, pushed, added, at, np = nil, {}, {}, 0, 0
+local function push(key, ...)
+  local r = redis.pcall('RPUSH', key, ...)
+  if type(r) == 'table' and r['err'] then
+    failed = r['err']
+    return false
+  end
+  return true
+end
 local function seen()
   local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
   local eid = sub(idblob, idpos, stop - 1)
   idpos = stop + 1
   if eid == '' then return false end
-  return redis.pcall('SADD', cur, eid) == 0 or redis.pcall('SISMEMBER', prev, eid) == 1
+  local fresh = redis.pcall('SADD', cur, eid)
+  if fresh == 0 then return true end
+  if fresh == 1 then added[#added + 1], added[#added + 2] = cur, eid end
+  return redis.pcall('SISMEMBER', prev, eid) == 1
 end
 -- end dedupe
 a = 4
 for i = 1, nkeys do
   local key, n = KEYS[i + 1], counts[i]
+  at, np = i, 0
   -- dedupe: this list's ids, if it has any
   local tag = nil
   if scope > 0 then
@@ -173,7 +185,8 @@ for i = 1, nkeys do
         dups[#dups + 1] = p
         nbytes = nbytes - #blob
       else
-        redis.call('RPUSH', key, blob)
+        local r = redis.pcall('RPUSH', key, blob)
+        if type(r) == 'number' then np = 1 else failed = r['err'] end
       end
       p, count = p + 1, 0
     else
@@ -195,13 +208,14 @@ for i = 1, nkeys do
         m = m + 1
         vals[m] = v
         if m == 1000 then
-          redis.call('RPUSH', key, unpack(vals, 1, m))
-          m = 0
+          if not push(key, unpack(vals, 1, m)) then break end
+          np, m = np + m, 0
         end
       end
       p = p + 1
     end
-    if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
+    if m > 0 and not failed and push(key, unpack(vals, 1, m)) then np = np + m end
+    pushed[i] = np
     -- the set's expiry, once: a TTL is read, an EXPIREAT written (and sent to the AOF
     -- and the replicas), so it is set only on the set's first write
     if not expiring[cur] then
@@ -214,7 +228,9 @@ for i = 1, nkeys do
     -- one value, the usual in a batch over many users: pushed as it came, with no
     -- table, no search for a newline and no copy (a third of APPEND's instructions
     -- per event under callgrind, 100-event batches over 1,000 users)
-    redis.call('RPUSH', key, ARGV[a + 1])
+    -- (push() inlined: its varargs cost 1,800 instructions per event)
+    local r = redis.pcall('RPUSH', key, ARGV[a + 1])
+    if type(r) == 'number' then np = 1 else failed = r['err'] end
     a = a + 2
     p = p + 1
   elseif n > 0 then
@@ -225,24 +241,40 @@ for i = 1, nkeys do
       vals[m] = sub(blob, pos, stop - 1)
       pos = stop + 1
       if m == 1000 then
-        redis.call('RPUSH', key, unpack(vals, 1, m))
-        m = 0
+        if not push(key, unpack(vals, 1, m)) then break end
+        np, m = np + m, 0
       end
     end
-    if m > 0 then redis.call('RPUSH', key, unpack(vals, 1, m)) end
+    if m > 0 and not failed and push(key, unpack(vals, 1, m)) then np = np + m end
     a = a + 2
     p = p + n
   else
     local first, last = a + 1, a - n
     while first <= last do
       local stop = math.min(last, first + 999)
-      redis.call('RPUSH', key, unpack(ARGV, first, stop))
-      first = stop + 1
+      if not push(key, unpack(ARGV, first, stop)) then break end
+      np, first = np + stop - first + 1, stop + 1
     end
     a = last + 1
     p = p - n
   end
+  if failed then break end
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+if failed then
+  for j = 1, at do
+    local c = (j == at) and np or pushed[j] or math.abs(counts[j])
+    if c > 0 then redis.call('LTRIM', KEYS[j + 1], 0, -c - 1) end
+  end
+  for j = 1, #added, 2 do redis.call('SREM', added[j], added[j + 1]) end
+  if find(failed, 'WRONGTYPE', 1, true) ~= 1 then return redis.error_reply(failed) end
+  -- the lists of another type, for the caller to name
+  local wrong = {}
+  for j = 1, nkeys do
+    local t = redis.call('TYPE', KEYS[j + 1])['ok']
+    if t ~= 'none' and t ~= 'list' then wrong[#wrong + 1] = j end
+  end
+  return wrong
 end
 -- dedupe: duplicates were not stored
 total = total - (#dups - 2)
