@@ -1,0 +1,73 @@
+"""Drainers racing each other, pausing past their lease, or meeting a Redis that answers
+late: every interleaving replayed here keeps each acknowledged event once, whole.
+
+Each test replays one interleaving deterministically: a hook (monkeypatched) runs
+another drainer, or lets a request reach Redis late, at the exact point of the race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from logpipe_cli.buffer import Buffer
+from logpipe_cli.errors import RedisUnavailableError
+from logpipe_cli.keys import EventKey
+from tests.integration.conftest import DAY, Rig
+
+pytestmark = pytest.mark.anyio
+
+EK = EventKey("s", DAY)
+
+
+def hold_back(monkeypatch: pytest.MonkeyPatch, action: str) -> list[Sequence[Any]]:
+    """Make the next pipeline for ``action`` time out without reaching Redis yet (a
+    request stuck on its way: a proxy, a lossy link). Returns where its commands are
+    kept, for :func:`arrive` to deliver later."""
+    held: list[Sequence[Any]] = []
+    original = Buffer._pipeline
+
+    async def stuck(self: Buffer, act: str, cmds: Sequence[Any]) -> list[Any]:
+        if act == action and not held:
+            held.append(cmds)
+            raise RedisUnavailableError(f"redis unavailable while {act}: Timeout reading")
+        return await original(self, act, cmds)
+
+    monkeypatch.setattr(Buffer, "_pipeline", stuck)
+    return held
+
+
+async def arrive(rig: Rig, action: str, cmds: Sequence[Any]) -> None:
+    """The held-back request reaches Redis at last (its drainer gave up on it long ago)."""
+    await Buffer._pipeline(rig.buffer, action, cmds)
+
+
+async def test_a_claim_that_reaches_redis_after_its_drainer_gave_up_cuts_no_acknowledged_line(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drainer A looks at the key's file (locked, S bytes) and sends the claim begun at S;
+    the request is held up on its way, A times out and lets the file go. B drains the
+    key (its lines acknowledged after byte S), new events arrive, and only then does A's
+    claim reach Redis: it renames the new events and records offset S, in A's name.
+    A never comes back, its lease runs out and C resumes the claim: C must not cut B's
+    acknowledged lines back to S."""
+    first = await rig.add("s", range(3))
+    assert (await rig.drainer().drain_once()).events == 3  # the file: S bytes
+    second = await rig.add("s", range(3, 5))
+    held = hold_back(monkeypatch, "claiming keys")
+    a = await rig.drainer(lease_seconds=0.2).drain_once()
+    assert not a.ok  # A gave up on its claim
+    assert held
+    b = await rig.drainer().drain_once()
+    assert b.ok, b.errors
+    assert b.events == 2
+    assert rig.file_lines("s") == first + second
+    third = await rig.add("s", range(5, 7))
+    await arrive(rig, "claiming keys", held[0])
+    await rig.wait_lease_gone(EK)
+    c = await rig.drainer().drain_once()
+    assert rig.file_lines("s") == first + second + third
+    assert c.ok, c.errors
+    assert rig.redis_keys() == []
