@@ -357,7 +357,11 @@ class Drainer:
     ) -> None:
         self.buffer = buffer
         self.cfg = cfg
-        self.owner = owner or new_owner()
+        #: this drainer's token, and the one its leases carry in the current pass: the
+        #: token with the pass's number after the first (see :meth:`_drain_once`)
+        self._token = owner or new_owner()
+        self.owner = self._token
+        self._passes = 0
         #: the cyclic garbage collector paused during each pass (see :func:`gc_paused`):
         #: for a process that only drains (``logpipe drain``), not one that serves too
         self.pause_gc = pause_gc
@@ -409,6 +413,16 @@ class Drainer:
     async def _drain_once(self, wait_for_busy: bool, progress: Progress | None) -> DrainReport:
         start = time.monotonic()
         report = DrainReport()
+        self._passes += 1
+        if self._passes > 1:
+            # Each pass holds its leases under a token of its own. A pass that gave up
+            # on a request (a timeout) may see it reach Redis later: an ACK that trims
+            # a batch the next pass has read again, or a BEGIN that records a stale
+            # offset under the next pass's lease. Under one token the next pass's lease
+            # would be the late request's too; under its own, the request finds no
+            # lease of its sender's and does nothing. (A claim of an earlier pass, left
+            # behind, is taken over once its lease runs out, as any other drainer's.)
+            self.owner = f"{self._token}/{self._passes}"
         self._logs = self._new_logs_dir()
         _file_threads()  # started now, before the pass needs them
         heartbeat = asyncio.create_task(self._heartbeat())

@@ -71,3 +71,32 @@ async def test_a_claim_that_reaches_redis_after_its_drainer_gave_up_cuts_no_ackn
     assert rig.file_lines("s") == first + second + third
     assert c.ok, c.errors
     assert rig.redis_keys() == []
+
+
+async def test_an_ack_that_reaches_redis_after_its_pass_gave_up_trims_nothing_twice(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One long-lived drainer (as ``logpipe drain`` runs one per process): a pass writes
+    e0, e1 and its ack is held up on its way, so the pass gives up. The next pass takes
+    the key back, cuts the unacknowledged e0, e1 and reads them again; the first pass's
+    ack reaches Redis only now. It must not count: else e0, e1 are trimmed twice over,
+    and e2, e3 go with them without ever being written."""
+    events = await rig.add("s", range(4))
+    d = rig.drainer(batch_events=2)
+    held = hold_back(monkeypatch, "acknowledging events")
+    first = await d.drain_once()
+    assert not first.ok
+    assert held
+    assert rig.file_lines("s") == events[:2]  # written, not acknowledged
+    original = Buffer.ack
+
+    async def late_ack_first(self: Buffer, *args: Any) -> Any:
+        monkeypatch.setattr(Buffer, "ack", original)  # once
+        await arrive(rig, "acknowledging events", held[0])
+        return await original(self, *args)
+
+    monkeypatch.setattr(Buffer, "ack", late_ack_first)
+    second = await d.drain_once()
+    assert rig.file_lines("s") == events
+    assert second.ok, second.errors
+    assert rig.redis_keys() == []
