@@ -7,6 +7,7 @@ another drainer, or lets a request reach Redis late, at the exact point of the r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,4 +100,42 @@ async def test_an_ack_that_reaches_redis_after_its_pass_gave_up_trims_nothing_tw
     second = await d.drain_once()
     assert rig.file_lines("s") == events
     assert second.ok, second.errors
+    assert rig.redis_keys() == []
+
+
+@pytest.mark.parametrize("had_file", [True, False], ids=["file-there", "file-made"])
+async def test_a_drainer_paused_past_its_lease_after_its_append_is_cut_back_by_its_successor(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, had_file: bool
+) -> None:
+    """A appends its batch (to the file it locked at its look, or made with the batch)
+    and pauses before the ack, past its lease. B resumes the claim and waits for the
+    file's lock, which A holds from its look to its ack. A wakes: its ack is refused
+    (the lease is B's) and it lets the file go; B cuts A's bytes back and writes the
+    batch once."""
+    old = await rig.add("s", range(2)) if had_file else []
+    if had_file:
+        assert (await rig.drainer().drain_once()).events == 2
+    events = await rig.add("s", range(2, 5))
+    b = rig.drainer()
+    b_done: list[Any] = []
+    original = Buffer.ack
+
+    async def pause_past_the_lease(self: Buffer, items: Any, owner: str, lease_ms: int) -> Any:
+        monkeypatch.setattr(Buffer, "ack", original)  # once: A's ack
+        assert rig.file_lines("s") == old + events  # A's append, not acknowledged
+        rig.raw.delete(EK.lease)  # A's lease runs out while it is paused
+        task = asyncio.create_task(b.drain_once())
+        b_done.append(task)
+        while rig.raw.get(EK.lease) != b.owner.encode():  # B resumed: at A's lock now
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.01)
+        return await original(self, items, owner, lease_ms)
+
+    monkeypatch.setattr(Buffer, "ack", pause_past_the_lease)
+    a = await rig.drainer().drain_once()
+    assert a.events == 0  # its ack was refused
+    report = await b_done[0]
+    assert report.ok, report.errors
+    assert report.events == 3
+    assert rig.file_lines("s") == old + events
     assert rig.redis_keys() == []
