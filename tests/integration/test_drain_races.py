@@ -83,7 +83,7 @@ async def test_an_ack_that_reaches_redis_after_its_pass_gave_up_trims_nothing_tw
     ack reaches Redis only now. It must not count: else e0, e1 are trimmed twice over,
     and e2, e3 go with them without ever being written."""
     events = await rig.add("s", range(4))
-    d = rig.drainer(batch_events=2)
+    d = rig.drainer(batch_events=2, lease_seconds=0.3)
     held = hold_back(monkeypatch, "acknowledging events")
     first = await d.drain_once()
     assert not first.ok
@@ -138,4 +138,43 @@ async def test_a_drainer_paused_past_its_lease_after_its_append_is_cut_back_by_i
     assert report.ok, report.errors
     assert report.events == 3
     assert rig.file_lines("s") == old + events
+    assert rig.redis_keys() == []
+
+
+async def test_a_begin_that_reaches_redis_after_its_pass_gave_up_records_no_offset(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One long-lived drainer: a pass's BEGIN (offset 0) is held up on its way and the
+    pass gives up. The next pass writes and acknowledges e0, e1, then begins e2, e3,
+    and the first pass's BEGIN arrives: it must not record offset 0 under the new
+    pass's lease. The new pass then loses its ack (it stops there); whoever takes the
+    claim over cuts back to the offset the new pass recorded, not to 0 (which would
+    take the acknowledged e0, e1 with it)."""
+    events = await rig.add("s", range(6))
+    d = rig.drainer(batch_events=2, lease_seconds=0.3)
+    held = hold_back(monkeypatch, "reading events")
+    first = await d.drain_once()
+    assert not first.ok
+    assert held
+    assert rig.file("s") == b""
+    original = Buffer.ack
+    acks = 0
+
+    async def late_begin_then_stop(self: Buffer, *args: Any) -> Any:
+        nonlocal acks
+        acks += 1
+        if acks == 1:
+            return await original(self, *args)
+        monkeypatch.setattr(Buffer, "ack", original)
+        await arrive(rig, "reading events", held[0])
+        raise RedisUnavailableError("redis unavailable while acknowledging events: Timeout")
+
+    monkeypatch.setattr(Buffer, "ack", late_begin_then_stop)
+    second = await d.drain_once()
+    assert not second.ok
+    assert rig.file_lines("s") == events[:4]  # e2, e3 not acknowledged
+    await rig.wait_lease_gone(EK)
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert rig.file_lines("s") == events
     assert rig.redis_keys() == []
