@@ -8,15 +8,18 @@ another drainer, or lets a request reach Redis late, at the exact point of the r
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from logpipe_cli import drainer
 from logpipe_cli.buffer import Buffer
 from logpipe_cli.errors import RedisUnavailableError
 from logpipe_cli.keys import EventKey
-from tests.integration.conftest import DAY, Rig
+from tests.integration.conftest import DAY, DEADLINE_S, Rig
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +181,48 @@ async def test_a_begin_that_reaches_redis_after_its_pass_gave_up_records_no_offs
     assert report.ok, report.errors
     assert rig.file_lines("s") == events
     assert rig.redis_keys() == []
+
+
+async def test_a_drain_stopped_mid_append_writes_nothing_into_a_file_opened_after(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass is stopped (a second signal, DrainRunner.aclose) while a file thread is
+    appending a's batch: the thread cannot be stopped, and the file must not be closed
+    under it. Closed, its descriptor's number goes to the next file the process opens,
+    and the append still on its way lands in that file: another user's, say."""
+    await rig.add("a", range(1))
+    b_lines = await rig.add("b", range(1))
+    assert (await rig.drainer().drain_once()).events == 2  # both files there
+    await rig.add("a", range(1, 3))
+    writing, go, written = threading.Event(), threading.Event(), threading.Event()
+    fds: list[int] = []
+    real_write = os.write
+
+    def held_write(fd: int, data: Any) -> int:
+        # a file thread between reading the descriptor and the write system call
+        if threading.current_thread().name.startswith("logpipe-files") and not fds:
+            fds.append(fd)
+            writing.set()
+            go.wait(DEADLINE_S)
+            try:
+                return real_write(fd, data)
+            finally:
+                written.set()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", held_write)
+    task = asyncio.create_task(rig.drainer(log_pattern="logs:user_a:*").drain_once())
+    assert await asyncio.to_thread(writing.wait, DEADLINE_S)
+    await drainer.cancel_and_wait(task)
+    opened: list[int] = []
+    try:
+        # files the process opens meanwhile (another pass's, a reader's)
+        while len(opened) < 8 and fds[0] not in opened:
+            opened.append(os.open(rig.path("b"), os.O_WRONLY | os.O_APPEND))
+        go.set()
+        assert await asyncio.to_thread(written.wait, DEADLINE_S)
+    finally:
+        go.set()
+        for fd in opened:
+            os.close(fd)
+    assert rig.file_lines("b") == b_lines
