@@ -108,7 +108,7 @@ async def test_a_file_made_and_acknowledged_between_a_look_and_the_claim_is_kept
     acknowledged and kept, the new events follow them (CI caught two drainers on one
     ``logs_dir`` cutting each other's acknowledged lines this way)."""
     first = await rig.add("s", range(3))
-    later: list[str] = []
+    later: list[bytes] = []
     original = drainer.Drainer._look
 
     async def look_then_let_another_drain(self: drainer.Drainer, keys: Any) -> Any:
