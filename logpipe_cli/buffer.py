@@ -593,7 +593,9 @@ class Buffer:
         claimed fresh with a size is also begun there, as :meth:`begin` would, and its
         first batch (at most ``count`` events) read in the same round trip
         (``Claim.batch``): one round trip and one script per key less. A resumed claim
-        is never begun here: its file is repaired first.
+        is never begun here: its file is repaired first. The drainer does not pass
+        ``sizes``: a claim whose answer never came can still run later, when the size is
+        no longer the file's (see :meth:`Drainer._drain_group`).
         """
         sha = self._sha[scripts.CLAIM]
         lease = str(lease_ms)

@@ -6,11 +6,11 @@ Per key, in this order (each Redis step one script, pipelined over a group of ke
    file locked by another process is waited for on the event loop, not in a thread.
 2. **claim**: rename ``logs:user_<id>:<day>`` to its claim list and take a lease, so
    events appended from now on go to a fresh list and nothing is read-then-deleted.
-   A fresh claim is **begun** by the same script at the locked file's size (0 if there
-   is no file yet), and its batch read in the same pipeline. A claim whose lease ran
-   out (its drainer died) is resumed instead: re-check the lease and cut the file back
-   to the offset recorded before the dead drainer's append, then **begin**: record the
-   file's size, fetch a batch (as every later round of a key does).
+   A claim whose lease ran out (its drainer died) is resumed instead: re-check the
+   lease and cut the file back to the offset recorded before the dead drainer's
+   append. Then **begin**: record the file's size, fetch a batch (as every round of a
+   key does). Never in the claim's own script: a claim can reach Redis after its
+   drainer gave up on it and let the file go (see :meth:`Drainer._drain_group`).
 3. **append** the batch in one write, fsync (making the file and its directory with
    the first append that has lines for them: a key that writes nothing makes no file).
 4. **ack**: trim the batch from the claim, clear the offset, update the counters.
@@ -202,13 +202,6 @@ class _Work:
 _Look = tuple[Path, LockedFile | UnlockedFile | None]
 
 
-def _begin_at(file: LockedFile | UnlockedFile | None) -> int | None:
-    """The size a fresh claim is begun at: the locked file's (the lock, held from the
-    look to the ack, keeps it exact); ``None`` (claim only, begin later) for a file
-    whose lock another process holds, or for no file yet (see :meth:`Drainer._drain_group`)."""
-    return file.size if isinstance(file, LockedFile) else None
-
-
 def _close_files(files: Iterable[LockedFile]) -> None:
     for file in files:
         with contextlib.suppress(OSError):
@@ -364,7 +357,11 @@ class Drainer:
     ) -> None:
         self.buffer = buffer
         self.cfg = cfg
-        self.owner = owner or new_owner()
+        #: this drainer's token, and the one its leases carry in the current pass: the
+        #: token with the pass's number after the first (see :meth:`_drain_once`)
+        self._token = owner or new_owner()
+        self.owner = self._token
+        self._passes = 0
         #: the cyclic garbage collector paused during each pass (see :func:`gc_paused`):
         #: for a process that only drains (``logpipe drain``), not one that serves too
         self.pause_gc = pause_gc
@@ -416,6 +413,16 @@ class Drainer:
     async def _drain_once(self, wait_for_busy: bool, progress: Progress | None) -> DrainReport:
         start = time.monotonic()
         report = DrainReport()
+        self._passes += 1
+        if self._passes > 1:
+            # Each pass holds its leases under a token of its own. A pass that gave up
+            # on a request (a timeout) may see it reach Redis later: an ACK that trims
+            # a batch the next pass has read again, or a BEGIN that records a stale
+            # offset under the next pass's lease. Under one token the next pass's lease
+            # would be the late request's too; under its own, the request finds no
+            # lease of its sender's and does nothing. (A claim of an earlier pass, left
+            # behind, is taken over once its lease runs out, as any other drainer's.)
+            self.owner = f"{self._token}/{self._passes}"
         self._logs = self._new_logs_dir()
         _file_threads()  # started now, before the pass needs them
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -445,8 +452,8 @@ class Drainer:
                     report.busy.extend(ek.key for ek in busy)
                     break
                 await asyncio.sleep(min(0.25, self.cfg.lease_seconds / 4))
-                # keys another drainer holds: claimed first, looked at after (a claim
-                # begun at once would read the holder's batch in vain at each try)
+                # keys another drainer holds: claimed first, looked at after (no file
+                # opened and locked in vain at each try while the holder keeps the key)
                 todo, look_first = busy, False
         except LogpipeError as exc:
             report.errors.append(exc.detail)
@@ -512,17 +519,23 @@ class Drainer:
         """Drain a group of keys; returns those another drainer holds.
 
         With ``look_first``, each key's file is looked at (opened and locked if it
-        exists, never made) before the claim, so a key claimed fresh is begun at its
-        file's size by the claim itself and its first batch read in the same round
-        trip (:meth:`Buffer.claim`). The lock is what makes that size exact: it is held
-        from the look to the ack. A key with no file yet is claimed without a begin and
-        looked at again once claimed (its first batch is read by BEGIN). A key whose
-        file cannot be looked at (unsafe, or an error) is reported and not claimed: its
-        events stay where they are.
+        exists, never made) before the claim; a key with no file yet is looked at again
+        once claimed (a file that is not there then was not made before the claim:
+        nothing removes one). A key whose file cannot be looked at (unsafe, or an
+        error) is reported and not claimed: its events stay where they are.
+
+        The claim is never begun by its own script at the size the look found, though
+        that would save BEGIN's round trip for a key's first batch: the size is exact
+        only while the lock is held, and a claim whose reply never came (a timeout, a
+        request held up on its way, a drainer killed) may still reach Redis after its
+        drainer let the file go. By then another drainer may have drained the key and
+        acknowledged lines past that size; the late claim would rename newer events and
+        record the stale size in its owner's name, and whoever resumed it would cut those
+        acknowledged lines back to it. A late claim that is not begun records no offset,
+        and BEGIN is sent only once the claim is known to be ours, with the file locked.
         """
         keys = list(group)
         looked: dict[EventKey, _Look] = {}
-        sizes: list[int | None] | None = None
         if look_first:
             keys = []
             for ek, res in zip(group, await self._look(group), strict=True):
@@ -532,18 +545,10 @@ class Drainer:
                 keys.append(ek)
                 if res[1] is not None:
                     looked[ek] = res
-            # No file yet vouches for nothing: no lock holds that absence until the
-            # claim, and another drainer may make the file and acknowledge its lines
-            # in between. Such a key is claimed without a begin and looked at again
-            # once claimed (then a file that is not there was not made before the
-            # claim: nothing removes one).
-            sizes = [_begin_at(looked[ek][1] if ek in looked else None) for ek in keys]
             if not keys:
                 return []
         try:
-            claims = await self.buffer.claim(
-                keys, self.owner, self.lease_ms, sizes, self._count(len(keys))
-            )
+            claims = await self.buffer.claim(keys, self.owner, self.lease_ms)
         except BaseException:
             _close_looks(looked.values())
             raise
@@ -564,7 +569,6 @@ class Drainer:
         self._held.update(c.key for c in mine)
         opened: list[_Work] = []
         try:
-            prefetched = {c.key: c.batch for c in mine if c.batch is not None}
             unlooked = [c for c in mine if c.key not in looked]
             work = opened = await self._open(unlooked, report) if unlooked else []
             mine_looked = [(c.key, *looked[c.key]) for c in mine if c.key in looked]
@@ -575,8 +579,7 @@ class Drainer:
             resumed = {c.key for c in mine if c.status is ClaimStatus.RESUME}
             work = await self._repair(work, resumed, report)
             while work:
-                work = await self._batch(work, report, prefetched)
-                prefetched = {}
+                work = await self._batch(work, report)
         finally:
             self._close(opened)
             _close_looks(looked.values())
@@ -753,12 +756,7 @@ class Drainer:
             await self.buffer.release(refused, self.owner)
         return self._drop(work, lost.union(refused))
 
-    async def _batch(
-        self,
-        work: list[_Work],
-        report: DrainReport,
-        prefetched: dict[EventKey, list[bytes]] | None = None,
-    ) -> list[_Work]:
+    async def _batch(self, work: list[_Work], report: DrainReport) -> list[_Work]:
         """One begin/append/ack round for every key in ``work``; returns keys with more.
 
         A key with no file yet gets one here, made together with its first append (see
@@ -767,22 +765,17 @@ class Drainer:
         directory fsynced by the append, ``logs_dir`` once for the round's new user
         directories.
         """
-        # a key's first batch may have come with its claim (begun there)
-        ready = prefetched or {}
-        need = [w for w in work if w.key not in ready]
-        batches: dict[EventKey, list[bytes]] = {}
-        if need:
-            began = await self.buffer.begin(
-                [BeginItem(w.key, w.size) for w in need],
-                self.owner,
-                self.lease_ms,
-                self._count(len(work)),
-            )
-            batches = {w.key: b.values for w, b in zip(need, began, strict=True)}
+        began = await self.buffer.begin(
+            [BeginItem(w.key, w.size) for w in work],
+            self.owner,
+            self.lease_ms,
+            self._count(len(work)),
+        )
+        batches = {w.key: b.values for w, b in zip(work, began, strict=True)}
         done: set[EventKey] = set()
         writing: list[_Append] = []
         for w in work:
-            values = ready[w.key] if w.key in ready else batches[w.key]
+            values = batches[w.key]
             if not values:  # lease lost or nothing left
                 done.add(w.key)
                 continue

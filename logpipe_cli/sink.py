@@ -5,13 +5,14 @@ Every function here is blocking and is meant to run in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,22 @@ class LockedFile:
     other. Both are refused at open anyway (see :func:`_check_one_spelling`, and the
     link count check), since serializing them would not keep one's repair from cutting
     the other's lines.
+
+    A close asked for while an append or a truncate runs (in a file thread: the drain
+    that owns the file stopped meanwhile, and a thread cannot be stopped) waits for it
+    to end, without blocking the caller: closed at once, the descriptor's number would
+    go to the next file the process opens, and the write on its way would land there.
     """
 
     path: Path
     fd: int
     size: int
+    #: appends and truncates under way, and a close asked for meanwhile (see above)
+    _users: int = field(default=0, init=False, repr=False, compare=False)
+    _close_later: bool = field(default=False, init=False, repr=False, compare=False)
+    _guard: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def open(
@@ -213,15 +225,36 @@ class LockedFile:
             raise
         return cls(path, fd, size)
 
+    @contextlib.contextmanager
+    def _using(self, action: str) -> Iterator[int]:
+        """The descriptor, kept open until the block ends (see the class)."""
+        with self._guard:
+            if self.fd < 0:
+                raise _fail(action, self.path, OSError(9, "file closed"))
+            self._users += 1
+            fd = self.fd
+        try:
+            yield fd
+        finally:
+            with self._guard:
+                self._users -= 1
+                if self._users == 0 and self._close_later:
+                    fd, self.fd = self.fd, -1
+                else:
+                    fd = -1
+            if fd >= 0:
+                os.close(fd)
+
     def truncate(self, size: int) -> None:
         """Cut the file back to ``size`` bytes: undo an append that was not acknowledged."""
         if size >= self.size:
             return
-        try:
-            os.ftruncate(self.fd, size)
-            os.fsync(self.fd)
-        except OSError as exc:
-            raise _fail("repair", self.path, exc) from None
+        with self._using("repair") as fd:
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError as exc:
+                raise _fail("repair", self.path, exc) from None
         self.size = size
 
     def append(self, data: bytes, *, fsync: bool = True) -> None:
@@ -229,24 +262,30 @@ class LockedFile:
         start = self.size
         view = memoryview(data)
         written = 0
-        try:
-            while written < len(view):
-                written += os.write(self.fd, view[written:])
-            if fsync:
-                os.fsync(self.fd)
-        except OSError as exc:
-            error = _fail("write", self.path, exc)
+        with self._using("write") as fd:
             try:
-                os.ftruncate(self.fd, start)
-                os.fsync(self.fd)
-            except OSError:
-                pass  # the next drain truncates to the recorded offset instead
-            raise error from None
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                if fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                error = _fail("write", self.path, exc)
+                try:
+                    os.ftruncate(fd, start)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # the next drain truncates to the recorded offset instead
+                raise error from None
         self.size = start + len(data)
 
     def close(self) -> None:
-        """Close the file, which drops the lock. Safe to call twice."""
-        fd, self.fd = self.fd, -1
+        """Close the file, which drops the lock. Safe to call twice. While an append or
+        a truncate runs, it is closed when that ends."""
+        with self._guard:
+            if self._users:
+                self._close_later = True
+                return
+            fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
 
