@@ -123,7 +123,7 @@ if max_bytes > 0 then
 end
 -- ---- end of the limits' checks ----
 local ttl = tonumber(ARGV[2])
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
 -- dedupe: state of the list being written, and seen(): whether its next event's id was
 -- stored before (it is in the current bucket now either way). pcall: an id set of
 -- another type (written by hand) must not fail the script half-way; its events are
@@ -149,8 +149,13 @@ local function push(key, ...)
   return true
 end
 local function seen()
-  local stop = find(idblob, '\\n', idpos, true) or (#idblob + 1)
-  local eid = sub(idblob, idpos, stop - 1)
+  local stop, eid = find(idblob, '\\n', idpos, true), idblob
+  if stop or idpos > 1 then
+    stop = stop or (#idblob + 1)
+    eid = sub(idblob, idpos, stop - 1)
+  else
+    stop = #idblob + 1 -- the list's one id: the argument as it came
+  end
   idpos = stop + 1
   if eid == '' then return false end
   local fresh = redis.pcall('SADD', cur, eid)
@@ -167,7 +172,7 @@ for i = 1, nkeys do
   local tag = nil
   if scope > 0 then
     local stop = find(idall, ' ', idnext, true) or (#idall + 1)
-    if sub(idall, idnext, idnext) == '1' then
+    if byte(idall, idnext) == 49 then -- '1'
       idblob, idpos = sub(idall, idnext + 2, stop - 1), 1
       -- the user: between 'logs:user_' and the day's ':' (a user id holds no ':'; a
       -- name without a day, never the API's, is a user of its own)
