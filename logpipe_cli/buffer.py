@@ -119,8 +119,6 @@ class Claim:
     key: EventKey
     status: ClaimStatus
     detail: str  # pending offset for resume, holder for busy, type for wrongtype
-    #: a fresh claim begun at the size the caller gave: its first batch (else ``None``)
-    batch: list[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -579,63 +577,24 @@ class Buffer:
     # restarted, or SCRIPT FLUSH) means that command did not run: the scripts are loaded
     # and exactly those commands are sent again (see :meth:`_run_drain`).
 
-    async def claim(
-        self,
-        eks: Sequence[EventKey],
-        owner: str,
-        lease_ms: int,
-        sizes: Sequence[int | None] | None = None,
-        count: int = 0,
-    ) -> list[Claim]:
+    async def claim(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Claim]:
         """Take each key for draining: rename it to its claim, or resume a stale claim.
 
-        With ``sizes`` (each key's file size, locked by the caller, or ``None``), a key
-        claimed fresh with a size is also begun there, as :meth:`begin` would, and its
-        first batch (at most ``count`` events) read in the same round trip
-        (``Claim.batch``): one round trip and one script per key less. A resumed claim
-        is never begun here: its file is repaired first. The drainer does not pass
-        ``sizes``: a claim whose answer never came can still run later, when the size is
-        no longer the file's (see :meth:`Drainer._drain_group`).
+        Nothing is begun here (see scripts.CLAIM): :meth:`begin` records where the
+        append starts, once the claim is known to be the caller's.
         """
         sha = self._sha[scripts.CLAIM]
         lease = str(lease_ms)
-        cmds: list[tuple[Any, ...]] = []
-        begun: list[bool] = []
-        for i, ek in enumerate(eks):
-            size = None if sizes is None else sizes[i]
-            claim = ek.claim
-            cmds.append(
-                ("EVALSHA", sha, 6, ek.key, claim, ek.lease, ek.offset, ek.quarantine, ek.holder,
-                 owner, lease, "" if size is None else size)
-            )  # fmt: skip
-            begun.append(size is not None)
-            if size is not None:
-                # read right after, as BEGIN's LRANGE is: wasted only when the key
-                # turns out busy (its holder's claim) or resumed
-                cmds.append(("LRANGE", claim, 0, max(1, count) - 1))
-        # an LRANGE fails on a claim key of another type (CLAIM answers wrongtype)
-        if any(begun):
-            # begun here: the offset must be on the replicas before the batch is written
-            replies = await self._run_drain_replicated(
-                "claiming keys", "claims recorded", cmds, loose_reads=True
-            )
-        else:
-            replies = await self._run_drain("claiming keys", cmds)
+        cmds = [
+            ("EVALSHA", sha, 6, ek.key, ek.claim, ek.lease, ek.offset, ek.quarantine, ek.holder,
+             owner, lease)
+            for ek in eks
+        ]  # fmt: skip
+        replies = await self._run_drain("claiming keys", cmds)
         out: list[Claim] = []
-        at = 0
-        for ek, has_batch in zip(eks, begun, strict=True):
-            r = scripts.claimed(replies[at])
-            batch: list[bytes] | None = None
-            if has_batch:
-                at += 1
-                if r.status is ClaimStatus.CLAIMED and r.detail == "begun":
-                    if isinstance(replies[at], ResponseError):  # cannot be: it is ours
-                        raise RedisUnavailableError(
-                            f"redis unavailable while claiming keys: {replies[at]}"
-                        )
-                    batch = list(replies[at])
-            at += 1
-            out.append(Claim(ek, r.status, r.detail, batch))
+        for ek, reply in zip(eks, replies, strict=True):
+            r = scripts.claimed(reply)
+            out.append(Claim(ek, r.status, r.detail))
         return out
 
     async def prepare(self, eks: Sequence[EventKey], owner: str, lease_ms: int) -> list[Prepared]:
@@ -719,18 +678,14 @@ class Buffer:
         with redis_errors("recording the drain"):
             await self.client.hset(keys.LAST_DRAIN, mapping={k: str(v) for k, v in report.items()})
 
-    async def _run_drain(
-        self, action: str, cmds: Sequence[tuple[Any, ...]], *, loose_reads: bool = False
-    ) -> list[Any]:
+    async def _run_drain(self, action: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``cmds`` (drain scripts as EVALSHA, and plain reads) in one pipeline.
 
         A command answered NOSCRIPT did not run (Redis restarted or its script cache was
         flushed): the scripts are loaded and exactly the commands that met NOSCRIPT are
         sent again, once, each with the plain reads that followed it; scripts that ran
         are not repeated (an ACK run twice would trim twice). Any other error reply is
-        an outage for the whole call, except that of a plain read with ``loose_reads``
-        (returned in place: the caller knows from the script before it whether it
-        matters).
+        an outage for the whole call.
         """
         replies = await self._pipeline(action, cmds)
         missing: list[int] = []
@@ -739,7 +694,7 @@ class Buffer:
                 missing.append(i)
             elif missing and missing[-1] == i - 1 and cmds[i][0] != "EVALSHA":
                 # a plain read right after a script that did not run read what it would
-                # have left (CLAIM's LRANGE): sent again with it (reads are idempotent)
+                # have left (BEGIN's LRANGE): sent again with it (reads are idempotent)
                 missing.append(i)
         if missing:
             with redis_errors(action):
@@ -748,23 +703,21 @@ class Buffer:
             again = await self._pipeline(action, [cmds[i] for i in missing])
             for i, r in zip(missing, again, strict=True):
                 replies[i] = r
-        for cmd, r in zip(cmds, replies, strict=True):
-            if isinstance(r, ResponseError) and not (loose_reads and cmd[0] == "LRANGE"):
+        for r in replies:
+            if isinstance(r, ResponseError):
                 raise await self._name_wrong_type(_unavailable(action, r))
         return replies
 
     async def _run_drain_replicated(
-        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]], *, loose_reads: bool = False
+        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]]
     ) -> list[Any]:
         """:meth:`_run_drain`, then, with ``min_replicas`` set, a write and a WAIT in a
         round trip of their own: WAIT covers everything replicated before that write,
         whichever pooled connection sent it, including commands resent after NOSCRIPT.
         Raises :class:`ReplicationError` when it fell short."""
         if self.sharded is not None:  # WAIT on the masters written to
-            return await self.sharded.run_drain_replicated(
-                action, what, cmds, loose_reads=loose_reads
-            )
-        replies = await self._run_drain(action, cmds, loose_reads=loose_reads)
+            return await self.sharded.run_drain_replicated(action, what, cmds)
+        replies = await self._run_drain(action, cmds)
         if self.cfg.min_replicas:
             timeout_ms = max(1, round(self.cfg.replica_timeout_seconds * 1000))
             waited = await self._run_drain(

@@ -522,17 +522,9 @@ class Drainer:
         exists, never made) before the claim; a key with no file yet is looked at again
         once claimed (a file that is not there then was not made before the claim:
         nothing removes one). A key whose file cannot be looked at (unsafe, or an
-        error) is reported and not claimed: its events stay where they are.
-
-        The claim is never begun by its own script at the size the look found, though
-        that would save BEGIN's round trip for a key's first batch: the size is exact
-        only while the lock is held, and a claim whose reply never came (a timeout, a
-        request held up on its way, a drainer killed) may still reach Redis after its
-        drainer let the file go. By then another drainer may have drained the key and
-        acknowledged lines past that size; the late claim would rename newer events and
-        record the stale size in its owner's name, and whoever resumed it would cut those
-        acknowledged lines back to it. A late claim that is not begun records no offset,
-        and BEGIN is sent only once the claim is known to be ours, with the file locked.
+        error) is reported and not claimed: its events stay where they are. The claim
+        begins nothing (see scripts.CLAIM for why): each key's first batch is read by
+        BEGIN, with its file locked.
         """
         keys = list(group)
         looked: dict[EventKey, _Look] = {}

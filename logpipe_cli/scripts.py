@@ -366,12 +366,12 @@ def appended(reply: Any) -> Appended:
 CLAIM = """
 -- KEYS[1] = event list, KEYS[2] = claim list, KEYS[3] = lease, KEYS[4] = pending offset,
 -- KEYS[5] = quarantine list, KEYS[6] = holder record
--- ARGV[1] = owner token, ARGV[2] = lease in ms,
--- ARGV[3] = the file's size now ('' if not known): a fresh claim also does BEGIN's work
---   (records the offset and the holder record), so the caller can read the batch with
---   an LRANGE in the same pipeline and save a round trip and a script per key
--- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype;
--- the detail of a claim begun at ARGV[3] is 'begun'.
+-- ARGV[1] = owner token, ARGV[2] = lease in ms
+-- Returns {status, detail}: status is claimed | resume | busy | empty | wrongtype.
+-- A fresh claim is never begun here (no offset recorded at a size the caller saw): a
+-- claim whose answer never came can still run after its drainer let the file go, and
+-- by then the size may be behind lines another drainer acknowledged. BEGIN records it,
+-- sent once the claim is known to be the caller's, with the file locked.
 -- A lease, offset or quarantine overwritten by hand with another type would make this
 -- or a later script fail (for every key in its pipeline, or after ACK's LTRIM): refuse.
 local function wrong(key, want)
@@ -396,11 +396,6 @@ if t ~= 'list' then return {'wrongtype', t} end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-if ARGV[3] ~= nil and ARGV[3] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[3])
-  redis.call('SET', KEYS[6], ARGV[3] .. ' ' .. ARGV[1])
-  return {'claimed', 'begun'}
-end
 redis.call('DEL', KEYS[4], KEYS[6])
 return {'claimed', ''}
 """
@@ -418,8 +413,8 @@ class ClaimStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Claimed:
-    """CLAIM's reply: the status, and the holder (busy), type (wrongtype), raw
-    pending offset (resume), or ``'begun'`` (claimed and begun at the size given)."""
+    """CLAIM's reply: the status, and the holder (busy), type (wrongtype) or raw
+    pending offset (resume)."""
 
     status: ClaimStatus
     detail: str

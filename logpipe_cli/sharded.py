@@ -296,16 +296,12 @@ class Sharded:
         texts: Sequence[str],
         slots: Sequence[int] | None = None,
         touched: set[str] | None = None,
-        *,
-        loose_reads: bool = False,
     ) -> list[Any]:
         """:meth:`send` (:meth:`run` without ``slots``); commands answered ``NOSCRIPT`` (a
         promoted replica, a restarted node: they did not run) are sent again once after
         loading ``texts`` on every master, each with the plain reads that followed it (a
         read after a script that did not run read what the script would have changed:
-        CLAIM's LRANGE). Any other error reply raises :class:`RedisUnavailableError`,
-        except a plain read's with ``loose_reads`` (returned in place, as
-        ``Buffer._run_drain`` does)."""
+        BEGIN's LRANGE). Any other error reply raises :class:`RedisUnavailableError`."""
         if slots is None:
             replies = await self.run(action, cmds)
         else:
@@ -330,8 +326,8 @@ class Sharded:
                 )
             for i, r in zip(missing, again, strict=True):
                 replies[i] = r
-        for cmd, r in zip(cmds, replies, strict=True):
-            if isinstance(r, ResponseError) and not (loose_reads and cmd[0] == "LRANGE"):
+        for r in replies:
+            if isinstance(r, ResponseError):
                 raise RedisUnavailableError(f"redis unavailable while {action}: {r}")
         return replies
 
@@ -344,7 +340,7 @@ class Sharded:
         return await self.send(action, local, [key_slot(first_key(c)) for c in local])
 
     async def run_drain_replicated(
-        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]], *, loose_reads: bool = False
+        self, action: str, what: str, cmds: Sequence[tuple[Any, ...]]
     ) -> list[Any]:
         """Buffer._run_drain_replicated in cluster mode: the commands (scripts loaded on
         ``NOSCRIPT``), then, with ``min_replicas`` set, ``WAIT`` on the masters they went
@@ -354,9 +350,7 @@ class Sharded:
         local = [localize(c) for c in cmds]
         touched: set[str] = set()
         slots = [key_slot(first_key(c)) for c in local]
-        replies = await self.run_scripts(
-            action, local, _DRAIN_SCRIPTS, slots, touched, loose_reads=loose_reads
-        )
+        replies = await self.run_scripts(action, local, _DRAIN_SCRIPTS, slots, touched)
         if self.cfg.min_replicas:
             await self.check_replicated(touched, what)
         return replies

@@ -51,17 +51,20 @@ async def test_claims_are_sent_again_after_noscript(
     assert await fake.lrange(EK.claim, 0, -1) == [b'{"a":1}']
 
 
-async def test_a_claim_begun_after_noscript_reads_its_batch_again(
+async def test_a_begin_after_noscript_reads_its_batch_again(
     fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The LRANGE after a begun claim ran while the claim had not (NOSCRIPT): it read an
-    empty claim, so it goes again with the claim."""
+    """A BEGIN that met NOSCRIPT goes again, with the LRANGE after it (a read after a
+    script that did not run is sent again with it)."""
     await fake.rpush(EK.key, b'{"a":1}', b'{"b":2}')
-    count_loads(monkeypatch)
-    await fake.script_flush()
-    (claim,) = await Buffer(fake, RedisSettings()).claim([EK], "me", 5000, [0], 10)
+    buf = Buffer(fake, RedisSettings())
+    (claim,) = await buf.claim([EK], "me", 5000)
     assert claim.status == "claimed"
-    assert claim.batch == [b'{"a":1}', b'{"b":2}']
+    loads = count_loads(monkeypatch)
+    await fake.script_flush()
+    (began,) = await buf.begin([BeginItem(EK, 0)], "me", 5000, 10)
+    assert loads  # the BEGIN met NOSCRIPT and went again
+    assert began.values == [b'{"a":1}', b'{"b":2}']
     assert await fake.get(EK.offset) == b"0"
     assert await fake.get(EK.holder) == b"0 me"
 
