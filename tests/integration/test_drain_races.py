@@ -48,6 +48,21 @@ async def arrive(rig: Rig, action: str, cmds: Sequence[Any]) -> None:
     await Buffer._pipeline(rig.buffer, action, cmds)
 
 
+async def first_pass_held_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, action: str, events: int
+) -> tuple[list[bytes], drainer.Drainer, list[Sequence[Any]]]:
+    """``events`` events of user s, and one long-lived drainer (as ``logpipe drain``
+    runs one per process) whose first pass gave up on its ``action`` request, held back
+    on its way (see :func:`hold_back`): the events, the drainer, the held request."""
+    lines = await rig.add("s", range(events))
+    d = rig.drainer(batch_events=2, lease_seconds=0.3)
+    held = hold_back(monkeypatch, action)
+    first = await d.drain_once()
+    assert not first.ok
+    assert held
+    return lines, d, held
+
+
 async def test_a_claim_that_reaches_redis_after_its_drainer_gave_up_cuts_no_acknowledged_line(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,12 +100,7 @@ async def test_an_ack_that_reaches_redis_after_its_pass_gave_up_trims_nothing_tw
     the key back, cuts the unacknowledged e0, e1 and reads them again; the first pass's
     ack reaches Redis only now. It must not count: else e0, e1 are trimmed twice over,
     and e2, e3 go with them without ever being written."""
-    events = await rig.add("s", range(4))
-    d = rig.drainer(batch_events=2, lease_seconds=0.3)
-    held = hold_back(monkeypatch, "acknowledging events")
-    first = await d.drain_once()
-    assert not first.ok
-    assert held
+    events, d, held = await first_pass_held_back(rig, monkeypatch, "acknowledging events", 4)
     assert rig.file_lines("s") == events[:2]  # written, not acknowledged
     original = Buffer.ack
 
@@ -153,12 +163,7 @@ async def test_a_begin_that_reaches_redis_after_its_pass_gave_up_records_no_offs
     pass's lease. The new pass then loses its ack (it stops there); whoever takes the
     claim over cuts back to the offset the new pass recorded, not to 0 (which would
     take the acknowledged e0, e1 with it)."""
-    events = await rig.add("s", range(6))
-    d = rig.drainer(batch_events=2, lease_seconds=0.3)
-    held = hold_back(monkeypatch, "reading events")
-    first = await d.drain_once()
-    assert not first.ok
-    assert held
+    events, d, held = await first_pass_held_back(rig, monkeypatch, "reading events", 6)
     assert rig.file("s") == b""
     original = Buffer.ack
     acks = 0
