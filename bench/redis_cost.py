@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from bench.procs import free_port, need, wait_redis
 from logpipe_cli.buffer import Buffer
+from logpipe_cli.resp import LeanRedis
 from logpipe_cli.settings import RedisSettings
 
 USERS = 1000
@@ -49,6 +50,9 @@ async def store(port: int, pid: int, per: int, flushes: int, ids: bool, rpush: b
     """Send the flushes; callgrind counts only them. Returns the events sent."""
     client = aioredis.Redis(port=port)
     buffer = Buffer(client, RedisSettings(url=f"redis://127.0.0.1:{port}"))
+    # the API's way: APPEND through the lean connection
+    lean = LeanRedis.from_url(f"redis://127.0.0.1:{port}", timeout_s=60)
+    buffer.write_through(lean)
     try:
         # warm-up: the script loaded, the connection made
         await buffer.store([(f"logs:user_w:{DAY}", line(0, 0))], ids=["w"] if ids else None)
@@ -71,18 +75,24 @@ async def store(port: int, pid: int, per: int, flushes: int, ids: bool, rpush: b
         callgrind("--dump", pid)
         return n
     finally:
+        if lean is not None:
+            await lean.aclose()
         await client.aclose()
 
 
-def total_instructions(out_dir: Path) -> int:
-    """The instructions of the dump made after the measured flushes (the newest file)."""
+def annotate(out_dir: Path, *flags: str) -> str:
+    """``callgrind_annotate`` of the dump made after the measured flushes (the newest file)."""
     dumps = sorted(out_dir.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-    text = subprocess.run(
-        ["callgrind_annotate", str(dumps[-1])], check=True, capture_output=True, text=True
-    ).stdout
+    argv = ["callgrind_annotate", *flags, str(dumps[-1])]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def total_instructions(out_dir: Path) -> int:
+    """The instructions of the measured flushes."""
+    text = annotate(out_dir)
     found = re.search(r"([\d,]+) \S*\s*PROGRAM TOTALS", text)
     if found is None:
-        raise SystemExit(f"no PROGRAM TOTALS in callgrind_annotate's output for {dumps[-1]}")
+        raise SystemExit(f"no PROGRAM TOTALS in callgrind_annotate's output in {out_dir}")
     return int(found.group(1).replace(",", ""))
 
 
@@ -92,6 +102,9 @@ def main() -> None:
     p.add_argument("--flushes", type=int, default=100)
     p.add_argument("--ids", action="store_true", help="every event with an event_id")
     p.add_argument("--rpush", action="store_true", help="plain pipelined RPUSH, no script")
+    p.add_argument(
+        "--top", type=int, default=0, help="also print the N functions with the most inclusive cost"
+    )
     args = p.parse_args()
     need("valgrind")
     need("callgrind_control")
@@ -113,6 +126,7 @@ def main() -> None:
             sent = store(port, proc.pid, args.per, args.flushes, args.ids, args.rpush)
             events = asyncio.run(sent)
             total = total_instructions(out)
+            top = annotate(out, "--inclusive=yes").splitlines() if args.top else []
         finally:
             proc.terminate()
             proc.wait()
@@ -121,6 +135,11 @@ def main() -> None:
         f"{what}, {args.flushes} flushes of {args.per} events over {USERS:,} users: "
         f"{total / events:,.0f} Redis instructions per event ({events:,} events)"
     )
+    rows = [r for r in top if re.match(r"\s*[\d,]+ \(", r)]
+    for r in rows[: args.top]:
+        count, _, rest = r.strip().partition(" ")
+        name = rest.split(" ", 1)[1] if " " in rest else rest
+        print(f"{int(count.replace(',', '')) / events:>10,.0f}  {name[:110]}")
 
 
 if __name__ == "__main__":

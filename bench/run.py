@@ -450,6 +450,10 @@ class Bench:
 
     def cpu_s(self, pids: list[int]) -> float:
         """CPU seconds used so far by ``pids`` (the API) and by redis-server."""
+        return sum(self.cpu_split(pids))
+
+    def cpu_split(self, pids: list[int]) -> tuple[float, float]:
+        """CPU seconds used so far by ``pids`` (the API), and by redis-server."""
         tick = os.sysconf("SC_CLK_TCK")
         api = 0.0
         for pid in pids:
@@ -460,7 +464,7 @@ class Bench:
             info = client.info("cpu")
         finally:
             client.close()
-        return api + float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return api, float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     def ids(self, port: int, pids: list[int]) -> None:
         p = self.plan
@@ -485,7 +489,7 @@ class Bench:
             # as for a client's first attempt
             tag = f"{mode}{rep[mode]}x{stamp}"
             rep[mode] += 1
-            cpu0 = self.cpu_s(pids)
+            api0, redis0 = self.cpu_split(pids)
             res = loadgen.wrk(
                 self.procs,
                 url,
@@ -496,9 +500,11 @@ class Bench:
             )
             out = res.as_dict()
             # API + Redis CPU per request: steadier than req/s on a shared box
-            out["cpu_us_per_request"] = round(
-                (self.cpu_s(pids) - cpu0) / max(res.requests, 1) * 1e6, 1
-            )
+            api1, redis1 = self.cpu_split(pids)
+            per = 1e6 / max(res.requests, 1)
+            out["cpu_us_per_request"] = round((api1 - api0 + redis1 - redis0) * per, 1)
+            out["api_cpu_us_per_request"] = round((api1 - api0) * per, 1)
+            out["redis_cpu_us_per_request"] = round((redis1 - redis0) * per, 1)
             out["accepted_in_redis"] = self.stats().get("accepted", 0)
             self.flush()
             return out
@@ -862,6 +868,16 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             f"<= {1 / TARGET_IDS_RATIO:.2f}x",
             cpu_ratio <= 1 / TARGET_IDS_RATIO and not errors,
         )
+        for part in ("api", "redis"):
+            field = f"{part}_cpu_us_per_request"
+            if all(field in x for x in ids["id"] + ids["none"]):
+                mine, theirs = _med(ids["id"], field), _med(ids["none"], field)
+                row(
+                    f"    of which {'the API' if part == 'api' else 'Redis'}",
+                    _show(mine),
+                    _show(theirs),
+                    mine["median"] / theirs["median"],
+                )
     auth = r.get("auth")
     if auth:
         errors = any(x["errors"] for x in auth["token"] + auth["none"])

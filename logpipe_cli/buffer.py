@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,28 +251,72 @@ def _where(items: Sequence[tuple[str, bytes]]) -> dict[str, list[int]]:
     return where
 
 
+class ExpiringIdSets:
+    """The lists whose user's dedupe set of the current bucket this process has written
+    to (so the set expires: APPEND set its expiry on its first write), that APPEND then
+    need not read the TTL of (a tenth of its Redis cost per event with an id).
+
+    What it knows is forgotten when the bucket turns, when the connection to Redis is
+    opened again (Redis may have restarted and lost the set; a call lost or timed out
+    closes the lean connection), after a write refused half-way (its ids taken out
+    again), past ``max_keys`` and every ``max_age_s``. A set deleted by hand while the
+    API runs and written again before that is left without an expiry until its user's
+    first write after (never, if there is none: delete id sets with the API stopped).
+    """
+
+    def __init__(self, max_keys: int = 100_000, max_age_s: float = 600.0) -> None:
+        self.max_keys, self.max_age_s = max_keys, max_age_s
+        self.keys: set[str] = set()
+        self._bucket, self._connection, self._since = -1, -1, 0.0
+
+    def current(self, bucket: int, connection: int, now: float) -> set[str]:
+        """The lists known for ``bucket`` on connection number ``connection``."""
+        if (
+            bucket != self._bucket
+            or connection != self._connection
+            or now - self._since > self.max_age_s
+            or len(self.keys) > self.max_keys
+        ):
+            self.keys = set()
+            self._bucket, self._connection, self._since = bucket, connection, now
+        return self.keys
+
+    def forget(self) -> None:
+        self.keys = set()
+
+
 def _dedupe_args(
-    grouped_ids: dict[str, list[str]], argv: list[Any], window: int, now: float | None
-) -> int:
-    """Append APPEND's three dedupe values to ``argv`` (empty when no list has an id)
-    and return the ids' scope (see scripts.APPEND): 1, per user, or 0 (no ids).
+    grouped_ids: dict[str, list[str]],
+    argv: list[Any],
+    window: int,
+    bucket: int,
+    expiring: Container[str] = (),
+) -> list[str]:
+    """Append APPEND's three dedupe values to ``argv`` and return the lists whose ids
+    it checks (whose user's set it writes).
 
     ``grouped_ids``: each list's event ids ("" for an event without one), in the lists'
     order. Only lists named by :func:`keys.event_key` are checked: their user is in the
-    name, which the script reads its dedupe set's name from.
+    name, which the script reads its dedupe set's name from. ``bucket``: the current
+    dedupe bucket, ``floor(now / window)``. ``expiring``: the lists whose set of this
+    bucket is known to expire already (see :class:`ExpiringIdSets`).
     """
-    if not grouped_ids:
-        argv += ("", 0, 0)
-        return 0
-    bucket = int((time.time() if now is None else now) // window)
     section: list[str] = []
     add = section.append
+    checked: list[str] = []
     for key, line_ids in grouped_ids.items():
-        add(scripts.ids_entry(line_ids) if key.startswith(keys.EVENT_PREFIX) else "0")
+        entry = (
+            scripts.ids_entry(line_ids, key in expiring)
+            if key.startswith(keys.EVENT_PREFIX)
+            else "0"
+        )
+        if entry != "0":
+            checked.append(key)
+        add(entry)
     # the current bucket is kept until the end of the next one: every id at least
     # `window` seconds (and less than twice that)
     argv += (" ".join(section), (bucket + 2) * window, bucket)
-    return 1
+    return checked
 
 
 def _str(value: Any) -> str:
@@ -290,6 +334,8 @@ class Buffer:
         self.client = client
         self.cfg = cfg
         self._append = client.register_script(scripts.APPEND)
+        #: the lists whose dedupe set is known to expire (see ExpiringIdSets)
+        self._expiring = ExpiringIdSets()
         #: logpipe's own keys found of another type and logged (see _name_wrong_type)
         self._reported: set[str] = set()
         #: the drain scripts' SHA1 digests, what EVALSHA names them by
@@ -421,7 +467,19 @@ class Buffer:
                 bucket = keys.rate_bucket(charge.principal)
                 argv += (buckets.setdefault(bucket, len(buckets) + 1), charge.cost)
         # the fixed tail (see scripts.APPEND): dedupe's three values, then the limits'
-        scope = _dedupe_args(grouped_ids, argv, self.cfg.dedupe_seconds, now)
+        known: set[str] | None = None
+        checked: list[str] = []
+        if grouped_ids:
+            window = self.cfg.dedupe_seconds
+            id_bucket = int((time.time() if now is None else now) // window)
+            lean = self._lean
+            if lean is not None and lean.connected and not self.cfg.min_replicas:
+                # (no await between here and the call: it goes through this connection)
+                known = self._expiring.current(id_bucket, lean.connections, time.monotonic())
+            checked = _dedupe_args(grouped_ids, argv, window, id_bucket, known or ())
+        else:
+            argv += ("", 0, 0)
+        scope = 1 if grouped_ids else 0
         argv += (self.cfg.max_buffered_bytes, nbytes)
         if buckets:
             assert rate is not None
@@ -440,8 +498,14 @@ class Buffer:
                 with redis_errors("storing events"):
                     reply = await self._append(keys=script_keys, args=argv)
         except WrongTypeError as exc:
+            self._expiring.forget()
             raise await self._name_wrong_type(exc) from exc
         outcome = scripts.appended(reply)
+        if known is not None:
+            if outcome.outcome == "stored":
+                known.update(checked)  # each of them expires now (APPEND saw to it)
+            elif outcome.outcome == "wrongtype":
+                self._expiring.forget()  # its ids were taken out again
         if outcome.outcome == "wrongtype":
             names = list(grouped)
             bad = [names[i] for i in outcome.wrong]

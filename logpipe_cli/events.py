@@ -308,14 +308,16 @@ def validate_event(obj: Any, *, now: float, max_future_s: int) -> Event:
                 line = _encode(obj)
             except RecursionError:  # too deep to encode: the checks below name the field
                 line = b""
-            if 0 < len(line) <= MAX_EVENT_BYTES and (len(obj) == 3 or _extras_ok(obj, line)):
+            if 0 < len(line) <= MAX_EVENT_BYTES:
                 if len(obj) == 3:
                     return Event(user_id, ts, line)
                 eid = obj.get("event_id", _NO_ID)
-                if eid is _NO_ID:
-                    return Event(user_id, ts, line)
                 if type(eid) is str and _event_id_ok(eid):
-                    return Event(user_id, ts, line, eid)
+                    # the three and an id (a client library's event): no extra to check
+                    if len(obj) == 4 or _extras_ok(obj, line):
+                        return Event(user_id, ts, line, eid)
+                elif eid is _NO_ID and _extras_ok(obj, line):
+                    return Event(user_id, ts, line)
     return _validate_in_detail(obj, now=now, max_future_s=max_future_s)
 
 

@@ -124,6 +124,10 @@ class LeanRedis:
         self.where = path if path is not None else f"{host}:{port}"
         self._conn: _Replies | None = None
         self._connecting: asyncio.Lock | None = None
+        #: connections opened so far: a caller that keeps what it learned of Redis's
+        #: state (Buffer's expiring id sets) forgets it when this moves (Redis may have
+        #: restarted, empty, in between)
+        self.connections = 0
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float) -> LeanRedis | None:
@@ -145,6 +149,12 @@ class LeanRedis:
             timeout_s=timeout_s,
         )
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (the next call goes through it, connection
+        number :attr:`connections`, unless it is lost before the call is sent)."""
+        return self._conn is not None and self._conn.lost is None
+
     async def _open(self) -> _Replies:
         conn = self._conn
         if conn is not None and conn.lost is None:
@@ -158,6 +168,7 @@ class LeanRedis:
             self._conn = None
             conn = await self._connect()
             self._conn = conn
+            self.connections += 1
             return conn
 
     async def _connect(self) -> _Replies:

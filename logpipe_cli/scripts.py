@@ -32,7 +32,8 @@ APPEND = """
 -- then a fixed tail of 9 values (T = #ARGV - 9):
 -- ARGV[T+1] = the ids (scope > 0; else ''): one argument, per list in KEYS order and
 --   joined by spaces, '0' (no ids in this list) or '1' then its events' ids, joined by
---   newlines (an empty line for an event without one)
+--   newlines (an empty line for an event without one); '2' instead of '1' when the
+--   caller knows the list's id set of this bucket already expires (its TTL is not read)
 -- ARGV[T+2] = the Unix time at which the current bucket expires, ARGV[T+3] = the
 --   current bucket's number (both unused when scope = 0)
 -- ARGV[T+4] = max buffered bytes (0 = no limit), ARGV[T+5] = this flush's bytes,
@@ -129,7 +130,7 @@ local find, sub, byte = string.find, string.sub, string.byte
 -- another type (written by hand) must not fail the script half-way; its events are
 -- stored (at least once) rather than refused.
 local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
-local expire_at, expiring, suffix, before = nil, {}, '', ''
+local expire_at, expiring, suffix, before, known = nil, {}, '', '', false
 if scope > 0 then
   idall, expire_at = ARGV[T + 1], ARGV[T + 2]
   suffix, before = '}:' .. ARGV[T + 3], '}:' .. tostring(tonumber(ARGV[T + 3]) - 1)
@@ -139,7 +140,7 @@ end
 -- ids added removed, and the script refuses as a whole. (A TYPE per list before any
 -- write cost a fifth of APPEND's instructions per event.) What a list pushed: all its
 -- values, but where ids left some out (pushed[i]) and in the list that failed (np).
-local failed, pushed, added, at, np = nil, {}, {}, 0, 0
+local failed, pushed, added, na, at, np = nil, {}, {}, 0, 0, 0
 local function push(key, ...)
   local r = redis.pcall('RPUSH', key, ...)
   if type(r) == 'table' and r['err'] then
@@ -160,7 +161,10 @@ local function seen()
   if eid == '' then return false end
   local fresh = redis.pcall('SADD', cur, eid)
   if fresh == 0 then return true end
-  if fresh == 1 then added[#added + 1], added[#added + 2] = cur, eid end
+  if fresh == 1 then
+    na = na + 2
+    added[na - 1], added[na] = cur, eid
+  end
   return redis.pcall('SISMEMBER', prev, eid) == 1
 end
 -- end dedupe
@@ -171,9 +175,9 @@ for i = 1, nkeys do
   -- dedupe: this list's ids, if it has any
   local tag = nil
   if scope > 0 then
-    local stop = find(idall, ' ', idnext, true) or (#idall + 1)
-    if byte(idall, idnext) == 49 then -- '1'
-      idblob, idpos = sub(idall, idnext + 2, stop - 1), 1
+    local stop, flag = find(idall, ' ', idnext, true) or (#idall + 1), byte(idall, idnext)
+    if flag ~= 48 then -- '1' or '2' (its set known to expire), not '0'
+      idblob, idpos, known = sub(idall, idnext + 2, stop - 1), 1, flag == 50
       -- the user: between 'logs:user_' and the day's ':' (a user id holds no ':'; a
       -- name without a day, never the API's, is a user of its own)
       local colon = scope == 1 and find(key, ':', @USER_AT@, true)
@@ -185,8 +189,17 @@ for i = 1, nkeys do
     cur, prev = '@IDS@{' .. tag .. suffix, '@IDS@{' .. tag .. before
     local count, blob, pos, vals, m = math.abs(n), ARGV[a + 1], 1, nil, 0
     if n == 1 then
-      -- one value, the usual in a batch over many users: pushed as it came (see below)
-      if seen() then
+      -- one value, the usual in a batch over many users: pushed as it came (see below),
+      -- and its one id, the list's whole entry (seen() inlined)
+      local fresh, dup = redis.pcall('SADD', cur, idblob), false
+      if fresh == 0 then
+        dup = true
+      elseif fresh == 1 then
+        na = na + 2
+        added[na - 1], added[na] = cur, idblob
+        dup = redis.pcall('SISMEMBER', prev, idblob) == 1
+      end
+      if dup then
         dups[#dups + 1] = p
         nbytes = nbytes - #blob
       else
@@ -220,10 +233,11 @@ for i = 1, nkeys do
       p = p + 1
     end
     if m > 0 and not failed and push(key, unpack(vals, 1, m)) then np = np + m end
-    pushed[i] = np
+    if np ~= math.abs(n) then pushed[i] = np end
     -- the set's expiry, once: a TTL is read, an EXPIREAT written (and sent to the AOF
-    -- and the replicas), so it is set only on the set's first write
-    if not expiring[cur] then
+    -- and the replicas), so it is set only on the set's first write. A caller that
+    -- saw this set written (and so expiring) in this bucket says so ('2'): no TTL.
+    if not known and not expiring[cur] then
       expiring[cur] = true
       if redis.call('TTL', cur) == -1 then redis.call('EXPIREAT', cur, expire_at) end
     end
@@ -271,7 +285,7 @@ if failed then
     local c = (j == at) and np or pushed[j] or math.abs(counts[j])
     if c > 0 then redis.call('LTRIM', KEYS[j + 1], 0, -c - 1) end
   end
-  for j = 1, #added, 2 do redis.call('SREM', added[j], added[j + 1]) end
+  for j = 1, na, 2 do redis.call('SREM', added[j], added[j + 1]) end
   if find(failed, 'WRONGTYPE', 1, true) ~= 1 then return redis.error_reply(failed) end
   -- the lists of another type, for the caller to name
   local wrong = {}
@@ -312,12 +326,14 @@ return buffered
 """.replace("@IDS@", keys.IDS_PREFIX).replace("@USER_AT@", str(len(keys.EVENT_PREFIX) + 1))
 
 
-def ids_entry(line_ids: list[str]) -> str:
+def ids_entry(line_ids: list[str], expiring: bool = False) -> str:
     """One list's entry in APPEND's ids argument: ``'0'`` when none of its events has an
-    id, else ``'1'`` and its events' ids ('' for one without), one per line."""
+    id, else ``'1'`` (``'2'`` if the caller knows the list's id set of this bucket
+    already expires) and its events' ids ('' for one without), one per line."""
+    head = "2\n" if expiring else "1\n"
     if len(line_ids) == 1:  # the usual in a flush over many users
-        return "1\n" + line_ids[0] if line_ids[0] else "0"
-    return "1\n" + "\n".join(line_ids) if any(line_ids) else "0"
+        return head + line_ids[0] if line_ids[0] else "0"
+    return head + "\n".join(line_ids) if any(line_ids) else "0"
 
 
 @dataclass(frozen=True)
