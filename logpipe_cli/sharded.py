@@ -428,6 +428,9 @@ class Sharded:
         slot = self._slot_of.get(node.name)
         if slot is not None and cache.get(slot) and cache[slot][0].name == node.name:
             return slot
+        # moved to another master (a resharding takes a master's lowest slots first, this
+        # one): picked anew, or wait_on's INCR goes there and its WAIT counts nothing
+        self._slot_of.pop(node.name, None)
         for s, owners in cache.items():
             if owners and owners[0].name not in self._slot_of:
                 self._slot_of[owners[0].name] = s
