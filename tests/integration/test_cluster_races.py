@@ -77,20 +77,7 @@ def write_elsewhere(server: RedisServer) -> None:
         c.set("probe{" + EK.key + "}", 1)
 
 
-@pytest.mark.parametrize(
-    "moved",
-    [
-        "map-read-again",
-        pytest.param(
-            "map-stale",
-            marks=pytest.mark.xfail(reason="MOVED followed: the INCR runs on the new owner"),
-        ),
-        pytest.param(
-            "mid-move",
-            marks=pytest.mark.xfail(reason="ASK followed: the INCR runs on the new owner"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("moved", ["map-read-again", "map-stale", "mid-move"])
 def test_wait_counts_no_replica_that_missed_the_write_after_the_masters_slot_moved(
     make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path, moved: str
 ) -> None:
