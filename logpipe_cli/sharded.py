@@ -32,7 +32,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -76,6 +76,9 @@ ROOM_MAX_AGE_FAR_S = 10.0
 
 #: errors after which the slot map is read again (a master died, a failover)
 _TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError)
+#: rounds of INCR + WAIT that :meth:`Sharded.wait_on` tries while the slots it names
+#: move away from their master (a resharding) before it gives up
+WAIT_ROUNDS = 3
 #: replies that say the command did not run there: sent again, following the redirect
 _REDIRECTS = (AskError, TryAgainError)  # MovedError is an AskError
 
@@ -399,37 +402,78 @@ class Sharded:
                 )
         if not masters:
             return replicas  # nothing was written
-        cmds: list[tuple[Any, ...]] = []
-        for node in masters:
-            slot = self._a_slot_of(node)
-            cmds.append(("INCR", keys.slot_key(keys.REPLICATED, slot)))
-            cmds.append(("WAIT", replicas, timeout_ms))
+        fewest = replicas
+        moving: set[int] = set()
+        for _ in range(WAIT_ROUNDS):
+            got, masters = await self._wait_round(masters, replicas, timeout_ms, moving)
+            fewest = min([fewest, *got])
+            if not masters:
+                return fewest
+        raise RedisUnavailableError(
+            "redis unavailable while waiting for replicas: the slots of master "
+            f"{', '.join(n.name for n in masters)} kept moving away (a resharding)"
+        )
+
+    async def _wait_round(
+        self, masters: list[ClusterNode], replicas: int, timeout_ms: int, moving: set[int]
+    ) -> tuple[list[int], list[ClusterNode]]:
+        """An ``INCR`` and a ``WAIT`` on one connection to each of ``masters``: the WAIT
+        replies of those whose INCR ran there, and those whose INCR was redirected.
+
+        Redirections are not followed: an INCR sent on to the slot's new owner would
+        leave the WAIT counting nothing of ours (see :meth:`_a_slot_of`). A redirected
+        INCR's slot is added to ``moving`` (``ASK``: being moved) and, after a ``MOVED``,
+        the slot map is read again, so the next round picks a slot the master keeps.
+        """
+        slots = [self._a_slot_of(node, moving) for node in masters]
         pipe = self.client.pipeline(transaction=False)
-        for node, i in zip(masters, range(0, len(cmds), 2), strict=True):
-            pipe.execute_command(*cmds[i])
-            pipe.execute_command(*cmds[i + 1], target_nodes=node)
+        for node, slot in zip(masters, slots, strict=True):
+            pipe.execute_command("INCR", keys.slot_key(keys.REPLICATED, slot))
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False, allow_redirections=False)
         except (RedisError, OSError) as exc:
             if isinstance(exc, _TOPOLOGY_ERRORS):
                 await self._reload_slots()
             raise RedisUnavailableError(
                 f"redis unavailable while waiting for replicas: {exc}"
             ) from exc
-        waits = replies[1::2]
-        for r in replies:
-            if isinstance(r, Exception):
-                raise RedisUnavailableError(f"redis unavailable while waiting for replicas: {r}")
-        return min(int(w) for w in waits)
+        got: list[int] = []
+        again: list[ClusterNode] = []
+        for node, slot, incr, wait in zip(
+            masters, slots, replies[0::2], replies[1::2], strict=True
+        ):
+            if isinstance(incr, AskError):  # MovedError is an AskError: it did not run
+                moving.add(slot)
+                again.append(node)
+                continue
+            for r in (incr, wait):
+                if isinstance(r, Exception):
+                    raise RedisUnavailableError(
+                        f"redis unavailable while waiting for replicas: {r}"
+                    )
+            got.append(int(wait))
+        if any(isinstance(r, MovedError) for r in replies[0::2]):
+            await self._reload_slots()
+        return got, again
 
-    def _a_slot_of(self, node: ClusterNode) -> int:
-        """A slot ``node`` serves, as the client's slot map says (cached while true)."""
+    def _a_slot_of(self, node: ClusterNode, moving: Container[int] = ()) -> int:
+        """A slot ``node`` serves, as the client's slot map says, and not one of
+        ``moving`` (cached while true)."""
         cache = self.client.nodes_manager.slots_cache
         slot = self._slot_of.get(node.name)
-        if slot is not None and cache.get(slot) and cache[slot][0].name == node.name:
+        if (
+            slot is not None
+            and slot not in moving
+            and cache.get(slot)
+            and cache[slot][0].name == node.name
+        ):
             return slot
+        # moved to another master (a resharding takes a master's lowest slots first, this
+        # one): picked anew, or wait_on's INCR goes there and its WAIT counts nothing
+        self._slot_of.pop(node.name, None)
         for s, owners in cache.items():
-            if owners and owners[0].name not in self._slot_of:
+            if owners and owners[0].name not in self._slot_of and s not in moving:
                 self._slot_of[owners[0].name] = s
         slot = self._slot_of.get(node.name)
         if slot is None:
