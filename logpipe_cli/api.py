@@ -61,7 +61,7 @@ from logpipe_cli.drain_runner import DrainRunner
 from logpipe_cli.errors import LogpipeError
 from logpipe_cli.events import event_json_schema
 from logpipe_cli.fastpath import fast_post_log
-from logpipe_cli.gate import Cors, HostCheck, gate, host_guard, principal_of
+from logpipe_cli.gate import Cors, HostCheck, gate, host_guard, principal_of, scope_needed
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import CONTENT_TYPE, ApiMetrics
 from logpipe_cli.query import MAX_EXPORT_LIMIT, MAX_LIMIT, EventReader, Query
@@ -615,24 +615,34 @@ def route_scopes(handlers: list[HTTPRouteHandler], settings: Settings) -> dict[s
 class FrontDoor:
     """What goes in front of the app: the Host check (``hosts``, if any), then the token
     and CORS gate (``gate``); also without tokens or CORS origins the gate refuses a POST
-    from a page on another site (see gate.py). ``light``: the gate does only that."""
+    from a page on another site (see gate.py). ``light``: no CORS origins, so the
+    ``POST /log`` fast path can make the gate's checks itself; ``tokens``: the token
+    check, if tokens are configured (the authorizer, the scopes of ``POST /log`` and
+    ``POST /logs``)."""
 
     gate: Callable[[ASGIApp], ASGIApp]
     hosts: HostCheck | None
     light: bool
+    tokens: tuple[Authorizer, RouteScope, RouteScope] | None = None
 
     def around(self, router: ASGIApp, ingest: Ingest) -> ASGIApp:
         """``router`` behind the checks, with the ``POST /log`` fast path onto ``ingest``.
 
-        With the light gate, the fast path goes first and makes the Host and cross-site
-        checks itself, from the one pass over the headers it makes anyway (two ASGI
-        layers and two header scans fewer per request); a request it would refuse it
-        passes to the checks behind it, which answer it as ever. Else (tokens or CORS)
-        it goes behind the gate, which grants the request's principal and wraps ``send``
-        for CORS.
+        With no CORS origins, the fast path goes first and makes the Host check, and the
+        cross-site check (no tokens) or the token check (tokens) itself, from the one
+        pass over the headers it makes anyway (two ASGI layers and two header scans
+        fewer per request); a request it would refuse it passes to the checks behind
+        it, which answer it as ever. Else (CORS) it goes behind the gate, which grants
+        the request's principal and wraps ``send`` for CORS.
         """
         if self.light:
-            return fast_post_log(self._checks(router), ingest, hosts=self.hosts, cross_site=True)
+            return fast_post_log(
+                self._checks(router),
+                ingest,
+                hosts=self.hosts,
+                cross_site=self.tokens is None,
+                tokens=self.tokens,
+            )
         return self._checks(fast_post_log(router, ingest))
 
     def _checks(self, app: ASGIApp) -> ASGIApp:
@@ -652,7 +662,16 @@ def _front_door(
     return FrontDoor(
         gate=lambda app: gate(app, authorizer, scopes, cors, metrics),
         hosts=None if allowed_hosts is None else HostCheck(allowed_hosts),
-        light=not authorizer.enabled and cors is None,
+        light=cors is None,
+        tokens=(
+            (
+                authorizer,
+                scope_needed(scopes, "POST", "/log"),
+                scope_needed(scopes, "POST", "/logs"),
+            )
+            if authorizer.enabled
+            else None
+        ),
     )
 
 

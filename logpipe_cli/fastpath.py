@@ -23,6 +23,7 @@ from logpipe_cli.answers import (
     Answer,
     problem_answer,
 )
+from logpipe_cli.auth import Authorizer, Grant, RouteScope
 from logpipe_cli.gate import HostCheck, principal_of, same_origin
 from logpipe_cli.http_guard import send_json_200, whole_body
 from logpipe_cli.ingest import Ingest
@@ -42,6 +43,7 @@ def fast_post_log(
     *,
     hosts: HostCheck | None = None,
     cross_site: bool = False,
+    tokens: tuple[Authorizer, RouteScope, RouteScope] | None = None,
 ) -> ASGIApp:
     """Serve ``POST /log`` and ``POST /logs`` straight from ASGI, in front of Litestar's
     router.
@@ -57,8 +59,11 @@ def fast_post_log(
     (tests/api/test_log_fast_path.py checks that both ways answer alike).
 
     In front of the checks (``handler`` makes them): ``hosts``, the Host check;
-    ``cross_site``, the gate's refusal of a ``POST`` from another site's page. A request
-    either would refuse goes to ``handler``, which answers it.
+    ``cross_site``, the gate's refusal of a ``POST`` from another site's page;
+    ``tokens``, the gate's token check (the authorizer, and the scopes ``POST /log`` and
+    ``POST /logs`` need). A request any of them would refuse goes to ``handler``, which
+    answers it; one they let through is served here (its principal, the token's, from
+    the check made here), with no ASGI layer and no header scan of the gate's.
     """
 
     metrics = ingest.metrics
@@ -76,7 +81,7 @@ def fast_post_log(
             await handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype, idem, encoding, host, origin = _headers_read(scope)
+        length, ctype, idem, encoding, host, origin, authorization = _headers_read(scope)
         if (
             not 0 <= length <= max_body_bytes
             or (hosts is not None and host is not None and not hosts.allows(host))
@@ -84,6 +89,14 @@ def fast_post_log(
         ):
             await handler(scope, receive, send)
             return
+        if tokens is None:
+            principal = principal_of(scope)  # a gate in front of this path granted it
+        else:
+            verdict = tokens[0].check(authorization, tokens[1] if path == "/log" else tokens[2])
+            if type(verdict) is not Grant:
+                await handler(scope, receive, send)  # the gate there refuses it
+                return
+            principal = verdict.principal
         status = 500
         try:
             if ctype == b"application/json":  # what nearly every client sends
@@ -94,7 +107,6 @@ def fast_post_log(
                 media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
             client = scope.get("client")
             address = client[0] if client else None
-            principal = principal_of(scope)
             if path == "/log":
                 answer = ingest.log_media_refusal(media)
             else:
@@ -138,44 +150,54 @@ def fast_post_log(
     return app
 
 
-def _headers_read(
-    scope: Scope,
-) -> tuple[int, bytes | None, str | None, str, bytes | None, bytes | None]:
+_Headers = tuple[int, bytes | None, str | None, str, bytes | None, bytes | None, bytes | None]
+#: what :func:`_headers_read` says of a request with a header it reads repeated
+_REPEATED: _Headers = (-2, None, None, "", None, None, None)
+
+
+def _headers_read(scope: Scope) -> _Headers:
     """Content-Length (-1 if absent, -2 if unusable or any of the headers read here
-    repeated), Content-Type and Idempotency-Key (``None`` if absent), Content-Encoding
-    (``identity`` if absent), Host and Origin (``None`` if absent)."""
+    repeated: then nothing else is read), Content-Type and Idempotency-Key (``None`` if
+    absent), Content-Encoding (``identity`` if absent), Host, Origin and Authorization
+    (``None`` if absent)."""
     length = -1
     ctype: bytes | None = None
     idem: str | None = None
     encoding: str | None = None
     host: bytes | None = None
     origin: bytes | None = None
+    authorization: bytes | None = None
     for name, value in scope["headers"]:
         if name == b"host":
             if host is not None:
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             host = value
         elif name == b"content-length":
             if length != -1 or not value.isdigit():
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             length = int(value)
         elif name == b"content-type":
             if ctype is not None:
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             ctype = value
+        elif name == b"authorization":
+            if authorization is not None:
+                return _REPEATED
+            authorization = value
         elif name == b"idempotency-key":
             if idem is not None:
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             idem = value.decode("latin-1")
         elif name == b"content-encoding":
             if encoding is not None:
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             encoding = value.decode("latin-1")
         elif name == b"origin":
             if origin is not None:
-                return -2, ctype, idem, "", host, origin
+                return _REPEATED
             origin = value
-    return length, ctype, idem, "identity" if encoding is None else encoding, host, origin
+    encoding = "identity" if encoding is None else encoding
+    return length, ctype, idem, encoding, host, origin, authorization
 
 
 async def _body_or_answer(

@@ -66,6 +66,11 @@ def route_scope(scopes: Mapping[str, RouteScope], path: str) -> RouteScope:
     return "read" if path == "/schema" or path.startswith("/schema/") else DEFAULT_SCOPE
 
 
+def scope_needed(scopes: Mapping[str, RouteScope], method: str, path: str) -> RouteScope:
+    """The scope a ``method`` request to ``path`` needs (see :func:`gate`)."""
+    return scopes.get(f"{method} {path}") or route_scope(scopes, path)
+
+
 def gate(
     app: ASGIApp,
     authorizer: Authorizer,
@@ -127,7 +132,7 @@ def gate(
                 send = _with_headers(send, [_VARY])
         if auth_on:
             path = scope["path"]
-            needs = scopes.get(f"{method} {path}") or route_scope(scopes, path)
+            needs = scope_needed(scopes, method, path)
             verdict = authorizer.check(authorization, needs)
             if repeated and needs != "public":
                 verdict = _REPEATED

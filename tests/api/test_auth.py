@@ -60,8 +60,7 @@ def call(client: TestClient[Any], method: str, path: str, token: str | None) -> 
     return client.request(method, path, headers=headers)
 
 
-@pytest.fixture
-def client(settings_for: MakeSettings) -> Iterator[TestClient[Any]]:
+def token_app(settings_for: MakeSettings, cors: bool) -> TestClient[Any]:
     # the ingest token is configured by its digest only: the server never holds it
     settings = settings_for(
         auth={
@@ -69,9 +68,22 @@ def client(settings_for: MakeSettings) -> Iterator[TestClient[Any]]:
             "read_tokens": [READ],
             "admin_tokens": [ADMIN],
         },
-        server={"cors_origins": [ORIGIN]},
+        server={"cors_origins": [ORIGIN] if cors else []},
     )
-    with TestClient(app=create_app(settings)) as c:
+    return TestClient(app=create_app(settings))
+
+
+@pytest.fixture(params=["cors", "no cors"])
+def client(request: pytest.FixtureRequest, settings_for: MakeSettings) -> Iterator[TestClient[Any]]:
+    """With CORS origins, the fast path sits behind the gate; without, it checks the
+    token itself (one header scan): every token test runs on both front doors."""
+    with token_app(settings_for, request.param == "cors") as c:
+        yield c
+
+
+@pytest.fixture
+def cors_client(settings_for: MakeSettings) -> Iterator[TestClient[Any]]:
+    with token_app(settings_for, True) as c:
         yield c
 
 
@@ -153,6 +165,22 @@ def test_scheme_is_case_insensitive_and_other_schemes_are_401(client: TestClient
     assert basic.status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/log", "/logs"])
+def test_a_repeated_authorization_is_refused_and_stores_nothing(
+    client: TestClient[Any], path: str
+) -> None:
+    # attack: a proxy and the API that read different copies of a repeated header
+    headers = [
+        ("authorization", f"Bearer {INGEST}"),
+        ("authorization", "Bearer wrong"),
+        ("content-type", "application/json" if path == "/log" else "application/x-ndjson"),
+    ]
+    resp = client.post(path, content=EVENT + b"\n", headers=headers)
+    assert resp.status_code == 401, resp.text
+    stats = client.get("/stats", headers={"authorization": f"Bearer {READ}"}).json()
+    assert stats["buffered"]["events"] == 0
+
+
 def test_unknown_routes_need_a_token_before_they_are_404(client: TestClient[Any]) -> None:
     assert client.get("/nope").status_code == 401
     assert client.get("/nope", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 404
@@ -195,8 +223,8 @@ def preflight(client: TestClient[Any], origin: str, path: str = "/log") -> httpx
     )
 
 
-def test_preflight_from_an_allowed_origin(client: TestClient[Any]) -> None:
-    resp = preflight(client, ORIGIN)
+def test_preflight_from_an_allowed_origin(cors_client: TestClient[Any]) -> None:
+    resp = preflight(cors_client, ORIGIN)
     assert resp.status_code == 204
     h = resp.headers
     assert h["access-control-allow-origin"] == ORIGIN
@@ -207,41 +235,43 @@ def test_preflight_from_an_allowed_origin(client: TestClient[Any]) -> None:
     assert "origin" in h["vary"].lower()
 
 
-def test_preflight_from_another_origin_gets_no_cors_headers(client: TestClient[Any]) -> None:
-    resp = preflight(client, "https://evil.example")
+def test_preflight_from_another_origin_gets_no_cors_headers(cors_client: TestClient[Any]) -> None:
+    resp = preflight(cors_client, "https://evil.example")
     assert not any(k.startswith("access-control-") for k in resp.headers)
 
 
 @pytest.mark.parametrize("path", ["/log", "/log-chunked"])
-def test_post_from_an_allowed_origin(client: TestClient[Any], path: str) -> None:
-    resp = call_with_origin(client, path, ORIGIN, INGEST)
+def test_post_from_an_allowed_origin(cors_client: TestClient[Any], path: str) -> None:
+    resp = call_with_origin(cors_client, path, ORIGIN, INGEST)
     assert resp.status_code == 200
     assert resp.headers["access-control-allow-origin"] == ORIGIN
     # a 401 must be readable by the page too (else the browser hides why)
-    resp = call_with_origin(client, path, ORIGIN, None)
+    resp = call_with_origin(cors_client, path, ORIGIN, None)
     assert resp.status_code == 401
     assert resp.headers["access-control-allow-origin"] == ORIGIN
     assert "www-authenticate" in resp.headers["access-control-expose-headers"].lower()
 
 
 @pytest.mark.parametrize("path", ["/log", "/log-chunked"])
-def test_post_from_another_origin_gets_no_cors_headers(client: TestClient[Any], path: str) -> None:
-    resp = call_with_origin(client, path, "https://evil.example", INGEST)
+def test_post_from_another_origin_gets_no_cors_headers(
+    cors_client: TestClient[Any], path: str
+) -> None:
+    resp = call_with_origin(cors_client, path, "https://evil.example", INGEST)
     assert resp.status_code == 200  # the server still answers; the browser hides it
     assert "access-control-allow-origin" not in resp.headers
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", None])
 def test_answers_without_cors_headers_still_vary_on_origin(
-    client: TestClient[Any], origin: str | None
+    cors_client: TestClient[Any], origin: str | None
 ) -> None:
     # attack: only the allowed origin's answers said Vary: Origin, so a shared cache could
     # keep an answer without CORS headers and serve it to the allowed page, breaking it
     headers = {} if origin is None else {"origin": origin}
     for resp in (
-        client.get("/healthz", headers=headers),
-        client.get("/stats", headers={**headers, "authorization": f"Bearer {READ}"}),
-        client.post("/log", content=EVENT, headers={**headers, "content-type": "text/plain"}),
+        cors_client.get("/healthz", headers=headers),
+        cors_client.get("/stats", headers={**headers, "authorization": f"Bearer {READ}"}),
+        cors_client.post("/log", content=EVENT, headers={**headers, "content-type": "text/plain"}),
     ):
         assert "access-control-allow-origin" not in resp.headers
         assert "origin" in resp.headers.get("vary", "").lower(), resp.headers
