@@ -1,7 +1,8 @@
 """Where the API's time goes under load: py-spy samples ``logpipe serve`` while wrk drives
 one shape of traffic.
 
-    python -m bench.profile_api [--shape single|ids|noids|batch|batch100] [--seconds 8] [--tag T]
+    python -m bench.profile_api [--shape single|token|ids|noids|batch|batch100] [--seconds 8]
+        [--tag T]
 
 Starts its own redis-server (AOF on, ``appendfsync everysec``, as ``bench.run``) and a
 1-worker ``logpipe serve``, runs wrk for ``--seconds`` while ``py-spy record`` samples
@@ -25,11 +26,13 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.procs import Procs, free_port, need, wait_http, wait_redis
-from bench.run import RESULTS, ROOT, check_one, server_env
+from bench.run import AUTH_TOKEN, RESULTS, ROOT, check_one, server_env
 
 #: shape -> (path, wrk script, its arguments)
 SHAPES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "single": ("/log", "post_log.lua", ("1000",)),
+    # single events with a bearer token, to an API with tokens configured
+    "token": ("/log", "post_log.lua", ("1000", AUTH_TOKEN)),
     "ids": ("/log", "post_log_ids.lua", ("1000", "id", "prof")),
     "noids": ("/log", "post_log_ids.lua", ("1000", "none", "prof")),
     "batch": ("/logs", "post_logs.lua", ("1000", "100")),
@@ -88,6 +91,7 @@ def main() -> int:
     p.add_argument("--trivial", action="store_true", help="the trivial ASGI app instead")
     args = p.parse_args()
     path, script, wrk_args = SHAPES[args.shape]
+    tokens = {"LOGPIPE_AUTH_INGEST_TOKENS": AUTH_TOKEN} if args.shape == "token" else {}
     conns = args.connections or (32 if path == "/log" else 8)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"profile-{args.tag}-{args.shape}"
@@ -120,10 +124,10 @@ def main() -> int:
                     "logpipe-serve",
                     [sys.executable, "-m", "logpipe_cli", "serve"],
                     cwd=tmp,
-                    env=server_env(rport, port),
+                    env=server_env(rport, port) | tokens,
                 )
                 wait_http(f"http://127.0.0.1:{port}/readyz", api, "logpipe serve")
-                check_one(port)
+                check_one(port, AUTH_TOKEN if tokens else None)
             url = f"http://127.0.0.1:{port}{path}"
             loadgen.wrk(procs, url, script, seconds=1, connections=conns, args=wrk_args)
             spy = None if args.no_spy else subprocess.Popen(

@@ -55,6 +55,8 @@ class Refusal:
 
 
 Verdict = Grant | Refusal
+#: spellings of configured tokens that :meth:`Authorizer.check` remembers
+_KNOWN_MAX = 1024
 ANONYMOUS: Final = Grant(None)
 _MISSING: Final = Refusal(401, "an Authorization: Bearer <token> header is required", "Bearer")
 _UNKNOWN: Final = Refusal(401, "the bearer token is not valid", 'Bearer error="invalid_token"')
@@ -157,6 +159,10 @@ class Authorizer:
             }
             grant = Grant(digest.hex()[:12])
             self._tokens[digest] = _Token(grant, frozenset(granted), refusals)
+        #: credentials already found to be a configured token, as presented: looked up
+        #: before hashing (SHA-256 through OpenSSL costs ~1-2 us a call, a few % of a
+        #: request). Only tokens that exist get in, at most _KNOWN_MAX spellings.
+        self._known: dict[bytes, _Token] = {}
         self.counts: dict[TokenScope, int] = {
             s: sum(1 for t in self._tokens.values() if s in t.scopes) for s in SCOPES
         }
@@ -185,9 +191,16 @@ class Authorizer:
         # bytes a candidate digest shares with a stored one) is about a digest of the
         # attacker's own guess; turning that into a token means inverting SHA-256. This
         # is what hmac.compare_digest over every configured token would give, at O(1).
-        token = self._tokens.get(hashlib.sha256(credentials.strip()).digest())
+        # The cache of tokens already seen is a dict too: a guess is compared with a
+        # stored token's bytes only if their 64-bit hashes (SipHash, keyed per process)
+        # are equal, which a guess cannot aim at without knowing the token.
+        token = self._known.get(credentials)
         if token is None:
-            return _UNKNOWN
+            token = self._tokens.get(hashlib.sha256(credentials.strip()).digest())
+            if token is None:
+                return _UNKNOWN
+            if len(self._known) < _KNOWN_MAX:
+                self._known[bytes(credentials)] = token
         if needs in token.scopes:
             return token.grant
         return token.refusals[needs]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from logpipe_cli import auth
 from logpipe_cli.auth import (
     Authorizer,
     Grant,
@@ -112,6 +113,38 @@ def test_the_lookup_is_by_digest_never_by_comparing_secrets(
     monkeypatch.setattr("logpipe_cli.auth.hashlib.sha256", real)
     assert token_matches("tok-1", "tok-1")
     assert calls == [(real(b"tok-1").digest(), real(b"tok-1").digest())]
+
+
+def test_only_configured_tokens_are_remembered_and_no_more_than_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A token seen before is found without hashing it again (OpenSSL's SHA-256 costs a few
+    # % of a request); a guess is hashed every time and never remembered, so guesses
+    # cannot fill the memory, and a valid token's spellings are bounded.
+    hashed: list[bytes] = []
+    real = hashlib.sha256
+
+    def spy(data: bytes = b"") -> object:
+        hashed.append(data)
+        return real(data)
+
+    a = Authorizer([("ingest", "tok-1", "t")])
+    monkeypatch.setattr("logpipe_cli.auth.hashlib.sha256", spy)
+    granted = a.check(bearer("tok-1"), "ingest")
+    assert isinstance(granted, Grant)
+    assert granted.principal is not None
+    for _ in range(3):
+        assert a.check(bearer("tok-1"), "ingest") == granted
+        wrong_scope = a.check(bearer("tok-1"), "admin")
+        assert isinstance(wrong_scope, Refusal)
+        assert wrong_scope.status == 403
+        guess = a.check(bearer("guess"), "ingest")
+        assert isinstance(guess, Refusal)
+        assert guess.status == 401
+    assert hashed == [b"tok-1"] + [b"guess"] * 3
+    for n in range(2000):  # spellings of the valid token: whitespace after it
+        assert isinstance(a.check(bearer("tok-1" + " " * n), "ingest"), Grant)
+    assert len(a._known) == auth._KNOWN_MAX
 
 
 def test_tokens_file(tmp_path: Path) -> None:
