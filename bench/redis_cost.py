@@ -1,13 +1,14 @@
 """What one stored event costs Redis, counted in instructions rather than timed.
 
-    python -m bench.redis_cost [--per 100] [--flushes 100] [--ids] [--rpush]
+    python -m bench.redis_cost [--per 100] [--flushes 100] [--ids] [--rpush] [--top N]
 
 Runs ``redis-server`` (AOF on, ``appendfsync everysec``, as ``bench.run``) under
 ``valgrind --tool=callgrind``, stores ``--flushes`` flushes of ``--per`` events over 1,000
 users through :meth:`Buffer.store` (APPEND, the write path's one script; ``--ids`` gives
 every event an ``event_id``), and prints Redis's instructions per event. ``--rpush`` sends
 the same events as a plain pipeline of ``RPUSH`` instead, as the Rust original does: the
-floor a script's checks and counters are measured against.
+floor a script's checks and counters are measured against. ``--top N`` also prints the N
+functions of Redis with the most instructions per event, inclusive (callgrind_annotate).
 
 Instructions do not move with the machine's load, so two versions of the script compare
 exactly where a timed run on a shared 2-core machine cannot (README, Benchmarks: 100-event
