@@ -52,3 +52,20 @@ async def test_an_api_clock_behind_redis_by_two_windows_leaves_no_set_without_ex
     await buffer.store([(A, b'{"n":1}')], ids=["x"], now=now)
     await buffer.store([(A, b'{"n":2}')], ids=["y"], now=now)
     assert raw.ttl(keys.id_set("a", bucket)) != -1, "an id set left without an expiry"
+
+
+async def test_a_set_deleted_by_hand_and_made_again_keeps_no_expiry_past_its_bucket(
+    buffer: Buffer, raw: redis.Redis
+) -> None:
+    # README's "Deleting id sets by hand" says the set made again without an expiry gets
+    # one on its user's next write once the API forgets; a write in the next bucket goes
+    # to the next bucket's set, and nothing reads this one's TTL again: it never expires
+    # the start of the next bucket (an API clock a little ahead of Redis's: '2' trusted)
+    now = float((int(time.time() // W) + 1) * W)
+    bucket = int(now // W)
+    await buffer.store([(A, b'{"n":1}')], ids=["x"], now=now)
+    raw.delete(keys.id_set("a", bucket))
+    await buffer.store([(A, b'{"n":2}')], ids=["y"], now=now)
+    await buffer.store([(A, b'{"n":3}')], ids=["z"], now=now + W)  # the bucket turned
+    assert 0 < raw.ttl(keys.id_set("a", bucket + 1)) <= 4 * W
+    assert raw.ttl(keys.id_set("a", bucket)) == -1  # the documented limit, for good
