@@ -130,7 +130,7 @@ local find, sub, byte = string.find, string.sub, string.byte
 -- another type (written by hand) must not fail the script half-way; its events are
 -- stored (at least once) rather than refused.
 local dups, p, idall, idnext, idblob, idpos, cur, prev = {'duplicates', 0}, 0, '', 1
-local expire_at, expiring, suffix, before, known = nil, {}, '', '', false
+local expire_at, expiring, suffix, before, known, trusted = nil, {}, '', '', false, nil
 if scope > 0 then
   idall, expire_at = ARGV[T + 1], ARGV[T + 2]
   suffix, before = '}:' .. ARGV[T + 3], '}:' .. tostring(tonumber(ARGV[T + 3]) - 1)
@@ -178,6 +178,17 @@ for i = 1, nkeys do
     local stop, flag = find(idall, ' ', idnext, true) or (#idall + 1), byte(idall, idnext)
     if flag ~= 48 then -- '1' or '2' (its set known to expire), not '0'
       idblob, idpos, known = sub(idall, idnext + 2, stop - 1), 1, flag == 50
+      if known then
+        -- trusted only while Redis's own clock is still in the caller's bucket: the
+        -- EXPIREAT time is the caller's, applied by Redis's clock, so a caller whose
+        -- clock is a window or more behind set (or will see) its set expire while it
+        -- still takes it to expire, and would make it again without one. Once a call.
+        if trusted == nil then
+          local b = tonumber(ARGV[T + 3])
+          trusted = tonumber(redis.call('TIME')[1]) < tonumber(expire_at) / (b + 2) * (b + 1)
+        end
+        known = trusted
+      end
       -- the user: between 'logs:user_' and the day's ':' (a user id holds no ':'; a
       -- name without a day, never the API's, is a user of its own)
       local colon = scope == 1 and find(key, ':', @USER_AT@, true)
