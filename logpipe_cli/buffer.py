@@ -472,10 +472,7 @@ class Buffer:
         if grouped_ids:
             window = self.cfg.dedupe_seconds
             id_bucket = int((time.time() if now is None else now) // window)
-            lean = self._lean
-            if lean is not None and lean.connected and not self.cfg.min_replicas:
-                # (no await between here and the call: it goes through this connection)
-                known = self._expiring.current(id_bucket, lean.connections, time.monotonic())
+            known = self._known_expiring(id_bucket)
             checked = _dedupe_args(grouped_ids, argv, window, id_bucket, known or ())
         else:
             argv += ("", 0, 0)
@@ -498,7 +495,6 @@ class Buffer:
                 with redis_errors("storing events"):
                     reply = await self._append(keys=script_keys, args=argv)
         except WrongTypeError as exc:
-            self._expiring.forget()
             raise await self._name_wrong_type(exc) from exc
         outcome = scripts.appended(reply)
         if known is not None:
@@ -537,6 +533,17 @@ class Buffer:
         # the script counts positions in grouped order; the caller's are item indexes
         order = [i for at in _where(items).values() for i in at]
         return Stored(outcome.buffered, sorted(order[p] for p in outcome.duplicates))
+
+    def _known_expiring(self, bucket: int) -> set[str] | None:
+        """The lists whose id set of ``bucket`` is known to expire, for a call about to go
+        out on the lean connection (:class:`ExpiringIdSets`); ``None`` for one that goes
+        through redis-py (``min_replicas``, or no lean connection), whose connections'
+        history is not known, and while the lean one is closed (the call opens another)."""
+        lean = self._lean
+        if lean is None or not lean.connected or self.cfg.min_replicas:
+            return None
+        # (no await between here and the call: it goes through this connection)
+        return self._expiring.current(bucket, lean.connections, time.monotonic())
 
     async def _append_replicated(self, script_keys: list[str], argv: list[Any]) -> Any:
         """APPEND, then WAIT for ``min_replicas``, in one pipeline (one round trip).

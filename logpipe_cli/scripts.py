@@ -64,6 +64,13 @@ if redis.call('ZSCORE', flushes, id) then
   return tonumber(redis.call('HGET', KEYS[1], 'buffered') or '0')
 end
 local counts, total, a = {}, 0, 4
+-- Redis's clock, read once a call (the rate limits', the trust in a known expiry's, the
+-- flush id's): {seconds, microseconds}
+local clock = nil
+local function time_now()
+  if not clock then clock = redis.call('TIME') end
+  return clock
+end
 for i = 1, nkeys do
   local n = tonumber(ARGV[a])
   counts[i] = n
@@ -80,7 +87,7 @@ end
 local tokens, stale, now_ms = {}, {}, 0
 if nbuckets > 0 then
   local rate, burst = tonumber(ARGV[T + 6]), tonumber(ARGV[T + 7])
-  local t = redis.call('TIME')
+  local t = time_now()
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for b = 1, nbuckets do
     -- pcall: a bucket overwritten by hand with another type counts as full (and is
@@ -185,7 +192,7 @@ for i = 1, nkeys do
         -- still takes it to expire, and would make it again without one. Once a call.
         if trusted == nil then
           local b = tonumber(ARGV[T + 3])
-          trusted = tonumber(redis.call('TIME')[1]) < tonumber(expire_at) / (b + 2) * (b + 1)
+          trusted = tonumber(time_now()[1]) < tonumber(expire_at) / (b + 2) * (b + 1)
         end
         known = trusted
       end
@@ -323,7 +330,7 @@ if nbuckets > 0 then
 end
 -- ---- end of the limits' counters ----
 redis.call('HINCRBY', KEYS[1], 'accepted', total)
-local now = tonumber(redis.call('TIME')[1])
+local now = tonumber(time_now()[1])
 redis.call('ZADD', flushes, now, id)
 redis.call('ZREMRANGEBYSCORE', flushes, '-inf', now - 60)
 local buffered = redis.call('HINCRBY', KEYS[1], 'buffered', total)

@@ -6,8 +6,10 @@ connection (the API's way; the cache is used only there)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis
@@ -27,24 +29,50 @@ A, B = keys.event_key("a", 1), keys.event_key("b", 1)
 SET_A = keys.id_set("a", BUCKET)
 
 
-@pytest.fixture
-async def buffer(redis_url: str) -> AsyncIterator[Buffer]:
-    cfg = RedisSettings(url=redis_url)
-    client = connect(cfg)
+@contextlib.asynccontextmanager
+async def lean_buffer(redis_url: str, **cfg: Any) -> AsyncIterator[Buffer]:
+    """A buffer that writes through the lean connection, as the API's does, opened."""
+    settings = RedisSettings(url=redis_url, **cfg)
+    client = connect(settings)
     lean = LeanRedis.from_url(redis_url, 2.0)
     assert lean is not None
-    buf = Buffer(client, cfg)
+    buf = Buffer(client, settings)
     buf.write_through(lean)
     # the connection opened (the cache is used on an open one: it knows its number)
-    await buf.store([(keys.event_key("w", 1), b"{}")], ids=["w"], now=NOW)
-    yield buf
-    await lean.aclose()
-    await client.aclose()
+    await buf.store([(keys.event_key("w", 1), b"{}")], ids=["w"])
+    try:
+        yield buf
+    finally:
+        await lean.aclose()
+        await client.aclose()
+
+
+@pytest.fixture
+async def buffer(redis_url: str) -> AsyncIterator[Buffer]:
+    async with lean_buffer(redis_url) as buf:
+        yield buf
+
+
+#: a short dedupe window (dedupe_seconds may be anything >= 1), for clocks a window apart
+SHORT_W = 10
+
+
+@pytest.fixture
+async def short_buffer(redis_url: str) -> AsyncIterator[Buffer]:
+    async with lean_buffer(redis_url, dedupe_seconds=SHORT_W) as buf:
+        yield buf
 
 
 @pytest.fixture
 def raw(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
+
+
+def redis_restarts_empty(raw: redis.Redis) -> None:
+    """As a Redis restarted without its data: the data gone, the clients' connections
+    with it."""
+    raw.flushall()
+    raw.client_kill_filter(_type="normal", skipme=True)
 
 
 def ttl_calls(raw: redis.Redis) -> int:
@@ -86,9 +114,7 @@ async def test_a_set_lost_with_its_redis_gets_its_expiry_again(
     buffer: Buffer, raw: redis.Redis
 ) -> None:
     await buffer.store([(A, b'{"n":1}')], ids=["x"], now=NOW)
-    # Redis "restarts" empty: the data gone and the connection with it
-    raw.flushall()
-    raw.client_kill_filter(_type="normal", skipme=True)
+    redis_restarts_empty(raw)
     # the API notices while idle, so its next write is its first on a new connection
     lean = buffer._lean
     assert lean is not None
@@ -106,8 +132,7 @@ async def test_a_write_that_failed_on_a_lost_connection_is_not_trusted(
     buffer: Buffer, raw: redis.Redis
 ) -> None:
     await buffer.store([(A, b'{"n":1}')], ids=["x"], now=NOW)
-    raw.flushall()
-    raw.client_kill_filter(_type="normal", skipme=True)
+    redis_restarts_empty(raw)
     # the next write goes out on the dead connection and fails: forgotten, and sent again
     await store_until_stored(buffer, "y")
     assert 0 < raw.ttl(SET_A) <= 2 * W
@@ -161,3 +186,39 @@ def test_what_is_known_is_forgotten_at_each_turn() -> None:
     sets.current(8, 2, 121.0).add(A)
     sets.forget()
     assert sets.current(8, 2, 121.0) == set()
+
+
+# ---- attacks: ways a set is left without any expiry (an attacker helper's review) ----
+
+
+async def test_an_api_clock_behind_redis_by_two_windows_leaves_no_set_without_expiry(
+    short_buffer: Buffer, raw: redis.Redis
+) -> None:
+    # The bucket and its EXPIREAT time come from the API host's clock, the expiry is
+    # applied by Redis's clock. An API clock 3 windows behind Redis's (30 s here) makes
+    # the EXPIREAT time already past: Redis deletes the set at once. Before
+    # ExpiringIdSets each write did that again (dedupe off, nothing kept); now the API
+    # takes the set to expire and its next write makes it again, with no expiry ever
+    # (the bucket turns and nothing reads this set's TTL again).
+    now = time.time() - 3 * SHORT_W
+    bucket = int(now // SHORT_W)
+    await short_buffer.store([(A, b'{"n":1}')], ids=["x"], now=now)
+    await short_buffer.store([(A, b'{"n":2}')], ids=["y"], now=now)
+    assert raw.ttl(keys.id_set("a", bucket)) != -1, "an id set left without an expiry"
+
+
+async def test_a_set_deleted_by_hand_and_made_again_keeps_no_expiry_past_its_bucket(
+    short_buffer: Buffer, raw: redis.Redis
+) -> None:
+    # README's "Deleting id sets by hand" says the set made again without an expiry gets
+    # one on its user's next write once the API forgets; a write in the next bucket goes
+    # to the next bucket's set, and nothing reads this one's TTL again: it never expires
+    # the start of the next bucket (an API clock a little ahead of Redis's: '2' trusted)
+    now = float((int(time.time() // SHORT_W) + 1) * SHORT_W)
+    bucket = int(now // SHORT_W)
+    await short_buffer.store([(A, b'{"n":1}')], ids=["x"], now=now)
+    raw.delete(keys.id_set("a", bucket))
+    await short_buffer.store([(A, b'{"n":2}')], ids=["y"], now=now)
+    await short_buffer.store([(A, b'{"n":3}')], ids=["z"], now=now + SHORT_W)  # the bucket turned
+    assert 0 < raw.ttl(keys.id_set("a", bucket + 1)) <= 4 * SHORT_W
+    assert raw.ttl(keys.id_set("a", bucket)) == -1  # the documented limit, for good

@@ -83,13 +83,8 @@ def test_malformed_tokens_are_config_errors_that_do_not_echo(bad: str) -> None:
         assert bad not in caught.value.detail
 
 
-def test_the_lookup_is_by_digest_never_by_comparing_secrets(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The constant-time argument (see Authorizer.check): the presented token is hashed
-    # first and only its digest meets the configured ones, so whatever a lookup's timing
-    # shows is about a digest. Prove the secret is hashed exactly once per check and no
-    # plain comparison against configured tokens happens.
+def spy_on_sha256(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What auth.py hashes with SHA-256 from now on, in order."""
     hashed: list[bytes] = []
     real = hashlib.sha256
 
@@ -97,8 +92,20 @@ def test_the_lookup_is_by_digest_never_by_comparing_secrets(
         hashed.append(data)
         return real(data)
 
-    a = Authorizer([("ingest", "tok-1", "t"), ("ingest", "tok-2", "t")])
     monkeypatch.setattr("logpipe_cli.auth.hashlib.sha256", spy)
+    return hashed
+
+
+def test_the_lookup_is_by_digest_never_by_comparing_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The constant-time argument (see Authorizer.check): the presented token is hashed
+    # first and only its digest meets the configured ones, so whatever a lookup's timing
+    # shows is about a digest. Prove the secret is hashed exactly once per check and no
+    # plain comparison against configured tokens happens.
+    real = hashlib.sha256
+    a = Authorizer([("ingest", "tok-1", "t"), ("ingest", "tok-2", "t")])
+    hashed = spy_on_sha256(monkeypatch)
     a.check(bearer("tok-3"), "ingest")
     assert hashed == [b"tok-3"]
     # and the helper for tools compares digests with hmac.compare_digest
@@ -121,15 +128,8 @@ def test_only_configured_tokens_are_remembered_and_no_more_than_a_bound(
     # A token seen before is found without hashing it again (OpenSSL's SHA-256 costs a few
     # % of a request); a guess is hashed every time and never remembered, so guesses
     # cannot fill the memory, and a valid token's spellings are bounded.
-    hashed: list[bytes] = []
-    real = hashlib.sha256
-
-    def spy(data: bytes = b"") -> object:
-        hashed.append(data)
-        return real(data)
-
     a = Authorizer([("ingest", "tok-1", "t")])
-    monkeypatch.setattr("logpipe_cli.auth.hashlib.sha256", spy)
+    hashed = spy_on_sha256(monkeypatch)
     granted = a.check(bearer("tok-1"), "ingest")
     assert isinstance(granted, Grant)
     assert granted.principal is not None
