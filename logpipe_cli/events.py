@@ -434,6 +434,72 @@ def validate_batch(
     return events, errors
 
 
+class _Plain(msgspec.Struct, omit_defaults=True, gc=False):
+    """An event of the three fields and perhaps an ``event_id``, as msgspec decodes it
+    typed: about a fifth of the cost of decoding it to a dict (see :func:`canonical_batch`,
+    which alone may trust one, and only after checking its encoding against the body)."""
+
+    user_id: str
+    event: str
+    timestamp: int
+    event_id: str | None = None
+
+
+_plain_lines = msgspec.json.Decoder(_Plain).decode_lines
+_encode_lines = _encoder.encode_lines
+#: user ids (and event ids), each followed by a newline, all of them valid: one regex
+#: over a whole batch's ids. Neither pattern matches a newline, so an id cannot hide one.
+_USER_IDS_OK = re.compile(rf"(?:(?:{USER_ID_RE.pattern})\n)*").fullmatch
+_EVENT_IDS_OK = re.compile(rf"(?:(?:{EVENT_ID_RE.pattern})\n)*").fullmatch
+
+
+def canonical_batch(body: bytes, *, now: float, max_future_s: int) -> list[Event] | None:
+    """The events of an NDJSON ``body`` that is exactly the compact encoding of valid
+    events of the three fields (and perhaps an ``event_id``, after them), one per
+    line, each line ending in a newline: what the client library sends, and most
+    producers that encode with a JSON library's compact settings. ``None`` for any
+    other body, valid or not (blank lines, spaces, extra fields, another key order),
+    which :func:`validate_batch` then judges line by line; a ``None`` costs the caller
+    about a tenth of that judging.
+
+    Why the events it returns are exactly :func:`validate_batch`'s: the body equals the
+    typed values encoded, so every line is one object of just these fields, in this
+    order, with these exact JSON types (msgspec refuses ``true`` or ``1.0`` as an int;
+    a duplicate or unknown field would encode differently), and valid UTF-8. Decoding
+    a line to a dict and encoding it again, as the line-by-line check does, gives the
+    same bytes, which are the line. What remains are the rules on values, checked here
+    over the whole batch at once: the id patterns (which also bound their lengths), the
+    event's length and the timestamp's range. The line's size needs no check: these
+    fields can make at most 128 + 6 * 256 + 128 bytes and change, far below
+    ``MAX_EVENT_BYTES``.
+    """
+    try:
+        plain = _plain_lines(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if not plain or _encode_lines(plain) != body:
+        return None
+    lengths = [len(p.event) for p in plain]
+    stamps = [p.timestamp for p in plain]
+    if (
+        min(lengths) < 1
+        or max(lengths) > MAX_EVENT_CHARS
+        or min(stamps) < RULES.timestamp_min
+        or max(stamps) > now + max_future_s
+        or not _USER_IDS_OK("".join([p.user_id + "\n" for p in plain]))
+    ):
+        return None
+    ids = [p.event_id + "\n" for p in plain if p.event_id is not None]
+    if ids and not _EVENT_IDS_OK("".join(ids)):
+        return None
+    lines = body.split(b"\n")
+    lines.pop()  # after the last newline: b""
+    return [
+        Event(p.user_id, p.timestamp, line, p.event_id)
+        for p, line in zip(plain, lines, strict=True)
+    ]
+
+
 def parse_event(body: bytes, *, now: float, max_future_s: int) -> Event:
     """Decode and validate a single-event request body."""
     return validate_event(decode_json(body), now=now, max_future_s=max_future_s)
