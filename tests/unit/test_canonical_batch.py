@@ -94,7 +94,6 @@ def test_any_other_line_sends_the_batch_line_by_line(line: bytes) -> None:
     [
         b"",
         b"\n",
-        msgspec.json.encode(ev()),  # no newline after the last line
         msgspec.json.encode(ev()) + b"\n\n",
         b"\n" + msgspec.json.encode(ev()) + b"\n",
         msgspec.json.encode(ev()) + b"\r\n",
@@ -102,6 +101,14 @@ def test_any_other_line_sends_the_batch_line_by_line(line: bytes) -> None:
 )
 def test_blank_lines_and_other_endings_go_line_by_line(body: bytes) -> None:
     assert canonical_batch(body, **KW) is None
+
+
+def test_the_last_line_may_go_without_its_newline() -> None:
+    body = body_of([ev(), ev(user_id="u2")]).rstrip(b"\n")
+    got = canonical_batch(body, **KW)
+    assert got is not None
+    assert (got, []) == line_by_line(body)
+    assert len(got) == 2
 
 
 def test_the_bounds_themselves_are_taken() -> None:
@@ -142,14 +149,14 @@ docs = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(docs, min_size=1, max_size=5), st.booleans())
+@given(st.lists(docs, min_size=1, max_size=5), st.booleans(), st.booleans())
 def test_taken_whole_only_with_the_line_by_line_check_s_events(
-    batch: list[dict[str, Any]], plain: bool
+    batch: list[dict[str, Any]], plain: bool, last_newline: bool
 ) -> None:
     if plain:  # in the fields' order, as a client library writes them
         order = ("user_id", "event", "timestamp", "event_id")
         batch = [{k: d[k] for k in order if k in d} for d in batch]
-    body = body_of(batch)
+    body = body_of(batch) if last_newline else body_of(batch)[:-1]
     got = canonical_batch(body, **KW)
     events, errors = line_by_line(body)
     if got is not None:
