@@ -40,6 +40,8 @@ from logpipe_cli.settings import Settings
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+#: users whose last key Ingest keeps (~150 bytes each); past this it starts again
+_KEYS_KEPT = 100_000
 #: batch errors listed in one answer; the count says how many there were in all
 MAX_LISTED_ERRORS = 100
 _encode = msgspec.json.encode
@@ -68,6 +70,9 @@ class Ingest:
         self.max_past_s = srv.max_past_seconds
         self.max_keys = srv.max_keys_per_request
         self.by_ingest = srv.partition_by == "ingest"
+        #: each user's last key, ``user -> (day, key)``: most requests write to users
+        #: (and days) seen before, and building the key was a tenth of a batch's routing
+        self._keys: dict[str, tuple[int, str]] = {}
         limits = settings.limits
         self.rate = RateLimit(limits.events_per_second, limits.burst)
         self.rate_limited = limits.events_per_second > 0
@@ -234,22 +239,22 @@ class Ingest:
         return event_key(event.user_id, event.timestamp // SECONDS_PER_DAY)  # day_of, inlined
 
     def route_batch(self, events: list[Event], now: float) -> tuple[list[tuple[str, bytes]], int]:
-        """``(key, line)`` per event, and how many distinct keys; a key is built once per
-        user and day, not per event."""
-        by_ingest, day_now = self.by_ingest, day_of(now)
-        made: dict[str, tuple[int, str]] = {}
-        distinct: set[str] = set()
-        items: list[tuple[str, bytes]] = []
-        add = items.append
+        """``(key, line)`` per event, and how many distinct keys. A key is built once per
+        user and day, and kept for the next requests (see :attr:`_keys`)."""
+        day_now = day_of(now)
+        made = self._keys
+        if len(made) > _KEYS_KEPT:
+            made.clear()
+        names: list[str] = []
+        add = names.append
         for event in events:
             user = event.user_id
-            day = day_now if by_ingest else event.timestamp // SECONDS_PER_DAY
+            day = day_now if self.by_ingest else event.timestamp // SECONDS_PER_DAY
             hit = made.get(user)
             if hit is None or hit[0] != day:
                 hit = made[user] = (day, event_key(user, day))
-                distinct.add(hit[1])
-            add((hit[1], event.line))
-        return items, len(distinct)
+            add(hit[1])
+        return list(zip(names, [e.line for e in events], strict=True)), len(set(names))
 
     def _too_old(self, ts: int, now: float) -> InvalidEventError:
         return InvalidEventError(

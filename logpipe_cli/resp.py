@@ -23,6 +23,7 @@ import hashlib
 from typing import Any, cast
 
 import hiredis
+from hiredis import pack_command as _pack_command
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -38,14 +39,12 @@ def pack(*args: bytes | str | int) -> bytes:
     """One command in the Redis protocol (a RESP array of bulk strings). Arguments are
     ``bytes``, ``str`` (UTF-8) or ``int``.
 
-    Two comprehensions rather than one loop: an APPEND of a few thousand arguments is
-    packed in two thirds of the time.
+    hiredis's packer (C): for APPEND's ~20 arguments of a single event it takes a fifth
+    of the time of the two list comprehensions it replaced, and two thirds for a flush
+    of a thousand lists (``bench.ingest_cpu``).
     """
-    raw = [
-        a if type(a) is bytes else a.encode() if isinstance(a, str) else b"%d" % a  # type: ignore[str-format]
-        for a in args
-    ]
-    return b"*%d\r\n" % len(raw) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in raw])
+    # (hiredis's stub types the argument as a 1-tuple and the result as Any)
+    return cast(bytes, _pack_command(cast(Any, args)))
 
 
 class _Replies(asyncio.Protocol):

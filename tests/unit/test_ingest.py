@@ -159,3 +159,33 @@ async def test_a_full_buffer_is_a_503_with_retry_after(
     )
     assert (status, headers) == (503, {"Retry-After": "5"})
     assert ingest.metrics.refused["buffer_full"] == 3
+
+
+async def test_a_user_s_key_kept_from_an_earlier_batch_follows_the_day(
+    fake: Any, make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """route_batch keeps each user's last key between requests: another day (or, past
+    the bound, a cleared memory) still routes each event to its own day's list."""
+    ingest = ingest_on(fake, make_settings())
+    monkeypatch.setattr("logpipe_cli.ingest._KEYS_KEPT", 2)
+    batches = [
+        [event("a"), event("b")],
+        [
+            event("a", ts=NOW - 86400),
+            event("a"),
+            event("c"),
+        ],  # 3 users kept: the next batch starts afresh
+        [event("b", ts=NOW - 86400), event("a", ts=NOW - 86400)],
+    ]
+    for batch in batches:
+        status, _, _ = await ingest.store_batch("application/x-ndjson", "", ndjson(*batch))
+        assert status == 200
+    want = {
+        f"logs:user_a:{DAY}": 2,
+        f"logs:user_a:{DAY - 1}": 2,
+        f"logs:user_b:{DAY}": 1,
+        f"logs:user_b:{DAY - 1}": 1,
+        f"logs:user_c:{DAY}": 1,
+    }
+    got = {k.decode(): await fake.llen(k) for k in await fake.keys("logs:*")}
+    assert got == want
