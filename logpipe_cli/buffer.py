@@ -12,8 +12,11 @@ import hashlib
 import math
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import hiredis
@@ -319,6 +322,25 @@ def _dedupe_args(
     return checked
 
 
+def _add_values(grouped: dict[str, list[bytes]], argv: list[Any]) -> int:
+    """Append each list's values to APPEND's ``argv`` (see scripts.APPEND): ``n`` and
+    the ``n`` values joined by newlines, or, when one of them holds a newline, ``-n``
+    and the values one by one. Returns the values' bytes."""
+    nbytes = 0
+    for values in grouped.values():
+        if any(b"\n" in v for v in values):
+            argv.append(-len(values))
+            argv.extend(values)
+        else:
+            argv += (len(values), b"\n".join(values))
+        nbytes += sum(map(len, values))
+    return nbytes
+
+
+#: an item's value
+_second = itemgetter(1)
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -432,35 +454,23 @@ class Buffer:
                     values.append(value)
                     grouped_ids[key].append(eid or "")
         else:
+            grouped = defaultdict(list)
             for key, value in items:
-                values = grouped.get(key)
-                if values is None:
-                    grouped[key] = [value]
-                else:
-                    values.append(value)
+                grouped[key].append(value)
         argv: list[Any] = [
             self.cfg.max_buffered_events,
             self.cfg.key_expiration_seconds,
             flush_id or uuid.uuid4().hex,
         ]
-        add = argv.append
-        nbytes = 0
-        for values in grouped.values():
-            # one argument per list (see scripts.APPEND), unless a value holds a newline
-            if len(values) == 1:  # the usual in a batch over many users: no join, no count
-                value = values[0]
-                add(-1 if b"\n" in value else 1)
-                add(value)
-                nbytes += len(value)
-                continue
-            joined = b"\n".join(values)
-            if joined.count(b"\n") == len(values) - 1:
-                argv += (len(values), joined)
-                nbytes += len(joined) - len(values) + 1
-            else:
-                argv.append(-len(values))
-                argv.extend(values)
-                nbytes += sum(map(len, values))
+        lines = list(map(_second, items))
+        if b"\n" not in b"".join(lines):
+            # the usual (the API's lines are compact JSON): each list's values joined,
+            # all in C calls, however many lists
+            nbytes = sum(map(len, lines))
+            lists = grouped.values()
+            argv += chain.from_iterable(zip(map(len, lists), map(b"\n".join, lists), strict=True))
+        else:
+            nbytes = _add_values(grouped, argv)
         buckets: dict[str, int] = {}
         if rate is not None and rate.events_per_second > 0:
             for charge in charges:
