@@ -214,6 +214,8 @@ class Bench:
         self.load: list[float] = []
         self.trivial_pids: list[int] = []
         self.cpu_us = 0.0  # the last wrk() run's CPU time per request of its pids
+        self.redis_cpu_us = 0.0  # and redis-server's, over the same run
+        self.peer_pid = 0  # the Rust reference's process, once started
 
     # ---- processes -----------------------------------------------------------------
 
@@ -264,10 +266,13 @@ class Bench:
                 self.procs, url, script, seconds=self.plan.warmup_s, connections=conns, args=args
             )
         cpu0 = process_cpu_s(pids)
+        redis0 = self.redis_cpu_s() if pids else 0.0
         res = loadgen.wrk(
             self.procs, url, script, seconds=self.plan.seconds, connections=conns, args=args
         )
-        self.cpu_us = (process_cpu_s(pids) - cpu0) / max(res.requests, 1) * 1e6
+        per = 1e6 / max(res.requests, 1)
+        self.cpu_us = (process_cpu_s(pids) - cpu0) * per
+        self.redis_cpu_us = (self.redis_cpu_s() - redis0) * per if pids else 0.0
         return res
 
     def start_trivial(self) -> int:
@@ -346,6 +351,7 @@ class Bench:
         port = free_port()
         env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(self.redis_port)}
         proc = self.procs.start("rust-peer", [binary], cwd=self.tmp, env=env)
+        self.peer_pid = proc.pid
         try:
             wait_http(f"http://127.0.0.1:{port}/", proc, "rust peer", accept_any=True)
             check_one(port)
@@ -380,6 +386,7 @@ class Bench:
             # the server process's own CPU (not Redis's): steadier than req/s when the
             # machine is shared
             out["process_cpu_us_per_request"] = round(self.cpu_us, 1)
+            out["redis_cpu_us_per_request"] = round(self.redis_cpu_us, 1)
         out["accepted_in_redis"] = self.stats().get("accepted", 0)
         self.flush()
         return out
@@ -429,15 +436,20 @@ class Bench:
             self.auth(port, worker_pids(proc.pid) or [proc.pid])
         if "batch100" in self.figures:
             say(f"POST /logs, 100 events per request over {p.users} users")
+            # with each server's and Redis's CPU time (steadier than events/s on a
+            # shared machine, and it says which side a gap is on)
+            api_pids = worker_pids(proc.pid) or [proc.pid]
             runs = {
                 "logpipe": lambda: self.wrk_run(
-                    port, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users)
+                    port, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users),
+                    pids=api_pids,
                 )
-            }
+            }  # fmt: skip
             if peer:
                 runs["rust"] = lambda: self.wrk_run(
-                    peer, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users)
-                )
+                    peer, "/logs", "post_logs.lua", p.batch_connections, "100", str(p.users),
+                    pids=[self.peer_pid],
+                )  # fmt: skip
             self.interleaved("batch100", dict(reversed(list(runs.items()))))
         # with --workers N the API is N worker processes under a supervisor: the
         # figure is the largest worker's
@@ -451,6 +463,10 @@ class Bench:
     def cpu_s(self, pids: list[int]) -> float:
         """CPU seconds used so far by ``pids`` (the API) and by redis-server."""
         return sum(self.cpu_split(pids))
+
+    def redis_cpu_s(self) -> float:
+        """CPU seconds redis-server has used so far."""
+        return self.cpu_split([])[1]
 
     def cpu_split(self, pids: list[int]) -> tuple[float, float]:
         """CPU seconds used so far by ``pids`` (the API), and by redis-server."""
@@ -714,7 +730,7 @@ def check_one(port: int, token: str | None = None) -> None:
 
 
 def _n(x: float) -> str:
-    return f"{x:,.0f}"
+    return f"{x:.1f}" if abs(x) < 100 else f"{x:,.0f}"
 
 
 def _med(runs: list[dict[str, Any]], field: str) -> dict[str, Any]:
@@ -845,6 +861,20 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 "events_per_s",
                 "reference",
             )
+            if all("redis_cpu_us_per_request" in x for side in b100.values() for x in side):
+                for side in b100.values():
+                    for x in side:
+                        x["server_cpu_us_per_event"] = x["process_cpu_us_per_request"] / 100
+                        x["redis_cpu_us_per_event"] = x["redis_cpu_us_per_request"] / 100
+                for what in ("server", "redis"):
+                    compare(
+                        f"  {'Redis' if what == 'redis' else 'server'} CPU per event (us) "
+                        "vs Rust's",
+                        b100["logpipe"],
+                        b100["rust"],
+                        f"{what}_cpu_us_per_event",
+                        "reference",
+                    )
     ids = r.get("ids")
     if ids:
         errors = any(x["errors"] for x in ids["id"] + ids["none"])
