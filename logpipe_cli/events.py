@@ -446,6 +446,7 @@ class _Plain(msgspec.Struct, omit_defaults=True, gc=False):
 
 
 _plain_lines = msgspec.json.Decoder(_Plain).decode_lines
+_plain_array = msgspec.json.Decoder(list[_Plain]).decode
 _encode_lines = _encoder.encode_lines
 #: user ids (and event ids), each followed by a newline, all of them valid: one regex
 #: over a whole batch's ids. Neither pattern matches a newline, so an id cannot hide one.
@@ -453,34 +454,43 @@ _USER_IDS_OK = re.compile(rf"(?:(?:{USER_ID_RE.pattern})\n)*").fullmatch
 _EVENT_IDS_OK = re.compile(rf"(?:(?:{EVENT_ID_RE.pattern})\n)*").fullmatch
 
 
-def canonical_batch(body: bytes, *, now: float, max_future_s: int) -> list[Event] | None:
-    """The events of an NDJSON ``body`` that is exactly the compact encoding of valid
-    events of the three fields (and perhaps an ``event_id``, after them), one per
-    line, each line but perhaps the last ending in a newline: what the client library
-    sends, and most producers that encode with a JSON library's compact settings.
-    ``None`` for any other body, valid or not (blank lines, spaces, extra fields,
-    another key order), which :func:`validate_batch` then judges line by line.
+def canonical_batch(
+    body: bytes, *, now: float, max_future_s: int, ndjson: bool = True
+) -> list[Event] | None:
+    """The events of a batch ``body`` that is exactly the compact encoding of valid
+    events of the three fields (and perhaps an ``event_id``, after them): NDJSON, one
+    per line, each line but perhaps the last ending in a newline (what the client
+    library sends, and most producers that encode with a JSON library's compact
+    settings), or with ``ndjson=False`` a JSON array of them with no spaces. ``None``
+    for any other body, valid or not (blank lines, spaces, extra fields, another key
+    order), which :func:`validate_batch` then judges event by event.
 
     Why the events it returns are exactly :func:`validate_batch`'s: the body equals the
-    typed values encoded, so every line is one object of just these fields, in this
+    typed values encoded, so every event is one object of just these fields, in this
     order, with these exact JSON types (msgspec refuses ``true`` or ``1.0`` as an int;
     a duplicate or unknown field would encode differently), and valid UTF-8. Decoding
-    a line to a dict and encoding it again, as the line-by-line check does, gives the
-    same bytes, which are the line. What remains are the rules on values, checked here
-    over the whole batch at once: the id patterns (which also bound their lengths), the
-    event's length and the timestamp's range. The line's size needs no check: these
-    fields can make at most 128 + 6 * 256 + 128 bytes and change, far below
+    an event to a dict and encoding it again, as the event-by-event check does, gives
+    the same bytes, which are its line here. What remains are the rules on values,
+    checked over the whole batch at once: the id patterns (which also bound their
+    lengths), the event's length and the timestamp's range. The line's size needs no
+    check: these fields make at most 128 + 6 * 256 + 128 bytes and change, far below
     ``MAX_EVENT_BYTES``.
     """
     try:
-        plain = _plain_lines(body)
+        plain = _plain_lines(body) if ndjson else _plain_array(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if not plain:
         return None
-    encoded = _encode_lines(plain)
-    if encoded != body and not (len(encoded) == len(body) + 1 and encoded.startswith(body)):
-        return None  # (the second: the same but for the last line's newline)
+    encoded = _encode_lines(plain)  # (a compact JSON value holds no newline)
+    lines = encoded.split(b"\n")
+    lines.pop()  # after the last newline
+    if ndjson:
+        # the same, but perhaps for the last line's newline
+        if encoded != body and not (len(encoded) == len(body) + 1 and encoded.startswith(body)):
+            return None
+    elif b"[" + b",".join(lines) + b"]" != body:
+        return None
     lengths = [len(p.event) for p in plain]
     stamps = [p.timestamp for p in plain]
     if (
@@ -494,9 +504,6 @@ def canonical_batch(body: bytes, *, now: float, max_future_s: int) -> list[Event
     ids = [p.event_id + "\n" for p in plain if p.event_id is not None]
     if ids and not _EVENT_IDS_OK("".join(ids)):
         return None
-    lines = body.split(b"\n")
-    if not lines[-1]:
-        lines.pop()  # after the last newline
     return [
         Event(p.user_id, p.timestamp, line, p.event_id)
         for p, line in zip(plain, lines, strict=True)

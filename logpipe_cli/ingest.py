@@ -157,14 +157,13 @@ class Ingest:
             return refusal
         ndjson = media in NDJSON_TYPES
         now = time.time()
-        # the usual body (compact events of the three fields, one per line) is judged
-        # whole; any other is split and judged line by line
+        # the usual body (compact events of the three fields) is judged whole; any
+        # other is split and judged event by event
         fast: list[Event] | None = None
         docs: list[Any] = []
         try:
             body = inflate(body, encoding, self.max_body_bytes)
-            if ndjson:
-                fast = canonical_batch(body, now=now, max_future_s=self.max_future_s)
+            fast = canonical_batch(body, now=now, max_future_s=self.max_future_s, ndjson=ndjson)
             if fast is None:
                 docs = split_batch(body, ndjson)
         except LogpipeError as exc:

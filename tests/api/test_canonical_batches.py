@@ -1,10 +1,12 @@
 """POST /logs answers and stores the same whether a batch is the compact spelling the
-whole-body check takes (events.canonical_batch) or any other, judged line by line."""
+whole-body check takes (events.canonical_batch) or any other, judged event by event;
+NDJSON and JSON arrays both."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from logpipe_cli.api import create_app
 from tests.conftest import MakeSettings
 
 NDJSON = {"content-type": "application/x-ndjson"}
+JSON = {"content-type": "application/json"}
 NOW = int(time.time())
 DAY = NOW // 86400
 
@@ -23,36 +26,59 @@ def ev(user: str = "u1", ts: int = NOW, **extra: Any) -> dict[str, Any]:
     return {"user_id": user, "event": "e", "timestamp": ts, **extra}
 
 
-def compact(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+Spelling = Callable[[list[dict[str, Any]]], tuple[bytes, dict[str, str]]]
 
 
-def spaced(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+def compact(events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    lines = (json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+    return b"".join(lines), NDJSON
 
 
-SPELLINGS = pytest.mark.parametrize("spell", [compact, spaced], ids=["compact", "spaced"])
+def spaced(events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events), NDJSON
+
+
+def compact_array(events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    return json.dumps(events, separators=(",", ":")).encode(), JSON
+
+
+def spaced_array(events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    return json.dumps(events).encode(), JSON
+
+
+SPELLINGS = pytest.mark.parametrize(
+    "spell",
+    [compact, spaced, compact_array, spaced_array],
+    ids=["compact", "spaced", "compact-array", "spaced-array"],
+)
+
+
+def post(client: TestClient[Any], spell: Spelling, events: list[dict[str, Any]]) -> Any:
+    body, headers = spell(events)
+    return client.post("/logs", content=body, headers=headers)
 
 
 def test_both_spellings_store_the_same_lines(
     settings_for: MakeSettings, store: redis.Redis
 ) -> None:
     events = [ev(f"u{i % 3}", event_id=f"id-{i}") if i % 2 else ev(f"u{i % 3}") for i in range(9)]
-    stored = []
+    stored: list[list[Any]] = []
     with TestClient(create_app(settings_for())) as client:
-        for spell in (compact, spaced):
-            answer = client.post("/logs", content=spell(events), headers=NDJSON)
+        for spell in (compact, spaced, compact_array, spaced_array):
+            answer = post(client, spell, events)
             assert answer.json() == {"accepted": 9}
             stored.append([store.lrange(f"logs:user_u{u}:{DAY}", 0, -1) for u in range(3)])
             store.flushdb()
-    assert stored[0] == stored[1]
-    assert stored[0][0][0] == compact([ev("u0")]).rstrip(b"\n")
+    assert stored[0] == stored[1] == stored[2] == stored[3]
+    assert stored[0][0][0] == compact([ev("u0")])[0].rstrip(b"\n")
 
 
 @SPELLINGS
-def test_too_many_events_is_413(settings_for: MakeSettings, store: redis.Redis, spell: Any) -> None:
+def test_too_many_events_is_413(
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling
+) -> None:
     with TestClient(create_app(settings_for(server={"max_batch_events": 3}))) as client:
-        answer = client.post("/logs", content=spell([ev()] * 4), headers=NDJSON)
+        answer = post(client, spell, [ev()] * 4)
     assert (answer.status_code, answer.json()) == (
         413,
         {"detail": "batch has 4 events; at most 3 allowed"},
@@ -61,20 +87,24 @@ def test_too_many_events_is_413(settings_for: MakeSettings, store: redis.Redis, 
 
 
 @SPELLINGS
-def test_over_the_burst_is_413(settings_for: MakeSettings, store: redis.Redis, spell: Any) -> None:
+def test_over_the_burst_is_413(
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling
+) -> None:
     app = create_app(settings_for(limits={"events_per_second": 0.001, "burst": 2}))
     with TestClient(app) as client:
-        answer = client.post("/logs", content=spell([ev()] * 3), headers=NDJSON)
+        answer = post(client, spell, [ev()] * 3)
     assert answer.status_code == 413
     assert answer.json()["detail"].startswith("batch has 3 events; at most limits.burst = 2")
     assert store.keys("logs:*") == []
 
 
 @SPELLINGS
-def test_too_many_keys_is_413(settings_for: MakeSettings, store: redis.Redis, spell: Any) -> None:
+def test_too_many_keys_is_413(
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling
+) -> None:
     app = create_app(settings_for(server={"max_keys_per_request": 1}))
     with TestClient(app) as client:
-        answer = client.post("/logs", content=spell([ev("a"), ev("b")]), headers=NDJSON)
+        answer = post(client, spell, [ev("a"), ev("b")])
     assert answer.status_code == 413
     assert answer.json()["detail"].startswith("batch writes to 2 distinct keys")
     assert store.keys("logs:*") == []
@@ -82,11 +112,11 @@ def test_too_many_keys_is_413(settings_for: MakeSettings, store: redis.Redis, sp
 
 @SPELLINGS
 def test_too_old_is_400_naming_the_event(
-    settings_for: MakeSettings, store: redis.Redis, spell: Any
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling
 ) -> None:
     app = create_app(settings_for(server={"max_past_seconds": 3600}))
     with TestClient(app) as client:
-        answer = client.post("/logs", content=spell([ev(), ev(ts=NOW - 7200)]), headers=NDJSON)
+        answer = post(client, spell, [ev(), ev(ts=NOW - 7200)])
     assert answer.status_code == 400
     assert [e["index"] for e in answer.json()["errors"]] == [1]
     assert store.keys("logs:*") == []
@@ -94,12 +124,12 @@ def test_too_old_is_400_naming_the_event(
 
 @SPELLINGS
 def test_a_retried_batch_is_stored_once(
-    settings_for: MakeSettings, store: redis.Redis, spell: Any
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling
 ) -> None:
-    body = spell([ev(event_id="a"), ev(event_id="b"), ev()])
+    events = [ev(event_id="a"), ev(event_id="b"), ev()]
     with TestClient(create_app(settings_for())) as client:
-        first = client.post("/logs", content=body, headers=NDJSON)
-        again = client.post("/logs", content=body, headers=NDJSON)
+        first = post(client, spell, events)
+        again = post(client, spell, events)
     assert first.json() == {"accepted": 3}
     assert again.json() == {"accepted": 3, "duplicates": 2, "duplicate_indexes": [0, 1]}
     assert store.llen(f"logs:user_u1:{DAY}") == 4

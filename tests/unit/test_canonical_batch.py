@@ -32,6 +32,10 @@ def line_by_line(body: bytes) -> tuple[list[Event], list[tuple[int, str]]]:
     return validate_batch([x for x in body.split(b"\n") if x.strip()], raw=True, **KW)
 
 
+def one_by_one(array: bytes) -> tuple[list[Event], list[tuple[int, str]]]:
+    return validate_batch(msgspec.json.decode(array), raw=False, **KW)
+
+
 def ev(**fields: Any) -> dict[str, Any]:
     return {"user_id": "u1", "event": "e", "timestamp": 1_700_000_000, **fields}
 
@@ -87,6 +91,31 @@ def test_any_other_line_sends_the_batch_line_by_line(line: bytes) -> None:
     good = msgspec.json.encode(ev()) + b"\n"
     for body in (line + b"\n", good + line + b"\n", line + b"\n" + good):
         assert canonical_batch(body, **KW) is None, body
+    good = good.rstrip()
+    for body in (b"[" + line + b"]", b"[" + good + b"," + line + b"]"):
+        assert canonical_batch(body, ndjson=False, **KW) is None, body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b" [" + msgspec.json.encode(ev()) + b"]",
+        b"[" + msgspec.json.encode(ev()) + b"] ",
+        b"[" + msgspec.json.encode(ev()) + b"]\n",
+        b"[" + msgspec.json.encode(ev()) + b", " + msgspec.json.encode(ev()) + b"]",
+        msgspec.json.encode(ev()),  # an object, not an array
+    ],
+)
+def test_an_array_with_spaces_or_none_goes_one_by_one(body: bytes) -> None:
+    assert canonical_batch(body, ndjson=False, **KW) is None
+
+
+def test_a_compact_array_is_taken_whole() -> None:
+    body = msgspec.json.encode([ev(), ev(user_id="u2", event_id="x")])
+    got = canonical_batch(body, ndjson=False, **KW)
+    assert got is not None
+    assert (got, []) == one_by_one(body)
 
 
 @pytest.mark.parametrize(
@@ -157,12 +186,15 @@ def test_taken_whole_only_with_the_line_by_line_check_s_events(
         order = ("user_id", "event", "timestamp", "event_id")
         batch = [{k: d[k] for k in order if k in d} for d in batch]
     body = body_of(batch) if last_newline else body_of(batch)[:-1]
-    got = canonical_batch(body, **KW)
-    events, errors = line_by_line(body)
-    if got is not None:
-        assert errors == []
-        assert got == events
-    elif plain and not errors and all(len(d) >= 3 for d in batch):
-        # every line valid and of just these fields, in order: the whole-body check
-        # must take it (else it never would and this test would prove nothing)
-        raise AssertionError(f"valid plain batch not taken: {body!r}")
+    array = msgspec.json.encode(batch)
+    for got, (events, errors) in (
+        (canonical_batch(body, **KW), line_by_line(body)),
+        (canonical_batch(array, ndjson=False, **KW), one_by_one(array)),
+    ):
+        if got is not None:
+            assert errors == []
+            assert got == events
+        elif plain and not errors and all(len(d) >= 3 for d in batch):
+            # every event valid and of just these fields, in order: the whole-body
+            # check must take it (else it never would and this test would prove nothing)
+            raise AssertionError(f"valid plain batch not taken: {body!r}")
