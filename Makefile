@@ -64,15 +64,20 @@ system-deps: ## Install the programs the tests run (redis-server, redis-cli, sys
 # order of tests/conftest.py, which --no-loadscope-reorder keeps)
 PYTEST_WORKERS ?= auto
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+# Python's bytecode caches on for the tests even where the environment sets
+# PYTHONDONTWRITEBYTECODE (the development machine's does): without them each run compiled
+# every module from source again and pytest rewrote every test module's asserts again, in
+# each worker (~6 s of collection apiece) and in every `logpipe`/`python` process a test starts
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
 test: setup system-deps ## Run the whole test suite, the CI gate (installs what it runs; see system-deps)
-	LP_TEST_SEED=$(LP_TEST_SEED) $(BIN)/pytest $(XDIST)
+	LP_TEST_SEED=$(LP_TEST_SEED) $(PYTEST) $(XDIST)
 
 test-fast: setup system-deps ## Everything but the fault and end-to-end suites: the quick loop
-	$(BIN)/pytest $(XDIST) -m "not faults and not e2e"
+	$(PYTEST) $(XDIST) -m "not faults and not e2e"
 
 test-faults: setup ## Run only the fault-injection suite
-	$(BIN)/pytest tests/faults -m faults
+	$(PYTEST) tests/faults -m faults
 
 lint: setup ## ruff + mypy
 	$(BIN)/ruff check .

@@ -57,6 +57,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items.sort(key=lambda item: not in_serial_group(item))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """In the xdist controller: fail the run when ``--dist loadgroup`` did not group.
+
+    pytest-xdist passes a test's group to its scheduler as a suffix of the test's id
+    (``...::test_x@faults``); when a pytest release makes that suffix not take, nothing
+    fails and every test is scheduled alone: the fault tests then ran side by side (two
+    kill-9 schedules starving each other) and each worker made its own Redis Cluster.
+    pytest 9.2 does this with pytest-xdist 3.8 (pytest-xdist issue 1386): hence the
+    ``pytest<9.2`` in pyproject.toml, and this check for the next time."""
+    if node.config.getoption("dist") != "loadgroup":
+        return
+    ungrouped = [
+        id_
+        for id_ in ids
+        for top, group in SERIAL_GROUPS.items()
+        if id_.startswith(f"tests/{top}/") and not id_.endswith(f"@{group}")
+    ]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(ungrouped)} tests (first: {ungrouped[0]}): "
+            "the xdist_group marks of tests/conftest.py did not take (pytest-xdist issue "
+            "1386?), so the fault tests would run side by side; run with pytest < 9.2"
+        )
+
+
 def in_serial_group(item: pytest.Item) -> bool:
     path = Path(item.path)
     return path.is_relative_to(TESTS_DIR) and path.relative_to(TESTS_DIR).parts[0] in SERIAL_GROUPS

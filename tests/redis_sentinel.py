@@ -6,13 +6,19 @@ on free ports in a temporary directory. Ready when every replica is online on th
 and every Sentinel names that master and knows both replicas and the other two Sentinels,
 so that a failover can start. Short ``down-after-milliseconds`` and ``failover-timeout``
 make a failover take a few seconds. Fails loudly (never skips) when anything is missing.
+
+Each Sentinel's configuration already names the replicas and the other Sentinels (the
+``known-replica``/``known-sentinel`` lines Sentinel itself writes there, with ids made
+here), as a Sentinel restarted in production starts: found by hello messages alone, the
+last of them was known to all only after a hello period (2 s), for each setup.
 """
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,13 +62,18 @@ class SentinelProc:
     dir: Path
     master_port: int
     port: int = field(default_factory=free_port)
+    #: its run id (``sentinel myid``), set here so the others' configurations can name it
+    myid: str = field(default_factory=lambda: secrets.token_hex(20))
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, replica_ports: Sequence[int] = (), peers: Sequence[SentinelProc] = ()) -> None:
+        """Start it knowing the replicas at ``replica_ports`` and the Sentinels ``peers``
+        (each still checked over its own connection before a test relies on it: see
+        :meth:`SentinelSetup.wait_ready`)."""
         try:
             binary = str(redis_binary.find())
         except LogpipeError as exc:
@@ -75,10 +86,18 @@ class SentinelProc:
             "protected-mode no\n"
             f"dir {self.dir}\n"
             f"logfile {self.dir / 'sentinel.log'}\n"
+            f"sentinel myid {self.myid}\n"
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER_NAME} 2\n"
+            + "".join(
+                f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {port}\n" for port in replica_ports
+            )
+            + "".join(
+                f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {p.port} {p.myid}\n"
+                for p in peers
+            )
         )
         self.proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
         wait_for(self._answers, f"the Sentinel on {self.port} to answer")
@@ -146,26 +165,38 @@ class SentinelSetup:
             lambda: self.online_replicas(master.port) == replicas,
             f"{replicas} replicas online on the master",
         )
-        for i in range(sentinels):
-            s = SentinelProc(self.dir / f"sentinel-{i}", master.port)
-            s.start()
-            self.sentinels.append(s)
+        self.sentinels = [
+            SentinelProc(self.dir / f"sentinel-{i}", master.port) for i in range(sentinels)
+        ]
+        replica_ports = [r.port for r in self.servers[1:]]
+        for s in self.sentinels:
+            s.start(replica_ports, [p for p in self.sentinels if p is not s])
         self.wait_ready(master.port, replicas)
 
     def wait_ready(self, master_port: int, replicas: int) -> None:
-        """Every Sentinel names ``master_port`` and knows the replicas and the others."""
-        others = len(self.sentinels) - 1
+        """Every Sentinel names ``master_port``, and is connected to ``replicas`` replicas
+        (each with its link to the master up) and to every other live Sentinel, none of
+        them thought down."""
+        others = sum(1 for s in self.sentinels if s.proc is not None) - 1
+
+        def up(state: dict[str, Any]) -> bool:
+            flags = state["flags"]
+            flags = set(flags.split(",")) if isinstance(flags, str) else set(flags)
+            return not flags & {"disconnected", "s_down", "o_down"}
 
         def agreed() -> bool:
             for s in self.sentinels:
                 if s.proc is None:
                     continue
-                state = s.master_state()
                 if s.master_port_seen() != master_port:
                     return False
-                if int(state["num-slaves"]) < replicas:
+                with s.client() as c:
+                    seen_replicas = c.sentinel_slaves(MASTER_NAME)
+                    seen_sentinels = c.sentinel_sentinels(MASTER_NAME)
+                online = [r for r in seen_replicas if up(r) and r.get("master-link-status") == "ok"]
+                if len(online) < replicas:
                     return False
-                if int(state["num-other-sentinels"]) < others:
+                if sum(1 for p in seen_sentinels if up(p)) < others:
                     return False
             return True
 

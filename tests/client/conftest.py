@@ -128,9 +128,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """``logpipe serve`` for the whole module (a start costs a second or two)."""
+    """``logpipe serve`` for every test of the three modules here that talk to a real API
+    (a start costs a second or two): each test empties its Redis (``live``), and reads back
+    only what Redis holds, never the process's own counters. Being a session fixture of
+    ours, its tests share one pytest-xdist group (tests/conftest.py), so one worker
+    starts it once."""
     launcher = Launcher(tmp_path_factory.mktemp("client-procs"))
     try:
         env = launcher.env(redis_server.url, Path(tmp_path_factory.mktemp("logs")))

@@ -15,6 +15,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from logpipe_cli import redis_binary
 from tests.processes import Launcher, LogpipeProcess, healthy, wait_until
@@ -278,7 +280,8 @@ def test_run_gives_the_redis_it_starts_the_password_in_the_url(
     )
     user, _, password = userinfo.partition(":")
     client = redis.Redis(port=redis_port, username=user or None, password=unquote(password))
-    anonymous = redis.Redis(port=redis_port)
+    # no retry: redis-py retries an AuthenticationError with backoff (about 4 s)
+    anonymous = redis.Redis(port=redis_port, retry=Retry(NoBackoff(), 0))
     try:
         assert client.ping()
         redis_pid = int(client.info("server")["process_id"])
