@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -449,9 +449,18 @@ _plain_lines = msgspec.json.Decoder(_Plain).decode_lines
 _plain_array = msgspec.json.Decoder(list[_Plain]).decode
 _encode_lines = _encoder.encode_lines
 #: user ids (and event ids), each followed by a newline, all of them valid: one regex
-#: over a whole batch's ids. Neither pattern matches a newline, so an id cannot hide one.
+#: over a whole batch's ids. Neither pattern matches a newline, but an id holding one
+#: ("a\nb") would read as two valid ids: :func:`_ids_ok` also counts the newlines.
 _USER_IDS_OK = re.compile(rf"(?:(?:{USER_ID_RE.pattern})\n)*").fullmatch
 _EVENT_IDS_OK = re.compile(rf"(?:(?:{EVENT_ID_RE.pattern})\n)*").fullmatch
+
+
+def _ids_ok(fullmatch: Callable[[str], object], ids: list[str]) -> bool:
+    """Every one of ``ids`` matches the pattern behind ``fullmatch``: one newline per
+    id, no more (an id holding a newline would otherwise pass as two), and the regex
+    over them all joined."""
+    joined = "\n".join(ids) + "\n"
+    return joined.count("\n") == len(ids) and fullmatch(joined) is not None
 
 
 def canonical_batch(
@@ -498,11 +507,11 @@ def canonical_batch(
         or max(lengths) > MAX_EVENT_CHARS
         or min(stamps) < RULES.timestamp_min
         or max(stamps) > now + max_future_s
-        or not _USER_IDS_OK("".join([p.user_id + "\n" for p in plain]))
+        or not _ids_ok(_USER_IDS_OK, [p.user_id for p in plain])
     ):
         return None
-    ids = [p.event_id + "\n" for p in plain if p.event_id is not None]
-    if ids and not _EVENT_IDS_OK("".join(ids)):
+    ids = [p.event_id for p in plain if p.event_id is not None]
+    if ids and not _ids_ok(_EVENT_IDS_OK, ids):
         return None
     return [
         Event(p.user_id, p.timestamp, line, p.event_id)

@@ -54,7 +54,9 @@ def test_the_usual_batch_is_taken_whole_and_equals_the_line_by_line_check() -> N
 #: or valid but not the compact three (four) fields in order
 NOT_TAKEN = [
     b'{"user_id":"a\\n","event":"e","timestamp":1}',  # "$" would let this through
+    b'{"user_id":"a\\nb","event":"e","timestamp":1}',  # two valid ids, joined, would pass
     b'{"user_id":"u","event":"e","timestamp":1,"event_id":"x\\n"}',
+    b'{"user_id":"u","event":"e","timestamp":1,"event_id":"x\\ny"}',
     b'{"user_id":"u","event":"e","timestamp":1,"event_id":null}',
     b'{"user_id":"u","event":"e","timestamp":1,"event_id":""}',
     b'{"user_id":"u","event":"e","timestamp":1,"event_id":"' + b"i" * 129 + b'"}',
@@ -160,6 +162,9 @@ fields = {
     "user_id": st.one_of(
         st.from_regex(RULES.user_id_pattern, fullmatch=True),
         st.text(alphabet="ab.-_/@+ \n\x00é", max_size=130),
+        # valid ids joined by a newline: each piece passes the pattern alone
+        st.lists(st.from_regex(RULES.user_id_pattern, fullmatch=True), min_size=2, max_size=3)
+        .map("\n".join),
         scalars,
     ),
     "event": st.one_of(st.text(max_size=MAX_EVENT_CHARS + 2), scalars),
@@ -167,6 +172,8 @@ fields = {
     "event_id": st.one_of(
         st.from_regex(RULES.event_id_pattern, fullmatch=True),
         st.text(alphabet="aZ9._:- /\n", max_size=130),
+        st.lists(st.from_regex(RULES.event_id_pattern, fullmatch=True), min_size=2, max_size=3)
+        .map("\n".join),
         scalars,
     ),
     "extra": scalars,
