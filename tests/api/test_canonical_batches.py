@@ -133,3 +133,21 @@ def test_a_retried_batch_is_stored_once(
     assert first.json() == {"accepted": 3}
     assert again.json() == {"accepted": 3, "duplicates": 2, "duplicate_indexes": [0, 1]}
     assert store.llen(f"logs:user_u1:{DAY}") == 4
+
+
+@SPELLINGS
+@pytest.mark.parametrize(
+    "bad",
+    [ev("a\nb"), ev(event_id="x\ny")],
+    ids=["user-id", "event-id"],
+)
+def test_an_id_holding_a_newline_is_400_naming_the_event(
+    settings_for: MakeSettings, store: redis.Redis, spell: Spelling, bad: dict[str, Any]
+) -> None:
+    # each piece of "a\nb" is a valid id: a check over the batch's ids joined by
+    # newlines must not read it as two (CI's hostile property once found this key)
+    with TestClient(create_app(settings_for())) as client:
+        answer = post(client, spell, [ev(), bad])
+    assert answer.status_code == 400
+    assert [e["index"] for e in answer.json()["errors"]] == [1]
+    assert store.keys("logs:*") == []
