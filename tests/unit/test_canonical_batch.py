@@ -163,8 +163,9 @@ fields = {
         st.from_regex(RULES.user_id_pattern, fullmatch=True),
         st.text(alphabet="ab.-_/@+ \n\x00é", max_size=130),
         # valid ids joined by a newline: each piece passes the pattern alone
-        st.lists(st.from_regex(RULES.user_id_pattern, fullmatch=True), min_size=2, max_size=3)
-        .map("\n".join),
+        st.lists(st.from_regex(RULES.user_id_pattern, fullmatch=True), min_size=2, max_size=3).map(
+            "\n".join
+        ),
         scalars,
     ),
     "event": st.one_of(st.text(max_size=MAX_EVENT_CHARS + 2), scalars),
@@ -172,8 +173,9 @@ fields = {
     "event_id": st.one_of(
         st.from_regex(RULES.event_id_pattern, fullmatch=True),
         st.text(alphabet="aZ9._:- /\n", max_size=130),
-        st.lists(st.from_regex(RULES.event_id_pattern, fullmatch=True), min_size=2, max_size=3)
-        .map("\n".join),
+        st.lists(st.from_regex(RULES.event_id_pattern, fullmatch=True), min_size=2, max_size=3).map(
+            "\n".join
+        ),
         scalars,
     ),
     "extra": scalars,
