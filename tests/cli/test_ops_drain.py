@@ -19,6 +19,7 @@ import pytest
 from logpipe_cli import metrics
 from logpipe_cli.settings import Settings
 from tests.cli.ops_support import DEADLINE_S, RunCli, one_error_line, seed
+from tests.processes import VERIFY
 from tests.redis_server import free_port
 
 DAY = 19723
@@ -134,7 +135,7 @@ def drainer_process(
 
 def scrape(port: int) -> dict[str, float]:
     try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2, verify=VERIFY).text
     except httpx.HTTPError:
         return {}
     out: dict[str, float] = {}

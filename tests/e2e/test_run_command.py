@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from logpipe_cli import redis_binary
-from tests.processes import Launcher, LogpipeProcess, healthy, wait_until
+from tests.processes import VERIFY, Launcher, LogpipeProcess, healthy, wait_until
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ def test_run_starts_redis_api_and_drainer_and_stops_them(tmp_path: Path) -> None
     )
     try:
         base = f"http://127.0.0.1:{api_port}"
-        _wait(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the API")
+        _wait(lambda: httpx.get(f"{base}/readyz", verify=VERIFY).status_code == 200, 30, "the API")
         resp = httpx.post(
             f"{base}/log", json={"user_id": "123", "event": "clicked", "timestamp": 1712345678}
         )
@@ -274,7 +274,7 @@ def test_run_gives_the_redis_it_starts_the_password_in_the_url(
     proc = launcher.start(["run"], env, name="run")
     url = f"http://127.0.0.1:{env['LOGPIPE_SERVER_PORT']}"
     wait_until(
-        lambda: healthy(url) and httpx.get(url + "/readyz").status_code == 200,
+        lambda: healthy(url) and httpx.get(url + "/readyz", verify=VERIFY).status_code == 200,
         "the API to be ready",
         procs=[proc],
     )

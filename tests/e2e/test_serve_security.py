@@ -45,19 +45,16 @@ def test_serves_https_with_tokens_and_says_auth_is_on(
     proc = launcher.start(["serve", "--host", "0.0.0.0"], env)
     url = f"https://127.0.0.1:{port}"
 
+    trust = ssl.create_default_context(cafile=cert.cert)
+
     def up() -> bool:
         try:
-            return (
-                httpx.get(
-                    url + "/healthz", verify=ssl.create_default_context(cafile=cert.cert)
-                ).status_code
-                == 200
-            )
+            return httpx.get(url + "/healthz", verify=trust).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_until(up, "serve to answer over HTTPS", procs=[proc])
-    with httpx.Client(verify=ssl.create_default_context(cafile=cert.cert)) as http:
+    with httpx.Client(verify=trust) as http:
         assert http.post(url + "/log", json=EVENT).status_code == 401
         ok = http.post(url + "/log", json=EVENT, headers={"authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200, ok.text

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from tests.processes import VERIFY
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def test_two_workers_store_every_event(redis_url: str) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", verify=VERIFY).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
