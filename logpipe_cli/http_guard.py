@@ -288,6 +288,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = False
         #: body bytes this connection holds against the shared budget
         self._body_bytes = 0
+        #: body bytes handed on so far, and the bytes read since the last of them while
+        #: the body is read (chunk framing, trailer fields: see data_received)
+        self._body_seen = 0
+        self._framing_bytes = 0
+        #: requests whose headers are complete, so a read can tell it began another
+        self._requests = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         #: when the connection, idle since its last answer, is closed (None: not idle)
@@ -361,9 +367,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_headers:
             self._header_bytes += len(data)
+        in_body, seen, requests = self._reading_body, self._body_seen, self._requests
         super().data_received(data)
         if self._closed:
             return
+        if in_body and self._reading_body and requests == self._requests:
+            # A chunked body's trailer fields (header fields after its last chunk: kept
+            # by httptools until complete, then appended to the request's header list)
+            # are neither headers nor body to the counts above. Reads that carry no
+            # body byte (trailers, or framing alone) are held to the header limit
+            # together; a read with body bytes starts the count again (what it held
+            # after them, at most one read, is not counted), so no trailer escapes it.
+            if self._body_seen != seen:
+                self._framing_bytes = 0
+            else:
+                self._framing_bytes += len(data)
+                if self._framing_bytes > self.limits.max_header_bytes:
+                    self._trailers_too_large()
+                    return
         if self._reading_headers:
             if self._header_bytes > self.limits.max_header_bytes:
                 self._too_large()
@@ -390,6 +411,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._too_large()
             return
         self._reading_body = True
+        self._requests += 1
+        self._framing_bytes = 0
         self.guard.open[self] = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -404,9 +427,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"request header fields too large: the limit is {self.limits.max_header_bytes} bytes",
         )
 
+    def _trailers_too_large(self) -> None:
+        detail = (
+            f"request trailer fields too large: the limit is {self.limits.max_header_bytes} bytes"
+        )
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            self.drop(detail)  # answered already (a refusal before the body): only close
+        else:
+            self._respond_and_close(431, detail)
+
     def on_body(self, body: bytes) -> None:
         if self._closed:
             return
+        self._body_seen += len(body)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             guard = self.guard
