@@ -35,6 +35,13 @@ async def ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers before reading the body, as the token check does."""
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
 def trailers(one_line: bool) -> bytes:
     if one_line:  # one trailer never finished: it stays in httptools' buffer
         return b"X-T: " + b"a" * (64 * READ)
@@ -56,6 +63,26 @@ async def test_trailers_past_the_header_limit_close_the_connection(one_line: boo
     assert b"431" in b"".join(transport.writes).split(b"\r\n", 1)[0]
     # what the request's header list took is bounded too
     assert sum(len(n) + len(v) for n, v in proto.headers) <= LIMIT + READ
+    proto.connection_lost(None)
+
+
+async def test_trailers_after_an_early_answer_close_the_connection_without_another() -> None:
+    proto, transport = connect(refuse)
+    proto.data_received(HEAD + b"5\r\nhello\r\n")
+    for _ in range(100):
+        if b"401" in b"".join(transport.writes):
+            break
+        await asyncio.sleep(0.01)
+    proto.data_received(b"0\r\n")
+    data = trailers(False)
+    fed = 0
+    while fed < len(data) and not transport.closed:
+        proto.data_received(data[fed : fed + READ])
+        fed += READ
+        await asyncio.sleep(0)
+    assert transport.closed
+    assert fed <= LIMIT + 2 * READ, fed
+    assert b"".join(transport.writes).count(b"HTTP/1.1 ") == 1  # the 401 alone
     proto.connection_lost(None)
 
 
