@@ -38,6 +38,9 @@ logger = logging.getLogger("uvicorn.error")
 
 #: file descriptors kept back from the connection cap: Redis pools, log files, the listener
 FD_RESERVE = 128
+#: requests one connection may have queued behind the one in progress (HTTP/1.1
+#: pipelining); one more closes the connection
+MAX_PIPELINED = 32
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             size += len(name) + len(value) + 4
         if size > self.limits.max_header_bytes:
             self._too_large()
+            return
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and len(self.pipeline) >= MAX_PIPELINED
+        ):
+            # uvicorn queues a request pipelined behind one in progress, and reads on
+            # after each answer: without a bound a client sending them by the thousand
+            # holds ~2 KB per request queued. No answer: answers go out in order.
+            self.drop(f"more than {MAX_PIPELINED} requests pipelined")
             return
         self._reading_body = True
         self._requests += 1
