@@ -435,6 +435,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = held  # type: ignore[assignment]
             cycle.on_response = held.done
 
+    def handle_websocket_upgrade(self) -> None:
+        """Refuse a WebSocket upgrade (logpipe serves none), while the connection is still
+        this protocol's: handed to uvicorn's WebSocket protocol, it never told this one
+        that it closed, and its slot in the connection cap stayed taken, as busy, until
+        the body timeout fired on a connection long gone."""
+        self._respond_and_close(400, "WebSocket is not served here: this API speaks plain HTTP")
+
     def _too_large(self) -> None:
         self._respond_and_close(
             431,
