@@ -41,6 +41,10 @@ FD_RESERVE = 128
 #: requests one connection may have queued behind the one in progress (HTTP/1.1
 #: pipelining); one more closes the connection
 MAX_PIPELINED = 32
+#: header fields of one request (and as many trailer fields): each costs ~120 bytes
+#: of Python objects whatever its size, so max_header_bytes alone let 32 KiB of empty
+#: fields hold ~720 KB (Apache's LimitRequestFields is 100 too)
+MAX_HEADER_FIELDS = 100
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         #: the body is read (chunk framing, trailer fields: see data_received)
         self._body_seen = 0
         self._framing_bytes = 0
+        #: the request's header fields: any more in its list are trailer fields
+        self._header_fields = 0
         #: requests whose headers are complete, so a read can tell it began another
         self._requests = 0
         self._header_timer: asyncio.TimerHandle | None = None
@@ -385,9 +391,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._framing_bytes = 0
             else:
                 self._framing_bytes += len(data)
-                if self._framing_bytes > self.limits.max_header_bytes:
-                    self._trailers_too_large()
-                    return
+            # (uvicorn appends the trailer fields to the request's header list)
+            if (
+                self._framing_bytes > self.limits.max_header_bytes
+                or len(self.headers) - self._header_fields > MAX_HEADER_FIELDS
+            ):
+                self._trailers_too_large()
+                return
         if self._reading_headers:
             if self._header_bytes > self.limits.max_header_bytes:
                 self._too_large()
@@ -413,6 +423,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             self._too_large()
             return
+        if len(self.headers) > MAX_HEADER_FIELDS:
+            self._respond_and_close(
+                431, f"too many request header fields: the limit is {MAX_HEADER_FIELDS}"
+            )
+            return
         cycle = self.cycle
         if (
             cycle is not None
@@ -427,6 +442,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = True
         self._requests += 1
         self._framing_bytes = 0
+        self._header_fields = len(self.headers)
         self.guard.open[self] = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -450,7 +466,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _trailers_too_large(self) -> None:
         detail = (
-            f"request trailer fields too large: the limit is {self.limits.max_header_bytes} bytes"
+            f"request trailer fields too large: the limit is {self.limits.max_header_bytes} "
+            f"bytes and {MAX_HEADER_FIELDS} fields"
         )
         cycle = self.cycle
         if cycle is not None and cycle.response_complete:
@@ -476,6 +493,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         if self._closed:
+            return
+        if len(self.headers) - self._header_fields > MAX_HEADER_FIELDS:  # trailers, one read
+            self._trailers_too_large()
             return
         self._reading_body = False
         self._reading_headers = True
