@@ -156,7 +156,8 @@ _REPEATED: _Headers = (-2, None, None, "", None, None, None)
 
 
 def _headers_read(scope: Scope) -> _Headers:
-    """Content-Length (-1 if absent, -2 if unusable or any of the headers read here
+    """Content-Length (-1 if absent, -2 if unusable (not digits, or more than 20 of
+    them) or any of the headers read here
     repeated: then nothing else is read), Content-Type and Idempotency-Key (``None`` if
     absent), Content-Encoding (``identity`` if absent), Host, Origin and Authorization
     (``None`` if absent)."""
@@ -173,7 +174,10 @@ def _headers_read(scope: Scope) -> _Headers:
                 return _REPEATED
             host = value
         elif name == b"content-length":
-            if length != -1 or not value.isdigit():
+            # llhttp lets any run of leading zeros through (they never overflow its
+            # counter), and int() refuses more than 4300 digits: a value longer than
+            # any usable length goes to the handler, which answers it 400
+            if length != -1 or not value.isdigit() or len(value) > 20:
                 return _REPEATED
             length = int(value)
         elif name == b"content-type":

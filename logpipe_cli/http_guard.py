@@ -38,6 +38,13 @@ logger = logging.getLogger("uvicorn.error")
 
 #: file descriptors kept back from the connection cap: Redis pools, log files, the listener
 FD_RESERVE = 128
+#: requests one connection may have queued behind the one in progress (HTTP/1.1
+#: pipelining); one more closes the connection
+MAX_PIPELINED = 32
+#: header fields of one request (and as many trailer fields): each costs ~120 bytes
+#: of Python objects whatever its size, so max_header_bytes alone let 32 KiB of empty
+#: fields hold ~720 KB (Apache's LimitRequestFields is 100 too)
+MAX_HEADER_FIELDS = 100
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = False
         #: body bytes this connection holds against the shared budget
         self._body_bytes = 0
+        #: body bytes handed on so far, and the bytes read since the last of them while
+        #: the body is read (chunk framing, trailer fields: see data_received)
+        self._body_seen = 0
+        self._framing_bytes = 0
+        #: the request's header fields: any more in its list are trailer fields
+        self._header_fields = 0
+        #: requests whose headers are complete, so a read can tell it began another
+        self._requests = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         #: when the connection, idle since its last answer, is closed (None: not idle)
@@ -361,9 +376,28 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._reading_headers:
             self._header_bytes += len(data)
+        in_body, seen, requests = self._reading_body, self._body_seen, self._requests
         super().data_received(data)
         if self._closed:
             return
+        if in_body and self._reading_body and requests == self._requests:
+            # A chunked body's trailer fields (header fields after its last chunk: kept
+            # by httptools until complete, then appended to the request's header list)
+            # are neither headers nor body to the counts above. Reads that carry no
+            # body byte (trailers, or framing alone) are held to the header limit
+            # together; a read with body bytes starts the count again (what it held
+            # after them, at most one read, is not counted), so no trailer escapes it.
+            if self._body_seen != seen:
+                self._framing_bytes = 0
+            else:
+                self._framing_bytes += len(data)
+            # (uvicorn appends the trailer fields to the request's header list)
+            if (
+                self._framing_bytes > self.limits.max_header_bytes
+                or len(self.headers) - self._header_fields > MAX_HEADER_FIELDS
+            ):
+                self._trailers_too_large()
+                return
         if self._reading_headers:
             if self._header_bytes > self.limits.max_header_bytes:
                 self._too_large()
@@ -389,7 +423,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             self._too_large()
             return
+        if len(self.headers) > MAX_HEADER_FIELDS:
+            self._respond_and_close(
+                431, f"too many request header fields: the limit is {MAX_HEADER_FIELDS}"
+            )
+            return
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and len(self.pipeline) >= MAX_PIPELINED
+        ):
+            # uvicorn queues a request pipelined behind one in progress, and reads on
+            # after each answer: without a bound a client sending them by the thousand
+            # holds ~2 KB per request queued. No answer: answers go out in order.
+            self.drop(f"more than {MAX_PIPELINED} requests pipelined")
+            return
         self._reading_body = True
+        self._requests += 1
+        self._framing_bytes = 0
+        self._header_fields = len(self.headers)
         self.guard.open[self] = False
         super().on_headers_complete()
         cycle = self.cycle
@@ -398,15 +451,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = held  # type: ignore[assignment]
             cycle.on_response = held.done
 
+    def handle_websocket_upgrade(self) -> None:
+        """Refuse a WebSocket upgrade (logpipe serves none), while the connection is still
+        this protocol's: handed to uvicorn's WebSocket protocol, it never told this one
+        that it closed, and its slot in the connection cap stayed taken, as busy, until
+        the body timeout fired on a connection long gone."""
+        self._respond_and_close(400, "WebSocket is not served here: this API speaks plain HTTP")
+
     def _too_large(self) -> None:
         self._respond_and_close(
             431,
             f"request header fields too large: the limit is {self.limits.max_header_bytes} bytes",
         )
 
+    def _trailers_too_large(self) -> None:
+        detail = (
+            f"request trailer fields too large: the limit is {self.limits.max_header_bytes} "
+            f"bytes and {MAX_HEADER_FIELDS} fields"
+        )
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            self.drop(detail)  # answered already (a refusal before the body): only close
+        else:
+            self._respond_and_close(431, detail)
+
     def on_body(self, body: bytes) -> None:
         if self._closed:
             return
+        self._body_seen += len(body)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             guard = self.guard
@@ -421,6 +493,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         if self._closed:
+            return
+        if len(self.headers) - self._header_fields > MAX_HEADER_FIELDS:  # trailers, one read
+            self._trailers_too_large()
             return
         self._reading_body = False
         self._reading_headers = True

@@ -142,7 +142,9 @@ class ServerSettings:
     )
     workers: int = setting(1, "uvicorn worker processes for `logpipe serve`.", minimum=1)
     max_header_bytes: int = setting(
-        32768, "Largest request line + headers of one request; larger: 431, closed.", minimum=1024
+        32768,
+        "Largest request line + headers (or trailer fields) of one request; larger: 431, closed.",
+        minimum=1024,
     )
     header_timeout_seconds: float = setting(
         10.0,
