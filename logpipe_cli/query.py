@@ -36,6 +36,7 @@ from logpipe_cli.events import SECONDS_PER_DAY
 from logpipe_cli.keys import USER_ID_RE, EventKey
 from logpipe_cli.query_limits import MAX_EXPORT_LIMIT as MAX_EXPORT_LIMIT  # re-exported
 from logpipe_cli.query_limits import MAX_LIMIT as MAX_LIMIT  # re-exported
+from logpipe_cli.query_limits import MAX_PAGE_BYTES
 from logpipe_cli.sink import encode_lines, path_for
 
 DEFAULT_LIMIT = 100
@@ -309,12 +310,16 @@ class EventReader:
         self.lock_timeout_s = lock_timeout_s
         self.clock = clock
 
-    async def page(self, q: Query) -> Page:
-        """One page: up to ``q.limit`` events and the next cursor."""
+    async def page(self, q: Query, max_bytes: int = MAX_PAGE_BYTES) -> Page:
+        """One page: up to ``q.limit`` events and the next cursor. The page ends early,
+        with a cursor, once its events hold ``max_bytes`` (it always holds one event, if
+        any is left): a page is held whole, where an export streams."""
         found: list[Found] = []
         more = False
+        size = 0
         async for f in self.events(q):
-            if len(found) == q.limit:
+            size += len(f.raw) + 1
+            if len(found) == q.limit or (found and size > max_bytes):
                 more = True  # one more exists: the next page will not be empty
                 break
             found.append(f)

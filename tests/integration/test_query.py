@@ -94,6 +94,34 @@ async def test_descending_pages_newest_first(rig: Rig) -> None:
     assert got == lines[::-1]
 
 
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_a_page_stops_at_its_byte_budget_with_a_cursor(rig: Rig, order: str) -> None:
+    # a JSON page is held whole: big events end it before its limit, and the cursor
+    # takes the reader on from there, in files and in the buffer alike
+    lines = [line("u", n, pad="x" * 900) for n in range(10)]
+    await rig.buffer.append([(EK.key, x) for x in lines[:6]])
+    await rig.drainer().drain_once()
+    await rig.buffer.append([(EK.key, x) for x in lines[6:]])
+    r = reader(rig)
+    budget = 2 * (len(lines[0]) + 1) + 500  # two events and a half (each line + newline)
+    q = Query.parse("u", limit=100, order=order)
+    pages: list[list[bytes]] = []
+    while True:
+        page = await r.page(q, max_bytes=budget)
+        pages.append([f.raw for f in page.events])
+        if page.next_cursor is None:
+            break
+        q = Query.parse("u", limit=100, cursor=page.next_cursor, order=order)
+    assert len({len(x) for x in lines}) == 1
+    assert [len(p) for p in pages] == [2, 2, 2, 2, 2]
+    want = lines if order == "asc" else lines[::-1]
+    assert [x for p in pages for x in p] == want
+    # one event larger than the budget still makes a page, never an empty one
+    alone = await r.page(Query.parse("u", limit=100, order=order), max_bytes=10)
+    assert [f.raw for f in alone.events] == want[:1]
+    assert alone.next_cursor is not None
+
+
 async def test_filters_by_name_and_time_over_several_days(rig: Rig) -> None:
     a = await rig.add("u", range(4), day=DAY - 1)
     b = await rig.add("u", range(4), day=DAY)
