@@ -418,8 +418,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer = None
         # a whole header block read in one go passes the per-read count: measure it
         size = len(self.url) + 16
+        hosts = 0
         for name, value in self.headers:
             size += len(name) + len(value) + 4
+            hosts += name == b"host"
         if size > self.limits.max_header_bytes:
             self._too_large()
             return
@@ -427,6 +429,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._respond_and_close(
                 431, f"too many request header fields: the limit is {MAX_HEADER_FIELDS}"
             )
+            return
+        if hosts > 1:
+            # RFC 9112 3.2: a 400. Which one counted differed between the checks that
+            # read Host (the DNS-rebinding guard took the first, the cross-site check
+            # the last): one answer for all of them instead
+            self._respond_and_close(400, "more than one Host header field")
             return
         cycle = self.cycle
         if (

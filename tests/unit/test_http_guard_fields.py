@@ -71,3 +71,19 @@ async def test_more_trailer_fields_than_the_bound_close_the_connection(one_read:
     assert transport.closed
     assert b"".join(transport.writes).startswith(b"HTTP/1.1 431")
     proto.connection_lost(None)
+
+
+@pytest.mark.parametrize("spelling", [b"Host", b"host", b"HOST"])
+async def test_a_second_host_field_is_a_400(spelling: bytes) -> None:
+    # the DNS-rebinding guard read the first Host, the cross-site check the last
+    proto, transport = connect(ok)
+    proto.data_received(
+        b"POST /logs HTTP/1.1\r\nHost: 127.0.0.1\r\n" + spelling + b": evil.example\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    await asyncio.sleep(0)
+    assert transport.closed
+    answer = b"".join(transport.writes)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"more than one Host header field" in answer
+    proto.connection_lost(None)
