@@ -138,7 +138,8 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
 def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # Litestar logs nothing with debug off: this is the one log line (and traceback) per
     # error. The request's headers and body are left out: they may hold a token.
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    # the path as repr: a client-chosen %0A in it cannot start a forged log line
+    log.error("unexpected error on %s %r", request.method, request.url.path, exc_info=exc)
     return _response(INTERNAL_ERROR)
 
 
