@@ -158,7 +158,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

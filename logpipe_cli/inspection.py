@@ -59,7 +59,7 @@ def parse_time(text: str) -> float:
 def parse_day(text: str) -> int:
     """A day as logpipe numbers them (days since the epoch), or an ISO date."""
     raw = text.strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # str.isdigit alone takes "²", which int() refuses
         return int(raw)
     try:
         date = dt.date.fromisoformat(raw)
@@ -402,7 +402,7 @@ def summarize_files(logs_dir: Path, user_id: str | None = None) -> FilesFound:
 def _summarize_dir(dir_fd: int, user_dir: Path, user_id: str, found: FilesFound) -> None:
     for fname in sorted(os.listdir(dir_fd)):
         stem, dot, ext = fname.partition(".")
-        if not (dot and ext == "jsonl" and stem.isdigit()):
+        if not (dot and ext == "jsonl" and stem.isascii() and stem.isdigit()):
             continue
         path = user_dir / fname
         fd = _open_below(fname, _FILE_FLAGS, dir_fd, path)

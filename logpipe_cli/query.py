@@ -448,7 +448,11 @@ class EventReader:
             return []
         except OSError:
             return []
-        return [int(n[:-6]) for n in names if n.endswith(".jsonl") and n[:-6].isdigit()]
+        return [
+            int(n[:-6])
+            for n in names
+            if n.endswith(".jsonl") and n[:-6].isascii() and n[:-6].isdigit()
+        ]
 
     async def _days(self, q: Query, *, ascending: bool) -> AsyncIterator[int]:
         """Days in the range that have a file or buffered events, checked in chunks so a

@@ -85,7 +85,7 @@ def redis_url_problem(url: str) -> str | None:
         return "the port is not a number in 1-65535"
     if parts.scheme != "unix":
         db = parts.path.strip("/")
-        if db and not db.isdigit():
+        if db and not (db.isascii() and db.isdigit()):
             return f"the database number {db!r} is not an integer"
     return None
 
@@ -96,7 +96,7 @@ def sentinels_problem(addresses: tuple[str, ...]) -> str | None:
         host, colon, port = address.rpartition(":")
         if not colon or not host:
             return f"{address!r} is not host:port"
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             return f"the port of {address!r} is not a number in 1-65535"
     return None
 

@@ -599,7 +599,7 @@ def list_files(logs_dir: Path) -> list[FileInfo]:
         if not user_dir.is_dir() or not user_dir.name.startswith("user_"):
             continue
         for f in sorted(user_dir.glob("*.jsonl")):
-            if not f.stem.isdigit():
+            if not (f.stem.isascii() and f.stem.isdigit()):
                 continue
             st = f.stat()
             out.append(FileInfo(f, user_dir.name[5:], int(f.stem), st.st_size, st.st_mtime))

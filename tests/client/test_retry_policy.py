@@ -93,6 +93,8 @@ def test_max_retries_bounds_the_number_of_retries(
         ("soon", None),
         ("-3", None),
         ("1.5", None),  # RFC 9110: delay-seconds is a non-negative integer
+        ("²", None),  # str.isdigit says yes, float() raised
+        ("\u0663", None),  # ARABIC-INDIC THREE: float() takes it, but RFC 9110 DIGITs are ASCII
         (email.utils.formatdate(1_000_030, usegmt=True), 30.0),
         (email.utils.formatdate(999_000, usegmt=True), 0.0),  # a date in the past: now
     ],

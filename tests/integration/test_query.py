@@ -323,3 +323,11 @@ async def test_a_far_until_is_cut_at_the_last_day_that_can_hold_events(rig: Rig)
     assert await read_all(r, far) == written
     newest_first = Query.parse("u", until="99999999999", order="desc")
     assert await read_all(r, newest_first) == written[::-1]
+
+
+async def test_a_file_named_with_a_non_ascii_digit_is_not_a_day(rig: Rig) -> None:
+    # "²".isdigit() is True and int("²") raises: such a file made every query a 500
+    lines = await rig.add("u", range(2))
+    await rig.drainer().drain_once()
+    (rig.path("u").parent / "².jsonl").write_bytes(b"")
+    assert await read_all(reader(rig), Query.parse("u", limit=10)) == lines
