@@ -47,7 +47,7 @@ from logpipe_cli.events import split_lines
 from logpipe_cli.keys import EventKey
 from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
-from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines, path_for
+from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines
 
 log = logging.getLogger("logpipe.drainer")
 
@@ -368,7 +368,7 @@ class Drainer:
         self.logs_dir = Path(cfg.logs_dir)
         self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
         self._held: set[EventKey] = set()
-        #: ``logs_dir`` as :func:`path_for` spells it (absolute, normalized)
+        #: ``logs_dir`` as :func:`~logpipe_cli.sink.path_for` spells it (absolute, normalized)
         self._root = Path(os.path.normpath(os.path.abspath(self.logs_dir)))
         self._logs = self._new_logs_dir()  # one per pass, made by drain_once
         #: no companion named the old way was left when this drainer started (see
@@ -592,10 +592,10 @@ class Drainer:
     async def _look(self, keys: Sequence[EventKey]) -> list[_Look | Exception]:
         """Each key's file in the file threads (:meth:`LogsDir.find`): locked, busy
         (another process holds its lock) or none yet; or the error that refused it."""
-        logs, root = self._logs, self._logs.root
+        logs = self._logs
 
         def look_one(ek: EventKey) -> _Look:
-            path = path_for(root, ek)
+            path = logs.path_for(ek)  # logs_dir normalized once, not per key
             return path, logs.find(path)
 
         results = await _in_file_threads(look_one, keys)
