@@ -375,6 +375,8 @@ class Drainer:
         self.logs_dir = Path(cfg.logs_dir)
         self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
         self._held: set[EventKey] = set()
+        #: closes handed to the file threads and not yet waited for (see :meth:`_batch`)
+        self._closing: list[asyncio.Future[list[None]]] = []
         #: ``logs_dir`` as :func:`~logpipe_cli.sink.path_for` spells it (absolute, normalized)
         self._root = Path(os.path.normpath(os.path.abspath(self.logs_dir)))
         self._logs = self._new_logs_dir()  # one per pass, made by drain_once
@@ -466,6 +468,7 @@ class Drainer:
             report.errors.append(exc.detail)
         finally:
             await cancel_and_wait(heartbeat)
+            await self._closed()
             self._logs.close()
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
@@ -512,6 +515,14 @@ class Drainer:
         if failed:
             raise failed[0]
         return busy
+
+    async def _closed(self) -> None:
+        """Wait until every close :meth:`_batch` handed over has run: a pass returns
+        with none of its files still open (locked). Cancelled meanwhile, the threads
+        close them all the same."""
+        closing, self._closing = self._closing, []
+        if closing:
+            await asyncio.gather(*closing)
 
     async def _heartbeat(self) -> None:
         """Renew our leases while a pass runs, so a slow batch is not taken over."""
@@ -864,14 +875,19 @@ class Drainer:
                 done.add(key)
         # closed in a file thread: a close on the event loop's thread waits for the GIL
         # against the file threads, once per key (py-spy of 20,000 small keys)
-        # (handed over: the thread alone closes them, even if this task is cancelled)
+        # (handed over: the thread alone closes them, even if this task is cancelled).
+        # Not waited for here: the keys are acknowledged, and the group goes on (its next
+        # round, or the worker's next group) instead of queueing behind the other
+        # groups' appends in the file threads until its closes have run; the pass waits
+        # for every close before it returns (see _drain_once).
         files: list[LockedFile] = []
         for w in work:
             if w.key in done and w.file is not None:
                 files.append(w.file)
                 w.file = None
         if files:
-            await _close_in_file_threads(files)
+            self._closing = [f for f in self._closing if not f.done()]
+            self._closing.append(_close_in_file_threads(files))
         work = [w for w in work if w.key not in done]
         if appeared:
             # A file made between this round's look (none there, looked at once the
