@@ -70,26 +70,45 @@ Progress = Callable[[int, int], None]
 #: asyncio's default pool (6 threads on 2 cores) in `make bench`
 FILE_THREADS = 16
 _file_pool: ThreadPoolExecutor | None = None
+#: threads for the quick file work: looks, closes and ``logs_dir``'s fsync. Apart from
+#: the appends' threads, whose queue is first come first served: a group's look or its
+#: one fsync of ``logs_dir`` waited there behind the appends (a write and two fsyncs
+#: each) that the other groups in flight had handed over before it.
+QUICK_THREADS = 4
+_quick_pool: ThreadPoolExecutor | None = None
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _file_threads() -> ThreadPoolExecutor:
-    """The process's file threads, all started at once when first asked for.
+def _started(threads: int, name: str) -> ThreadPoolExecutor:
+    """A pool with all its ``threads`` started at once.
 
     A pool starts its threads lazily, one per task, and each start waits until the new
     thread runs: started in the middle of a pass, each one waited for the GIL behind the
     busy ones, 63 ms of the main thread in a 0.6 s pass of 1,000 keys x 1,000 events
     in a fresh process (cProfile). Started before the pass they cost ~2 ms. Each
     warm-up task waits at a barrier until all are running, so none is reused."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+    started = threading.Barrier(threads)
+    for _ in range(threads):
+        pool.submit(_wait_quietly, started)
+    return pool
+
+
+def _file_threads() -> ThreadPoolExecutor:
+    """The process's file threads (appends, repairs), started when first asked for."""
     global _file_pool
     if _file_pool is None:
-        pool = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="logpipe-files")
-        started = threading.Barrier(FILE_THREADS)
-        for _ in range(FILE_THREADS):
-            pool.submit(_wait_quietly, started)
-        _file_pool = pool
+        _file_pool = _started(FILE_THREADS, "logpipe-files")
     return _file_pool
+
+
+def _quick_threads() -> ThreadPoolExecutor:
+    """The process's threads for quick file work (see :data:`QUICK_THREADS`)."""
+    global _quick_pool
+    if _quick_pool is None:
+        _quick_pool = _started(QUICK_THREADS, "logpipe-looks")
+    return _quick_pool
 
 
 def _wait_quietly(barrier: threading.Barrier) -> None:
@@ -97,9 +116,11 @@ def _wait_quietly(barrier: threading.Barrier) -> None:
         barrier.wait(timeout=5.0)
 
 
-async def _in_file_thread(fn: Callable[..., _T], *args: Any) -> _T:
-    """Run blocking file work in the process's file threads."""
-    return await asyncio.get_running_loop().run_in_executor(_file_threads(), fn, *args)
+async def _in_file_thread(fn: Callable[..., _T], *args: Any, quick: bool = False) -> _T:
+    """Run blocking file work in the process's file threads (``quick``: in the threads
+    for quick file work)."""
+    pool = _quick_threads() if quick else _file_threads()
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
@@ -113,16 +134,19 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
     return out
 
 
-async def _in_file_threads(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
-    """``fn`` over ``items`` in the file threads, in order; each item's exception is its
-    result. One thread task per chunk, not per item: handing work to a thread and back
-    costs more than a small file's open or append (see the drain profiles)."""
+async def _in_file_threads(
+    fn: Callable[[_T], _R], items: Sequence[_T], *, quick: bool = False
+) -> list[_R | Exception]:
+    """``fn`` over ``items`` in the file threads (``quick``: the threads for quick file
+    work), in order; each item's exception is its result. One thread task per chunk,
+    not per item: handing work to a thread and back costs more than a small file's open
+    or append (see the drain profiles)."""
     if len(items) <= 1:
-        return await _in_file_thread(_each, fn, items) if items else []
-    n = min(FILE_THREADS, len(items))
+        return await _in_file_thread(_each, fn, items, quick=quick) if items else []
+    n = min(QUICK_THREADS if quick else FILE_THREADS, len(items))
     size = -(-len(items) // n)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    results = await asyncio.gather(*(_in_file_thread(_each, fn, c) for c in chunks))
+    results = await asyncio.gather(*(_in_file_thread(_each, fn, c, quick=quick) for c in chunks))
     return [r for chunk in results for r in chunk]
 
 
@@ -209,13 +233,14 @@ def _close_files(files: Iterable[LockedFile]) -> None:
 
 
 def _close_in_file_threads(files: Sequence[LockedFile]) -> asyncio.Future[list[None]]:
-    """Close ``files`` in the file threads, spread over them as :func:`_in_file_threads`
-    spreads work: a close gives the GIL up and waits to take it back, and a thread
-    closing a group's 256 files alone while the event loop's thread checked batches
-    took 116 ms (a timeline of 1,000 keys x 1,000 events). Handed over before this
-    returns: the threads close them even if the caller is cancelled while waiting."""
-    loop, pool = asyncio.get_running_loop(), _file_threads()
-    size = -(-len(files) // min(FILE_THREADS, len(files)))
+    """Close ``files`` in the threads for quick file work, spread over them as
+    :func:`_in_file_threads` spreads work: a close gives the GIL up and waits to take
+    it back, and a thread closing a group's 256 files alone while the event loop's
+    thread checked batches took 116 ms (a timeline of 1,000 keys x 1,000 events).
+    Handed over before this returns: the threads close them even if the caller is
+    cancelled while waiting."""
+    loop, pool = asyncio.get_running_loop(), _quick_threads()
+    size = -(-len(files) // min(QUICK_THREADS, len(files)))
     return asyncio.gather(
         *(
             loop.run_in_executor(pool, _close_files, files[i : i + size])
@@ -434,6 +459,7 @@ class Drainer:
             self.owner = f"{self._token}/{self._passes}"
         self._logs = self._new_logs_dir()
         _file_threads()  # started now, before the pass needs them
+        _quick_threads()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             todo, report.unsafe = await self.buffer.find_drainable(self.cfg.log_pattern)
@@ -467,9 +493,11 @@ class Drainer:
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
-            await cancel_and_wait(heartbeat)
-            await self._closed()
-            self._logs.close()
+            try:
+                await cancel_and_wait(heartbeat)
+                await self._closed()
+            finally:
+                self._logs.close()
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
             await self.buffer.record_drain(
@@ -518,11 +546,13 @@ class Drainer:
 
     async def _closed(self) -> None:
         """Wait until every close :meth:`_batch` handed over has run: a pass returns
-        with none of its files still open (locked). Cancelled meanwhile, the threads
-        close them all the same."""
+        with none of its files still open (locked). Cancelled meanwhile (a second
+        signal, DrainRunner.aclose), the threads close them all the same: shielded, as
+        a cancelled wait would cancel the closes still queued, and their descriptors
+        would keep the keys' files locked for as long as the process runs."""
         closing, self._closing = self._closing, []
         if closing:
-            await asyncio.gather(*closing)
+            await asyncio.shield(asyncio.gather(*closing))
 
     async def _heartbeat(self) -> None:
         """Renew our leases while a pass runs, so a slow batch is not taken over."""
@@ -616,7 +646,7 @@ class Drainer:
             path = logs.path_for(ek)  # logs_dir normalized once, not per key
             return path, logs.find(path)
 
-        results = await _in_file_threads(look_one, keys)
+        results = await _in_file_threads(look_one, keys, quick=True)
         for res in results:
             if isinstance(res, Exception) and not isinstance(res, LogpipeError):
                 _close_looks(r for r in results if isinstance(r, tuple))
@@ -842,7 +872,7 @@ class Drainer:
                         again.append((a.work, res.file))
         if made and acks:
             try:
-                await _in_file_thread(logs.sync)
+                await _in_file_thread(logs.sync, quick=True)
             except LogpipeError as exc:
                 report.errors.append(exc.detail)
                 failed.extend(a.work.key for a in acks)

@@ -191,3 +191,43 @@ async def test_a_pass_returns_with_every_file_it_drained_closed(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
         finally:
             os.close(fd)
+
+
+async def test_a_pass_cancelled_while_its_files_close_still_closes_them_all(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (a second signal, DrainRunner.aclose) while it waits for the closes
+    it handed over, queued in one slow thread: they all run anyway, so no descriptor
+    keeps a key's file locked for the rest of the process."""
+    monkeypatch.setattr(drainer, "GROUP_SIZE", 3)
+    monkeypatch.setattr(drainer, "QUICK_THREADS", 1)  # the closes queue behind each other
+    monkeypatch.setattr(drainer, "_quick_pool", None)
+    close_files = drainer._close_files
+
+    def slow_close(files: Any) -> None:
+        time.sleep(0.1)
+        close_files(files)
+
+    monkeypatch.setattr(drainer, "_close_files", slow_close)
+    waiting = asyncio.Event()
+    closed = drainer.Drainer._closed
+
+    async def signal_then_wait(self: drainer.Drainer) -> None:
+        waiting.set()
+        await closed(self)
+
+    monkeypatch.setattr(drainer.Drainer, "_closed", signal_then_wait)
+    users = [f"k{i}" for i in range(12)]
+    for u in users:
+        await rig.add(u, range(2))
+    task = asyncio.create_task(rig.drainer().drain_once())
+    await asyncio.wait_for(waiting.wait(), timeout=DEADLINE_S)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + DEADLINE_S
+    while any(str(rig.path(u)) in _open_paths() for u in users):
+        assert time.monotonic() < deadline, "a drained file was never closed"
+        await asyncio.sleep(0.05)
+    for u in users:
+        assert rig.file_lines(u) == [line(u, n) for n in range(2)]
