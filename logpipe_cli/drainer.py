@@ -47,7 +47,7 @@ from logpipe_cli.events import split_lines
 from logpipe_cli.keys import EventKey
 from logpipe_cli.scripts import ClaimStatus, Pending, Prepared, Record, parse_size
 from logpipe_cli.settings import DrainerSettings
-from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines, path_for
+from logpipe_cli.sink import LockedFile, LogsDir, NewFile, UnlockedFile, encode_lines
 
 log = logging.getLogger("logpipe.drainer")
 
@@ -70,26 +70,45 @@ Progress = Callable[[int, int], None]
 #: asyncio's default pool (6 threads on 2 cores) in `make bench`
 FILE_THREADS = 16
 _file_pool: ThreadPoolExecutor | None = None
+#: threads for the quick file work: looks, closes and ``logs_dir``'s fsync. Apart from
+#: the appends' threads, whose queue is first come first served: a group's look or its
+#: one fsync of ``logs_dir`` waited there behind the appends (a write and two fsyncs
+#: each) that the other groups in flight had handed over before it.
+QUICK_THREADS = 4
+_quick_pool: ThreadPoolExecutor | None = None
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _file_threads() -> ThreadPoolExecutor:
-    """The process's file threads, all started at once when first asked for.
+def _started(threads: int, name: str) -> ThreadPoolExecutor:
+    """A pool with all its ``threads`` started at once.
 
     A pool starts its threads lazily, one per task, and each start waits until the new
     thread runs: started in the middle of a pass, each one waited for the GIL behind the
     busy ones, 63 ms of the main thread in a 0.6 s pass of 1,000 keys x 1,000 events
     in a fresh process (cProfile). Started before the pass they cost ~2 ms. Each
     warm-up task waits at a barrier until all are running, so none is reused."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+    started = threading.Barrier(threads)
+    for _ in range(threads):
+        pool.submit(_wait_quietly, started)
+    return pool
+
+
+def _file_threads() -> ThreadPoolExecutor:
+    """The process's file threads (appends, repairs), started when first asked for."""
     global _file_pool
     if _file_pool is None:
-        pool = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="logpipe-files")
-        started = threading.Barrier(FILE_THREADS)
-        for _ in range(FILE_THREADS):
-            pool.submit(_wait_quietly, started)
-        _file_pool = pool
+        _file_pool = _started(FILE_THREADS, "logpipe-files")
     return _file_pool
+
+
+def _quick_threads() -> ThreadPoolExecutor:
+    """The process's threads for quick file work (see :data:`QUICK_THREADS`)."""
+    global _quick_pool
+    if _quick_pool is None:
+        _quick_pool = _started(QUICK_THREADS, "logpipe-looks")
+    return _quick_pool
 
 
 def _wait_quietly(barrier: threading.Barrier) -> None:
@@ -97,9 +116,11 @@ def _wait_quietly(barrier: threading.Barrier) -> None:
         barrier.wait(timeout=5.0)
 
 
-async def _in_file_thread(fn: Callable[..., _T], *args: Any) -> _T:
-    """Run blocking file work in the process's file threads."""
-    return await asyncio.get_running_loop().run_in_executor(_file_threads(), fn, *args)
+async def _in_file_thread(fn: Callable[..., _T], *args: Any, quick: bool = False) -> _T:
+    """Run blocking file work in the process's file threads (``quick``: in the threads
+    for quick file work)."""
+    pool = _quick_threads() if quick else _file_threads()
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
@@ -113,16 +134,19 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
     return out
 
 
-async def _in_file_threads(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
-    """``fn`` over ``items`` in the file threads, in order; each item's exception is its
-    result. One thread task per chunk, not per item: handing work to a thread and back
-    costs more than a small file's open or append (see the drain profiles)."""
+async def _in_file_threads(
+    fn: Callable[[_T], _R], items: Sequence[_T], *, quick: bool = False
+) -> list[_R | Exception]:
+    """``fn`` over ``items`` in the file threads (``quick``: the threads for quick file
+    work), in order; each item's exception is its result. One thread task per chunk,
+    not per item: handing work to a thread and back costs more than a small file's open
+    or append (see the drain profiles)."""
     if len(items) <= 1:
-        return await _in_file_thread(_each, fn, items) if items else []
-    n = min(FILE_THREADS, len(items))
+        return await _in_file_thread(_each, fn, items, quick=quick) if items else []
+    n = min(QUICK_THREADS if quick else FILE_THREADS, len(items))
     size = -(-len(items) // n)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    results = await asyncio.gather(*(_in_file_thread(_each, fn, c) for c in chunks))
+    results = await asyncio.gather(*(_in_file_thread(_each, fn, c, quick=quick) for c in chunks))
     return [r for chunk in results for r in chunk]
 
 
@@ -209,13 +233,14 @@ def _close_files(files: Iterable[LockedFile]) -> None:
 
 
 def _close_in_file_threads(files: Sequence[LockedFile]) -> asyncio.Future[list[None]]:
-    """Close ``files`` in the file threads, spread over them as :func:`_in_file_threads`
-    spreads work: a close gives the GIL up and waits to take it back, and a thread
-    closing a group's 256 files alone while the event loop's thread checked batches
-    took 116 ms (a timeline of 1,000 keys x 1,000 events). Handed over before this
-    returns: the threads close them even if the caller is cancelled while waiting."""
-    loop, pool = asyncio.get_running_loop(), _file_threads()
-    size = -(-len(files) // min(FILE_THREADS, len(files)))
+    """Close ``files`` in the threads for quick file work, spread over them as
+    :func:`_in_file_threads` spreads work: a close gives the GIL up and waits to take
+    it back, and a thread closing a group's 256 files alone while the event loop's
+    thread checked batches took 116 ms (a timeline of 1,000 keys x 1,000 events).
+    Handed over before this returns: the threads close them even if the caller is
+    cancelled while waiting."""
+    loop, pool = asyncio.get_running_loop(), _quick_threads()
+    size = -(-len(files) // min(QUICK_THREADS, len(files)))
     return asyncio.gather(
         *(
             loop.run_in_executor(pool, _close_files, files[i : i + size])
@@ -233,19 +258,26 @@ def _close_looks(looks: Iterable[_Look]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Append:
-    """One key's batch on its way from BEGIN through the file to ACK."""
+    """One key's batch on its way from BEGIN through the file to ACK.
+
+    Holds the lines to write and how many values they are, not the values read from
+    Redis: those are let go as soon as the batch is checked, so the next group's reply
+    is parsed into the memory they held. A round of 256 keys x 1,000 events kept its
+    256,000 values (~24 MB of bytes objects) alive beside their lines until the ack,
+    three rounds in flight: the bench's 1,000 x 1,000 pass into files that exist
+    peaked at 160-161 MB (VmHWM), 125-141 MB since."""
 
     work: _Work
     fetched: int  # values read from the claim: all are acknowledged
-    good: list[bytes]  # written to the file
+    written: int  # of them, the lines in ``data``
     bad: list[bytes]  # quarantined
-    data: bytes  # ``good`` as lines
+    data: bytes  # the lines to write
 
     def ack_item(self) -> AckItem:
         return AckItem(
             self.work.key,
             self.fetched,
-            len(self.good),
+            self.written,
             len(self.data),
             self.bad,
             self.work.size,
@@ -368,7 +400,9 @@ class Drainer:
         self.logs_dir = Path(cfg.logs_dir)
         self.lease_ms = max(100, int(cfg.lease_seconds * 1000))
         self._held: set[EventKey] = set()
-        #: ``logs_dir`` as :func:`path_for` spells it (absolute, normalized)
+        #: closes handed to the file threads and not yet waited for (see :meth:`_batch`)
+        self._closing: list[asyncio.Future[list[None]]] = []
+        #: ``logs_dir`` as :func:`~logpipe_cli.sink.path_for` spells it (absolute, normalized)
         self._root = Path(os.path.normpath(os.path.abspath(self.logs_dir)))
         self._logs = self._new_logs_dir()  # one per pass, made by drain_once
         #: no companion named the old way was left when this drainer started (see
@@ -425,6 +459,7 @@ class Drainer:
             self.owner = f"{self._token}/{self._passes}"
         self._logs = self._new_logs_dir()
         _file_threads()  # started now, before the pass needs them
+        _quick_threads()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             todo, report.unsafe = await self.buffer.find_drainable(self.cfg.log_pattern)
@@ -458,8 +493,11 @@ class Drainer:
         except LogpipeError as exc:
             report.errors.append(exc.detail)
         finally:
-            await cancel_and_wait(heartbeat)
-            self._logs.close()
+            try:
+                await cancel_and_wait(heartbeat)
+                await self._closed()
+            finally:
+                self._logs.close()
         report.seconds = time.monotonic() - start
         with contextlib.suppress(LogpipeError):
             await self.buffer.record_drain(
@@ -505,6 +543,16 @@ class Drainer:
         if failed:
             raise failed[0]
         return busy
+
+    async def _closed(self) -> None:
+        """Wait until every close :meth:`_batch` handed over has run: a pass returns
+        with none of its files still open (locked). Cancelled meanwhile (a second
+        signal, DrainRunner.aclose), the threads close them all the same: shielded, as
+        a cancelled wait would cancel the closes still queued, and their descriptors
+        would keep the keys' files locked for as long as the process runs."""
+        closing, self._closing = self._closing, []
+        if closing:
+            await asyncio.shield(asyncio.gather(*closing))
 
     async def _heartbeat(self) -> None:
         """Renew our leases while a pass runs, so a slow batch is not taken over."""
@@ -592,13 +640,13 @@ class Drainer:
     async def _look(self, keys: Sequence[EventKey]) -> list[_Look | Exception]:
         """Each key's file in the file threads (:meth:`LogsDir.find`): locked, busy
         (another process holds its lock) or none yet; or the error that refused it."""
-        logs, root = self._logs, self._logs.root
+        logs = self._logs
 
         def look_one(ek: EventKey) -> _Look:
-            path = path_for(root, ek)
+            path = logs.path_for(ek)  # logs_dir normalized once, not per key
             return path, logs.find(path)
 
-        results = await _in_file_threads(look_one, keys)
+        results = await _in_file_threads(look_one, keys, quick=True)
         for res in results:
             if isinstance(res, Exception) and not isinstance(res, LogpipeError):
                 _close_looks(r for r in results if isinstance(r, tuple))
@@ -763,16 +811,16 @@ class Drainer:
             self.lease_ms,
             self._count(len(work)),
         )
-        batches = {w.key: b.values for w, b in zip(work, began, strict=True)}
         done: set[EventKey] = set()
         writing: list[_Append] = []
-        for w in work:
-            values = batches[w.key]
+        for w, b in zip(work, began, strict=True):
+            values = b.values
             if not values:  # lease lost or nothing left
                 done.add(w.key)
                 continue
             good, bad, data = split_safely(values)
-            writing.append(_Append(w, len(values), good, bad, data))
+            writing.append(_Append(w, len(values), len(good), bad, data))
+            values.clear()  # let go of as soon as checked (see _Append); ``good`` too
             if bad:
                 log.warning(
                     "quarantined %d values of %s that are not one-line JSON objects",
@@ -824,7 +872,7 @@ class Drainer:
                         again.append((a.work, res.file))
         if made and acks:
             try:
-                await _in_file_thread(logs.sync)
+                await _in_file_thread(logs.sync, quick=True)
             except LogpipeError as exc:
                 report.errors.append(exc.detail)
                 failed.extend(a.work.key for a in acks)
@@ -849,7 +897,7 @@ class Drainer:
                 log.warning("lost the lease on %s; its new holder repairs the file", key.key)
                 done.add(key)
                 continue
-            report.events += len(a.good)
+            report.events += a.written
             report.bytes += len(a.data)
             report.quarantined += len(a.bad)
             if acked.left == 0:
@@ -857,14 +905,19 @@ class Drainer:
                 done.add(key)
         # closed in a file thread: a close on the event loop's thread waits for the GIL
         # against the file threads, once per key (py-spy of 20,000 small keys)
-        # (handed over: the thread alone closes them, even if this task is cancelled)
+        # (handed over: the thread alone closes them, even if this task is cancelled).
+        # Not waited for here: the keys are acknowledged, and the group goes on (its next
+        # round, or the worker's next group) instead of queueing behind the other
+        # groups' appends in the file threads until its closes have run; the pass waits
+        # for every close before it returns (see _drain_once).
         files: list[LockedFile] = []
         for w in work:
             if w.key in done and w.file is not None:
                 files.append(w.file)
                 w.file = None
         if files:
-            await _close_in_file_threads(files)
+            self._closing = [f for f in self._closing if not f.done()]
+            self._closing.append(_close_in_file_threads(files))
         work = [w for w in work if w.key not in done]
         if appeared:
             # A file made between this round's look (none there, looked at once the

@@ -47,6 +47,14 @@ def path_for(logs_dir: Path, ek: EventKey) -> Path:
     return Path(path)
 
 
+def _names(path: Path) -> tuple[str, str]:
+    """``(directory name, file name)`` of ``<logs_dir>/<dir>/<file>``: string splits of
+    the path's text, not pathlib's ``parent``/``name``, which build and parse a new path
+    object each (a file thread takes these several times per key, under the GIL)."""
+    head, name = os.path.split(str(path))
+    return os.path.basename(head), name
+
+
 def _fail(action: str, path: Path, exc: OSError) -> SinkError:
     return SinkError(f"cannot {action} {path}: {exc.strerror or exc}")
 
@@ -309,25 +317,26 @@ def _open_file(
     closes both fds. With ``create`` the directory and the file are made if missing
     (nothing is fsynced here: the caller makes the new names durable, see
     :meth:`LogsDir.write_new`); without it, ``None`` when either is missing."""
+    dir_name, file_name = _names(path)
     try:
-        dir_fd, made_dir = _open_dir(path.parent.name, root_fd, path, dir_mode, create)
+        dir_fd, made_dir = _open_dir(dir_name, root_fd, path, dir_mode, create)
     except FileNotFoundError:
         return None  # no directory yet, and create is false
     except OSError as exc:
         raise _fail("open", path, exc) from None
     made_file = False
     try:
-        _check_one_spelling(path.parent.name, root_fd, dir_fd, path)
+        _check_one_spelling(dir_name, root_fd, dir_fd, path)
         try:
-            fd = os.open(path.name, _FILE_FLAGS, dir_fd=dir_fd)
+            fd = os.open(file_name, _FILE_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             if not create:
                 os.close(dir_fd)
                 return None
-            fd = os.open(path.name, _FILE_FLAGS | os.O_CREAT, file_mode, dir_fd=dir_fd)
+            fd = os.open(file_name, _FILE_FLAGS | os.O_CREAT, file_mode, dir_fd=dir_fd)
             made_file = True
         except OSError as exc:
-            raise _refuse_special(path.name, dir_fd, path, exc) from None
+            raise _refuse_special(file_name, dir_fd, path, exc) from None
     except OSError as exc:
         os.close(dir_fd)
         raise _fail("open", path, exc) from None
@@ -364,7 +373,7 @@ def _make_file(
     not the 11 of lookups that fail first (each call releases and takes the GIL again,
     which the file threads contend for). A name that is there by now, or anything
     unusual, takes :func:`_open_file`'s way with all its checks."""
-    name = path.parent.name
+    name, file_name = _names(path)
     made_dir = False
     try:
         os.mkdir(name, dir_mode, dir_fd=root_fd)
@@ -382,7 +391,7 @@ def _make_file(
         # filesystem mkdir would have failed): only an older directory is checked
         if not made_dir:
             _check_one_spelling(name, root_fd, dir_fd, path)
-        fd = os.open(path.name, _NEW_FILE_FLAGS, file_mode, dir_fd=dir_fd)
+        fd = os.open(file_name, _NEW_FILE_FLAGS, file_mode, dir_fd=dir_fd)
     except OSError:
         os.close(dir_fd)
         return _open_file_made(path, root_fd, file_mode, dir_mode, made_dir=made_dir)
@@ -484,6 +493,10 @@ class LogsDir:
 
     def __init__(self, root: Path, *, file_mode: int = FILE_MODE, dir_mode: int = DIR_MODE) -> None:
         self.root = root
+        #: ``root``'s text and the way :func:`path_for` spells it: a path's grandparent
+        #: must be one of them
+        self._root_text = str(root)
+        self._normal_root = os.path.normpath(os.path.abspath(root))
         self.file_mode = file_mode
         self.dir_mode = dir_mode
         self._fd = -1
@@ -499,8 +512,19 @@ class LogsDir:
             return self._fd
 
     def _check(self, path: Path) -> None:
-        if path.parent.parent != self.root:
+        # the text of Path's parent.parent, without making two paths and comparing
+        # their parts (a Path's text is normalized as its parts are)
+        grandparent = os.path.dirname(os.path.dirname(str(path)))
+        if grandparent != self._root_text and grandparent != self._normal_root:
             raise UnsafeKeyError(f"{path} is not <logs_dir>/<directory>/<file> in {self.root}")
+
+    def path_for(self, ek: EventKey) -> Path:
+        """:func:`path_for` below this ``root``, normalized once rather than per key: the
+        user id's rule (no ``/``, no leading ``.``) and the ``user_`` prefix keep the
+        joined name inside, as :func:`path_for`'s own check would find."""
+        if not USER_ID_RE.fullmatch(ek.user_id) or ek.day < 0:
+            raise UnsafeKeyError(f"key {ek.key!r} does not map to a file inside {self.root}")
+        return Path(os.path.join(self._normal_root, f"user_{ek.user_id}", f"{ek.day}.jsonl"))
 
     def find(self, path: Path) -> LockedFile | UnlockedFile | None:
         """Open ``path`` (``<root>/<dir>/<file>``, as :func:`path_for` builds it) if it

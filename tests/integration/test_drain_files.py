@@ -4,6 +4,9 @@ nothing, no file thread held while a file is locked elsewhere (issue 9, defect 3
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -148,3 +151,83 @@ async def test_a_drain_cancelled_while_waiting_for_a_lock_keeps_no_file_locked(r
         holder.close()
     for user in ("a1", "a2"):
         LockedFile.open(rig.path(user), lock_timeout_s=0.5).close()  # free: not held on
+
+
+def _open_paths() -> set[str]:
+    """What this process's descriptors point at."""
+    out: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            out.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return out
+
+
+async def test_a_pass_returns_with_every_file_it_drained_closed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished files are closed in the file threads without the group waiting for it;
+    the pass itself waits: when drain_once returns, no file of it is open, so none is
+    locked (another drainer's flock on each succeeds at once)."""
+    monkeypatch.setattr(drainer, "GROUP_SIZE", 3)  # many groups, each closing its own
+    close_files = drainer._close_files
+
+    def slow_close(files: Any) -> None:
+        time.sleep(0.2)  # still closing when the last ack is done
+        close_files(files)
+
+    monkeypatch.setattr(drainer, "_close_files", slow_close)
+    users = [f"c{i}" for i in range(20)]
+    for u in users:
+        await rig.add(u, range(2))
+    report = await rig.drainer().drain_once()
+    assert report.ok, report.errors
+    assert report.keys == len(users)
+    opened = _open_paths()
+    for u in users:
+        path = rig.path(u)
+        assert str(path) not in opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+        finally:
+            os.close(fd)
+
+
+async def test_a_pass_cancelled_while_its_files_close_still_closes_them_all(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (a second signal, DrainRunner.aclose) while it waits for the closes
+    it handed over, queued in one slow thread: they all run anyway, so no descriptor
+    keeps a key's file locked for the rest of the process."""
+    monkeypatch.setattr(drainer, "GROUP_SIZE", 3)
+    monkeypatch.setattr(drainer, "QUICK_THREADS", 1)  # the closes queue behind each other
+    monkeypatch.setattr(drainer, "_quick_pool", None)
+    close_files = drainer._close_files
+
+    def slow_close(files: Any) -> None:
+        time.sleep(0.1)
+        close_files(files)
+
+    monkeypatch.setattr(drainer, "_close_files", slow_close)
+    waiting = asyncio.Event()
+    closed = drainer.Drainer._closed
+
+    async def signal_then_wait(self: drainer.Drainer) -> None:
+        waiting.set()
+        await closed(self)
+
+    monkeypatch.setattr(drainer.Drainer, "_closed", signal_then_wait)
+    users = [f"k{i}" for i in range(12)]
+    for u in users:
+        await rig.add(u, range(2))
+    task = asyncio.create_task(rig.drainer().drain_once())
+    await asyncio.wait_for(waiting.wait(), timeout=DEADLINE_S)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + DEADLINE_S
+    while any(str(rig.path(u)) in _open_paths() for u in users):
+        assert time.monotonic() < deadline, "a drained file was never closed"
+        await asyncio.sleep(0.05)
+    for u in users:
+        assert rig.file_lines(u) == [line(u, n) for n in range(2)]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from logpipe_cli.errors import UnsafeKeyError
-from logpipe_cli.sink import LockedFile, LogsDir, UnlockedFile
+from logpipe_cli.keys import EventKey
+from logpipe_cli.sink import LockedFile, LogsDir, UnlockedFile, path_for
 
 
 @pytest.fixture
@@ -91,3 +92,44 @@ def test_write_new_hands_back_a_file_locked_elsewhere_unwritten(logs: LogsDir) -
     finally:
         holder.close()
     assert path.read_bytes() == b""
+
+
+# the strings that path_for's tests hold it to (tests/unit/test_sink.py), and some good ids
+_IDS = ["u1", "a.b@c+d", "A-_9", "..", ".", "../x", "a/b", "", "a b", "x" * 129, "é"]
+
+
+@pytest.mark.parametrize("user_id", _IDS)
+@pytest.mark.parametrize("relative", [False, True])
+def test_path_for_is_the_module_path_for_below_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_id: str, relative: bool
+) -> None:
+    """LogsDir.path_for normalizes logs_dir once instead of per key: the same path, or
+    the same refusal, as sink.path_for, for a relative logs_dir too."""
+    monkeypatch.chdir(tmp_path)
+    root = Path("logs") if relative else tmp_path / "logs"
+    logs = LogsDir(root)
+    for day in (0, 19675, -1):
+        ek = EventKey(user_id, day)
+        try:
+            want = path_for(root, ek)
+        except UnsafeKeyError:
+            with pytest.raises(UnsafeKeyError, match="does not map to a file inside"):
+                logs.path_for(ek)
+            continue
+        assert logs.path_for(ek) == want
+        assert logs.find(logs.path_for(ek)) is None  # passes the grandparent check
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["user_u/1.jsonl", "logs/user_u", "logs/a/user_u/1.jsonl", "other/user_u/1.jsonl"],
+)
+def test_find_and_write_new_refuse_a_path_not_two_levels_below_root(
+    tmp_path: Path, path: str
+) -> None:
+    logs = LogsDir(tmp_path / "logs")
+    with pytest.raises(UnsafeKeyError, match="is not <logs_dir>/<directory>/<file>"):
+        logs.find(tmp_path / path)
+    with pytest.raises(UnsafeKeyError, match="is not <logs_dir>/<directory>/<file>"):
+        logs.write_new(tmp_path / path, b"{}\n")
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
