@@ -26,6 +26,13 @@ class ConfigError(LogpipeError):
     http_status = 500
 
 
+class ListenError(LogpipeError):
+    """The API cannot listen on its address (the port is taken, say): uvicorn's own code
+    for a server that could not start."""
+
+    exit_code = 3
+
+
 class InvalidEventError(LogpipeError):
     """An event that a client sent and that logpipe refuses (its own fault)."""
 

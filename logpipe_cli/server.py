@@ -16,6 +16,7 @@ from logpipe_cli.auth import describe, exposure_problem, is_loopback, load_autho
 from logpipe_cli.config_file import load
 from logpipe_cli.errors import ConfigError
 from logpipe_cli.http_guard import HttpLimits, protocol_factory
+from logpipe_cli.listen import check_listen
 from logpipe_cli.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,14 @@ def check_exposure(settings: Settings) -> str:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish first.
 
-    Exits with code 3 (uvicorn's) if the server could not start, e.g. the port is taken;
-    raises :class:`ConfigError` before starting for an unsafe or unusable setup.
+    Raises :class:`ListenError` (exit code 3, uvicorn's) if the port is taken or the
+    address is not this machine's, and :class:`ConfigError` for an unsafe or unusable
+    setup, both before starting; uvicorn exits 3 itself if it still cannot start.
     """
     srv = settings.server
     auth = check_exposure(settings)
     tls = tls_options(settings)
+    check_listen(srv.host, srv.port)
     logger.info("auth: %s; %s", auth, "HTTPS" if tls else "plain HTTP")
     common: dict[str, Any] = {
         "host": srv.host,

@@ -509,7 +509,26 @@ def _coerce(value: Any, tp: type[Any], where: str, name: str) -> Any:
         tp == StrList and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     ):
         return tuple(value)
-    raise ConfigError(f"{where}: {name} must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: {name} must be {_type_name(tp)}, got {_as_toml(value)}")
+
+
+def _as_toml(value: Any) -> str:
+    """A value from the file as the file spells it (``true``, not Python's ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (it is missing, a directory, or another kind
+    of thing), or ``None`` if it is a regular file (a link to one counts)."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    if path.exists():
+        return f"{path} is not a regular file"
+    return f"{path} does not exist"
 
 
 def _parse_env(raw: str, tp: type[Any], var: str) -> Any:
@@ -677,8 +696,9 @@ def resolve_config_path(explicit: str | Path | None, environ: Mapping[str, str])
     named = explicit if explicit is not None else environ.get(CONFIG_ENV) or None
     if named is not None:
         p = Path(named)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+        problem = not_a_file(p)
+        if problem is not None:
+            raise ConfigError(f"config file {problem}")
         return p
     default = Path(DEFAULT_CONFIG_NAME)
     return default if default.is_file() else None

@@ -31,6 +31,7 @@ import redis
 
 from logpipe_cli import redis_binary
 from logpipe_cli.errors import LogpipeError
+from logpipe_cli.listen import check_listen
 from logpipe_cli.redis_conn import redis_client_kwargs
 from logpipe_cli.settings import Settings, mask_url
 
@@ -229,6 +230,9 @@ def run(
     children: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
+        # before Redis is started: a taken port stops `run` with one line, not after
+        # "API on ..." was printed and the API failed behind it
+        check_listen(settings.server.host, settings.server.port)
         url = mask_url(settings.redis.url)
         if settings.redis.mode == "sentinel":
             # the master lives where the Sentinels say: nothing local to start

@@ -16,6 +16,7 @@ from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, settings_from, with_buffer
 from logpipe_cli.cli.help import FullHelpGroup
 from logpipe_cli.errors import ConfigError
+from logpipe_cli.settings import not_a_file
 
 # the library is imported in each command: it brings redis (the buffer) with it
 if TYPE_CHECKING:
@@ -116,8 +117,9 @@ def _target_file(
     if path is not None:
         if user is not None or day is not None:
             raise ConfigError("give a PATH or --user and --day, not both")
-        if not path.is_file():
-            raise ConfigError(f"no such file: {path}")
+        problem = not_a_file(path)
+        if problem is not None:
+            raise ConfigError(problem)
         return path, None
     if user is None or day is None:
         raise ConfigError("give a PATH, or --user and --day to find the file under logs_dir")
@@ -155,7 +157,11 @@ def files(
     from logpipe_cli import inspection
 
     settings = settings_from(ctx, **{"drainer.logs_dir": logs_dir})
-    found = inspection.summarize_files(Path(settings.drainer.logs_dir), user)
+    where = Path(settings.drainer.logs_dir)
+    if logs_dir is not None and not where.is_dir():
+        # named on the command line: a typo must not read as "no files"
+        raise ConfigError(f"--logs-dir {where}: no such directory")
+    found = inspection.summarize_files(where, user)
     if as_json:
         render.print_json([f.as_dict() for f in found.files])
     else:

@@ -18,6 +18,7 @@ from rich.text import Text
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import JsonOption, TokenOption, settings_from
 from logpipe_cli.errors import ConfigError
+from logpipe_cli.settings import not_a_file
 
 if TYPE_CHECKING:
     from logpipe_cli.loadgen import LoadSummary
@@ -155,8 +156,9 @@ def _events(
         clash = [flag for flag, value in given.items() if value is not None]
         if clash:
             raise ConfigError(f"--file replays events as they are: drop {', '.join(clash)}")
-        if not file.is_file():
-            raise ConfigError(f"no such file: {file}")
+        problem = not_a_file(file)
+        if problem is not None:
+            raise ConfigError(problem)
         # each line as it is, but with an event_id, so that a retry cannot store it twice
         return map(line_with_id, loadgen.file_events(file)), loadgen.count_file_events(file)
     if user is not None and users is not None:

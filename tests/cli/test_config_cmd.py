@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,20 @@ def test_show_table(invoke: Invoke) -> None:
     row = next(x for x in out.splitlines() if "drainer.logs_dir" in x)
     assert "/var/log/lp" in row
     assert "env" in row
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: p.mkdir(), "is a directory, not a file"),
+        (lambda p: None, "does not exist"),
+    ],
+    ids=["directory", "missing"],
+)
+def test_a_config_path_that_is_no_file_is_named_for_what_it_is(
+    invoke: Invoke, workdir: Path, make: Any, problem: str
+) -> None:
+    target = workdir / "conf"
+    make(target)
+    result = invoke("--config", str(target), "config", "show")
+    assert_clean_error(result, 2, f"config file {target} {problem}")

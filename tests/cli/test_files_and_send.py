@@ -74,8 +74,23 @@ def test_inspect_files(invoke: Invoke, logfile: Path) -> None:
     assert (row["user"], row["day"], row["bytes"]) == ("alice", 19675, logfile.stat().st_size)
 
 
-def test_inspect_files_empty_dir(invoke: Invoke) -> None:
-    result = invoke("inspect", "files", "--json", "--logs-dir", "nothing-here")
+def test_inspect_files_empty_dir(invoke: Invoke, workdir: Path) -> None:
+    (workdir / "empty").mkdir()
+    result = invoke("inspect", "files", "--json", "--logs-dir", "empty")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_inspect_files_in_a_named_dir_that_is_not_there(invoke: Invoke) -> None:
+    # a typo in --logs-dir must not read as "no files"
+    result = invoke("inspect", "files", "--logs-dir", "nothing-here")
+    assert_clean_error(result, 2, "--logs-dir nothing-here: no such directory")
+    assert result.stdout == ""
+
+
+def test_inspect_files_before_any_drain_is_empty(invoke: Invoke) -> None:
+    # the configured logs_dir, not made yet on a fresh install: no files, no error
+    result = invoke("inspect", "files", "--json", env={"LOGPIPE_DRAINER_LOGS_DIR": "not-yet"})
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == []
 

@@ -231,8 +231,14 @@ def test_file_limit_and_tail(logpipe: RunCli, log_file: Path) -> None:
 def test_file_missing_path_exits_2(logpipe: RunCli, tmp_path: Path) -> None:
     result = logpipe("inspect", "file", str(tmp_path / "nope.jsonl"))
     assert result.exit_code == 2
-    assert one_error_line(result) == f"error: no such file: {tmp_path / 'nope.jsonl'}"
+    assert one_error_line(result) == f"error: {tmp_path / 'nope.jsonl'} does not exist"
     assert result.stdout == ""
+
+
+def test_file_given_a_directory_says_so(logpipe: RunCli, tmp_path: Path) -> None:
+    result = logpipe("inspect", "file", str(tmp_path))
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: {tmp_path} is a directory, not a file"
 
 
 @pytest.mark.usefixtures("log_file")

@@ -188,6 +188,23 @@ def test_redis_server_flag_that_is_no_binary_is_a_usage_error(
     ), result.stderr
 
 
+def test_a_taken_api_port_stops_run_before_it_starts_anything(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    redis_port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = launcher.env(f"redis://127.0.0.1:{redis_port}", tmp_path / "logs", server_port=port)
+        result = launcher.run(["run"], env)
+    assert result.returncode == 3, result
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+    assert "API on" not in result.stderr + result.stdout
+    assert "starting redis-server" not in result.stderr + result.stdout  # none was started
+    assert _refuses(redis_port)
+
+
 def test_a_redis_that_wants_a_password_is_reported_as_refusing(
     launcher: Launcher, tmp_path: Path
 ) -> None:

@@ -285,6 +285,11 @@ def test_flag_wrong_type_names_the_option() -> None:
         load_settings(None, None, {"server.port": 99999})
 
 
+def test_a_wrong_type_from_the_file_is_spelled_as_toml_spells_it() -> None:
+    with pytest.raises(ConfigError, match=r"server.workers must be an integer, got true$"):
+        load_settings({"server": {"workers": True}})
+
+
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(AttributeError):
