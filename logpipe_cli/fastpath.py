@@ -133,7 +133,7 @@ def fast_post_log(
                     )
             status, content, headers = answer
         except Exception:  # as api._unexpected_error_handler logs and answers
-            log.exception("unexpected error on POST %s", path)
+            log.exception("unexpected error on POST %r", path)  # as api.py spells it
             status, content, headers = INTERNAL_ERROR
         try:
             # the client is gone (CLIENT_CLOSED): count it, send nothing

@@ -261,7 +261,7 @@ def test_file_batch_with_a_bad_line_refuses_the_batch(
 def test_file_missing_exits_2(logpipe: RunCli, tmp_path: Path) -> None:
     result = logpipe("send", "--file", str(tmp_path / "none.jsonl"))
     assert result.exit_code == 2
-    assert one_error_line(result) == f"error: no such file: {tmp_path / 'none.jsonl'}"
+    assert one_error_line(result) == f"error: {tmp_path / 'none.jsonl'} does not exist"
 
 
 def test_file_does_not_mix_with_generated_events(logpipe: RunCli, tmp_path: Path) -> None:

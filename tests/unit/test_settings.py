@@ -225,7 +225,7 @@ FILE = Path("/etc/logpipe/config.toml")
             {"server": {"port": 3000.0}}, ["server.port", "an integer"], id="float-for-int"
         ),
         pytest.param(
-            {"server": {"port": True}}, ["server.port", "an integer", "True"], id="bool-for-int"
+            {"server": {"port": True}}, ["server.port", "an integer", "got true"], id="bool-for-int"
         ),
         pytest.param(
             {"drainer": {"fsync": 1}}, ["drainer.fsync", "true or false"], id="int-for-bool"
