@@ -242,7 +242,7 @@ def test_an_unexpected_500_is_logged_once_with_its_route(
         batch = client.post("/logs", content=ndjson([ev()]), headers=NDJSON)  # Litestar
     assert fast.status_code == batch.status_code == 500
     assert [r.getMessage() for r in api_log] == [
-        "unexpected error on POST /log",
-        "unexpected error on POST /logs",
+        "unexpected error on POST '/log'",
+        "unexpected error on POST '/logs'",
     ]
     assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in api_log)
