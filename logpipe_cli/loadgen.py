@@ -34,10 +34,12 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP request's worth of events: a single event or an NDJSON batch."""
+    """One HTTP request's worth of events: a single event or an NDJSON batch; from a
+    file, ``lines`` are its events' line numbers there (1-based), for the messages."""
 
     body: bytes
     events: int
+    lines: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,15 @@ def _stored(req: Request, body: Any) -> int:
     return req.events
 
 
-def _refusal(exc: RefusedError | UnavailableError) -> str:
+def _refusal(exc: RefusedError | UnavailableError, req: Request) -> str:
     if isinstance(exc, UnavailableError):
         return exc.reason
     if exc.errors:
         index, detail = exc.errors[0]
-        return f"{exc.detail} (first: event {index}: {detail})"
+        where = f"event {index}"
+        if 0 <= index < len(req.lines):
+            where += f", line {req.lines[index]} of the file"
+        return f"{exc.detail} (first: {where}: {detail})"
     return exc.detail
 
 
@@ -194,15 +199,20 @@ def generated(
 
 def file_events(path: Path) -> Iterator[bytes]:
     """The non-blank lines of an events file, as they are (the API judges them)."""
+    return (line for _, line in numbered_file_events(path))
+
+
+def numbered_file_events(path: Path) -> Iterator[tuple[int, bytes]]:
+    """:func:`file_events` with each line's number in the file (1-based)."""
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     with fh:
-        for raw in fh:
+        for number, raw in enumerate(fh, 1):
             line = raw.strip()
             if line:
-                yield line
+                yield number, line
 
 
 def count_file_events(path: Path) -> int:
@@ -210,15 +220,21 @@ def count_file_events(path: Path) -> int:
     return sum(1 for _ in file_events(path))
 
 
-def requests(lines: Iterable[bytes], batch: int | None) -> Iterator[Request]:
-    """One request per line, or NDJSON bodies of ``batch`` lines."""
+def requests(
+    lines: Iterable[bytes], batch: int | None, numbers: Iterable[int] = ()
+) -> Iterator[Request]:
+    """One request per line, or NDJSON bodies of ``batch`` lines; ``numbers``, if given,
+    are the lines' numbers in their file (see :attr:`Request.lines`)."""
+    nums = iter(numbers)
     if batch is None:
         for line in lines:
-            yield Request(line, 1)
+            yield Request(line, 1, tuple(itertools.islice(nums, 1)))
         return
     it = iter(lines)
     while chunk := list(itertools.islice(it, batch)):
-        yield Request(b"\n".join(chunk) + b"\n", len(chunk))
+        yield Request(
+            b"\n".join(chunk) + b"\n", len(chunk), tuple(itertools.islice(nums, len(chunk)))
+        )
 
 
 # ---- sending -------------------------------------------------------------------------
@@ -258,7 +274,7 @@ async def _send(client: AsyncClient, plan: LoadPlan, req: Request, summary: Load
         if exc.status is None:  # no answer
             summary.record_failure(req, failure(exc, plan.target))
         else:
-            summary.record(req, time.perf_counter() - start, exc.status, 0, _refusal(exc))
+            summary.record(req, time.perf_counter() - start, exc.status, 0, _refusal(exc, req))
     except ClientError as exc:
         summary.record_failure(req, exc.detail)
     else:

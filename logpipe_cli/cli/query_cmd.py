@@ -16,6 +16,7 @@ from rich.text import Text
 
 from logpipe_cli.cli import fmt, render
 from logpipe_cli.cli.common import settings_from
+from logpipe_cli.errors import ConfigError
 from logpipe_cli.query_limits import MAX_EXPORT_LIMIT, MAX_LIMIT
 
 # the reader is imported in each command: it brings redis (the buffer) with it
@@ -120,6 +121,11 @@ def query(
 
     if as_json and as_ndjson:
         raise typer.BadParameter("use --json or --ndjson, not both")
+    if not as_ndjson and limit is not None and MAX_LIMIT < limit <= MAX_EXPORT_LIMIT:
+        raise ConfigError(
+            f"--limit {limit:,}: a page holds at most {MAX_LIMIT:,} events; "
+            f"--ndjson streams up to {MAX_EXPORT_LIMIT:,}"
+        )
     q = Query.parse(
         user,
         event,

@@ -95,7 +95,9 @@ def send(
         token=token,
     )
     with render.progress_bar("sending", "events", total=total, enabled=not as_json) as progress:
-        summary = loadgen.run(plan, loadgen.requests(lines, batch), total, progress)
+        # from a file, its line numbers too (a second pass in step), for the messages
+        numbers = () if file is None else (n for n, _ in loadgen.numbered_file_events(file))
+        summary = loadgen.run(plan, loadgen.requests(lines, batch, numbers), total, progress)
     _report(summary, plan.target, as_json)
 
 

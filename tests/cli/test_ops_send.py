@@ -249,12 +249,13 @@ def test_file_batch_with_a_bad_line_refuses_the_batch(
     api: ApiServer, logpipe: RunCli, settings: Settings, tmp_path: Path
 ) -> None:
     good = json.dumps({"user_id": "r", "event": "ok", "timestamp": TS})
-    path = write_events(tmp_path / "events.jsonl", [good, good, good, '{"user_id": 1}'])
+    # a blank line: skipped, but counted in the line numbers the message gives
+    path = write_events(tmp_path / "events.jsonl", [good, "", good, good, '{"user_id": 1}'])
     result = logpipe("send", "--url", api.url, "--file", str(path), "--batch", "2", "--json")
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert (summary["accepted"], summary["refused"]) == (2, 2)
-    assert "(first: event 1:" in summary["first_refusal"]
+    assert "(first: event 1, line 5 of the file:" in summary["first_refusal"]
     assert len(stored(settings.redis.url)["logs:user_r:19723"]) == 2
 
 

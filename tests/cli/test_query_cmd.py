@@ -88,6 +88,11 @@ def test_query_refuses_a_bad_since(invoke: Invoke, env: dict[str, str]) -> None:
     assert_clean_error(result, 2, "since must be Unix seconds or an ISO 8601")
 
 
+def test_query_limit_over_a_page_points_to_ndjson(invoke: Invoke, env: dict[str, str]) -> None:
+    result = invoke("query", "-u", "u", "--limit", "20000", env=env)
+    assert_clean_error(result, 2, "--limit 20,000", "at most 10,000", "--ndjson", "1,000,000")
+
+
 def test_query_and_tail_print_hostile_text_inert(
     invoke: Invoke, env: dict[str, str], store: redis.Redis
 ) -> None:
