@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,65 @@ async def test_a_pass_cancelled_while_its_files_close_still_closes_them_all(
         await asyncio.sleep(0.05)
     for u in users:
         assert rig.file_lines(u) == [line(u, n) for n in range(2)]
+
+
+async def _cancel_once_in_thread(rig: Rig, started: Any, users: list[str]) -> None:
+    """Start a pass, cancel it (as a second signal or DrainRunner.aclose does) while a
+    file thread is inside ``started``'s slow call, and check that no file of ``users``
+    stays open (locked) in this process once that call has ended."""
+    task = asyncio.create_task(rig.drainer().drain_once())
+    deadline = time.monotonic() + DEADLINE_S
+    while not started.is_set():
+        assert time.monotonic() < deadline, "the slow call never ran"
+        await asyncio.sleep(0.005)
+    await drainer.cancel_and_wait(task)
+    await asyncio.sleep(1.0)  # the slow call takes 0.3 s
+    left = [u for u in users if str(rig.path(u)) in _open_paths()]
+    assert not left, f"files left open (locked) by a cancelled pass: {left}"
+    for u in users:
+        LockedFile.open(rig.path(u), lock_timeout_s=0.5).close()  # free: not held on
+
+
+async def test_a_pass_cancelled_while_a_look_runs_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look (open and lock) still running in a thread when the pass is cancelled:
+    the files it opened are closed when it ends, not left locked for the process's life."""
+    users = [f"l{i}" for i in range(4)]
+    for u in users:
+        await rig.add(u, range(2))
+    assert (await rig.drainer().drain_once()).ok  # the files exist: looks open them
+    for u in users:
+        await rig.add(u, range(2, 4))
+    started = threading.Event()
+    find = LogsDir.find
+
+    def slow_find(self: LogsDir, path: Path) -> Any:
+        found = find(self, path)
+        started.set()
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(LogsDir, "find", slow_find)
+    await _cancel_once_in_thread(rig, started, users)
+
+
+async def test_a_pass_cancelled_while_a_new_file_is_made_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file made (locked, written) in a thread that is still running when the pass is
+    cancelled: closed when it ends, not left locked for the process's life."""
+    users = [f"n{i}" for i in range(4)]
+    for u in users:
+        await rig.add(u, range(2))
+    started = threading.Event()
+    write_new = LogsDir.write_new
+
+    def slow_write_new(self: LogsDir, path: Path, data: bytes, **kw: Any) -> Any:
+        made = write_new(self, path, data, **kw)
+        started.set()
+        time.sleep(0.3)
+        return made
+
+    monkeypatch.setattr(LogsDir, "write_new", slow_write_new)
+    await _cancel_once_in_thread(rig, started, users)
