@@ -918,6 +918,11 @@ class Drainer:
                 report.errors.append(exc.detail)
                 failed.extend(a.work.key for a in acks)
                 acks = []
+            except BaseException:
+                # cancelled: the files held to wait for below are in no work item
+                for _, f in again:
+                    f.close()
+                raise
         if again:
             # locked by another process when this one went to make it: wait for it on
             # the event loop (then it is handled as below)

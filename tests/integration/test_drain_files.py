@@ -294,3 +294,33 @@ async def test_a_pass_cancelled_while_a_new_file_is_made_keeps_no_file_locked(
 
     monkeypatch.setattr(LogsDir, "write_new", slow_write_new)
     await _cancel_once_in_thread(rig, started, users)
+
+
+async def test_a_pass_cancelled_while_logs_dir_syncs_keeps_no_file_open(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file found there, locked by another process, when the round went to make it
+    (held to wait for its lock after logs_dir's fsync): the pass cancelled during that
+    fsync closes it, not leaving its descriptor open for the process's life."""
+    from logpipe_cli.sink import NewFile, UnlockedFile
+
+    for u in ("a", "b"):
+        await rig.add(u, range(2))
+    write_new, sync = LogsDir.write_new, LogsDir.sync
+    started = threading.Event()
+
+    def appeared_elsewhere(self: LogsDir, path: Path, data: bytes, **kw: Any) -> Any:
+        if path != rig.path("a"):
+            return write_new(self, path, data, **kw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # made meanwhile by a drainer that holds it (say)
+        return NewFile(UnlockedFile(path, os.open(path, os.O_WRONLY | os.O_APPEND)), False, True)
+
+    def slow_sync(self: LogsDir) -> None:
+        started.set()
+        time.sleep(0.3)
+        sync(self)
+
+    monkeypatch.setattr(LogsDir, "write_new", appeared_elsewhere)
+    monkeypatch.setattr(LogsDir, "sync", slow_sync)
+    await _cancel_once_in_thread(rig, started, ["a", "b"])
