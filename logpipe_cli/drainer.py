@@ -750,7 +750,13 @@ class Drainer:
         except BaseException:
             _close_looks((path, file) for _, path, file in looked)
             raise
-        await self.buffer.release(failed + busy, self.owner)
+        try:
+            await self.buffer.release(failed + busy, self.owner)
+        except BaseException:
+            # Redis failing (or a cancellation) here: the files opened and locked for
+            # ``work`` are in no work item of the caller's yet
+            self._close(work)
+            raise
         return work
 
     async def _lock_later(

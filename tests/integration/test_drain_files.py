@@ -324,3 +324,41 @@ async def test_a_pass_cancelled_while_logs_dir_syncs_keeps_no_file_open(
     monkeypatch.setattr(LogsDir, "write_new", appeared_elsewhere)
     monkeypatch.setattr(LogsDir, "sync", slow_sync)
     await _cancel_once_in_thread(rig, started, ["a", "b"])
+
+
+async def test_redis_failing_as_a_claimed_key_is_given_back_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys looked at once claimed (no file at the first look): one refused, and Redis
+    fails as its lease is given back. The others' files, opened and locked by then,
+    are closed: not kept locked for the life of the process (a loop drainer's next
+    passes, and every other drainer, would find them busy until it exits)."""
+    from logpipe_cli.buffer import Buffer
+    from logpipe_cli.errors import RedisUnavailableError, SinkError
+
+    for u in ("a", "b"):
+        await rig.add(u, range(2))
+    assert (await rig.drainer().drain_once()).ok  # the files exist
+    for u in ("a", "b"):
+        await rig.add(u, range(2, 4))
+    find, seen = LogsDir.find, set()
+
+    def find_late(self: LogsDir, path: Path) -> Any:
+        if path not in seen:  # the first look: not there yet (made just after it)
+            seen.add(path)
+            return None
+        if path == rig.path("b"):
+            raise SinkError(f"cannot open {path}: Input/output error")
+        return find(self, path)
+
+    async def release_fails(self: Buffer, eks: Any, owner: str) -> None:
+        if list(eks):
+            raise RedisUnavailableError("Redis unavailable while releasing leases")
+
+    monkeypatch.setattr(LogsDir, "find", find_late)
+    monkeypatch.setattr(Buffer, "release", release_fails)
+    report = await rig.drainer().drain_once()
+    assert not report.ok
+    await asyncio.sleep(0.2)
+    assert str(rig.path("a")) not in _open_paths(), "a's file left open (locked)"
+    LockedFile.open(rig.path("a"), lock_timeout_s=0.5).close()  # free: not held on
