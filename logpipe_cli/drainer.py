@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -35,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,19 +136,46 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R | Exception]:
 
 
 async def _in_file_threads(
-    fn: Callable[[_T], _R], items: Sequence[_T], *, quick: bool = False
+    fn: Callable[[_T], _R],
+    items: Sequence[_T],
+    *,
+    quick: bool = False,
+    discard: Callable[[_R], None] | None = None,
 ) -> list[_R | Exception]:
     """``fn`` over ``items`` in the file threads (``quick``: the threads for quick file
     work), in order; each item's exception is its result. One thread task per chunk,
     not per item: handing work to a thread and back costs more than a small file's open
-    or append (see the drain profiles)."""
-    if len(items) <= 1:
-        return await _in_file_thread(_each, fn, items, quick=quick) if items else []
+    or append (see the drain profiles).
+
+    Cancelled (a second signal, DrainRunner.aclose) while a thread still works on a
+    chunk, the thread cannot be stopped and nobody receives what it returns: each of
+    those results is given to ``discard`` when the chunk ends (a file a look or a
+    write opened and locked is closed, not kept locked for the process's life)."""
+    if not items:
+        return []
+    pool = _quick_threads() if quick else _file_threads()
     n = min(QUICK_THREADS if quick else FILE_THREADS, len(items))
     size = -(-len(items) // n)
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    results = await asyncio.gather(*(_in_file_thread(_each, fn, c, quick=quick) for c in chunks))
+    chunks = [pool.submit(_each, fn, items[i : i + size]) for i in range(0, len(items), size)]
+    try:
+        results = await asyncio.gather(*(asyncio.wrap_future(c) for c in chunks))
+    except BaseException:
+        if discard is not None:
+            for c in chunks:  # those not started were cancelled: nothing to discard
+                c.add_done_callback(functools.partial(_discard_chunk, discard))
+        raise
     return [r for chunk in results for r in chunk]
+
+
+def _discard_chunk(discard: Callable[[_R], None], chunk: Future[list[_R | Exception]]) -> None:
+    """Hand each result of a chunk nobody received to ``discard`` (see
+    :func:`_in_file_threads`); runs in the thread that ends the chunk."""
+    if chunk.cancelled() or chunk.exception() is not None:
+        return
+    for res in chunk.result():
+        if not isinstance(res, Exception):
+            with contextlib.suppress(Exception):
+                discard(res)
 
 
 @dataclass
@@ -250,10 +278,23 @@ def _close_in_file_threads(files: Sequence[LockedFile]) -> asyncio.Future[list[N
 
 
 def _close_looks(looks: Iterable[_Look]) -> None:
-    for _, file in looks:
-        if file is not None:
-            with contextlib.suppress(OSError):
-                file.close()
+    for look in looks:
+        _close_look(look)
+
+
+def _close_look(look: _Look) -> None:
+    _, file = look
+    if file is not None:
+        with contextlib.suppress(OSError):
+            file.close()
+
+
+def _close_new(made: NewFile | None) -> None:
+    """Close the file of a :meth:`LogsDir.write_new` nobody received (see
+    :func:`_in_file_threads`); ``None``: nothing was made."""
+    if made is not None:
+        with contextlib.suppress(OSError):
+            made.file.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,7 +687,7 @@ class Drainer:
             path = logs.path_for(ek)  # logs_dir normalized once, not per key
             return path, logs.find(path)
 
-        results = await _in_file_threads(look_one, keys, quick=True)
+        results = await _in_file_threads(look_one, keys, quick=True, discard=_close_look)
         for res in results:
             if isinstance(res, Exception) and not isinstance(res, LogpipeError):
                 _close_looks(r for r in results if isinstance(r, tuple))
@@ -709,7 +750,13 @@ class Drainer:
         except BaseException:
             _close_looks((path, file) for _, path, file in looked)
             raise
-        await self.buffer.release(failed + busy, self.owner)
+        try:
+            await self.buffer.release(failed + busy, self.owner)
+        except BaseException:
+            # Redis failing (or a cancellation) here: the files opened and locked for
+            # ``work`` are in no work item of the caller's yet
+            self._close(work)
+            raise
         return work
 
     async def _lock_later(
@@ -840,7 +887,7 @@ class Drainer:
                 file.append(a.data, fsync=fsync)
             return None
 
-        results = await _in_file_threads(append, writing)
+        results = await _in_file_threads(append, writing, discard=_close_new)
         acks: list[_Append] = []
         failed: list[EventKey] = []
         again: list[tuple[_Work, UnlockedFile]] = []
@@ -877,6 +924,11 @@ class Drainer:
                 report.errors.append(exc.detail)
                 failed.extend(a.work.key for a in acks)
                 acks = []
+            except BaseException:
+                # cancelled: the files held to wait for below are in no work item
+                for _, f in again:
+                    f.close()
+                raise
         if again:
             # locked by another process when this one went to make it: wait for it on
             # the event loop (then it is handled as below)

@@ -500,16 +500,39 @@ class LogsDir:
         self.file_mode = file_mode
         self.dir_mode = dir_mode
         self._fd = -1
+        self._users = 0  # calls using ``_fd`` now (see :meth:`_root_fd`)
+        self._closed = False
         self._guard = threading.Lock()
 
-    def _root_fd(self, path: Path) -> int:
+    @contextlib.contextmanager
+    def _root_fd(self, path: Path) -> Iterator[int]:
+        """``logs_dir``'s descriptor, kept open until the block ends: a :meth:`close`
+        meanwhile (a drain pass cancelled while a thread still looks at or makes a file)
+        closes it when the last user is done, as :class:`LockedFile` does. Closed at
+        once, its number would go to the next directory the process opens, and the
+        thread would make its directory and file below that one. After :meth:`close`
+        it is not opened again (a descriptor nobody would close): :class:`SinkError`."""
         with self._guard:
+            if self._closed:
+                raise _fail("open", path, OSError(9, "logs_dir closed: the drain pass is over"))
             if self._fd < 0:
                 try:
                     self._fd = _open_root(self.root, self.dir_mode)
                 except OSError as exc:
                     raise _fail("open", path, exc) from None
-            return self._fd
+            self._users += 1
+            fd = self._fd
+        try:
+            yield fd
+        finally:
+            with self._guard:
+                self._users -= 1
+                if self._users == 0 and self._closed:
+                    fd, self._fd = self._fd, -1
+                else:
+                    fd = -1
+            if fd >= 0:
+                os.close(fd)
 
     def _check(self, path: Path) -> None:
         # the text of Path's parent.parent, without making two paths and comparing
@@ -532,7 +555,8 @@ class LogsDir:
         (another process holds it: see :meth:`UnlockedFile.try_lock`), or ``None`` when
         there is no such file (nothing is made)."""
         self._check(path)
-        opened = _open_file(path, self._root_fd(path), self.file_mode, self.dir_mode, create=False)
+        with self._root_fd(path) as root_fd:
+            opened = _open_file(path, root_fd, self.file_mode, self.dir_mode, create=False)
         if opened is None:
             return None
         fd, dir_fd, _, _ = opened
@@ -558,8 +582,9 @@ class LogsDir:
         took this key over), or is locked, nothing is written (see :class:`NewFile`).
         """
         self._check(path)
-        root_fd = self._root_fd(path)
-        fd, dir_fd, made_dir, made_file = _make_file(path, root_fd, self.file_mode, self.dir_mode)
+        with self._root_fd(path) as root_fd:
+            made = _make_file(path, root_fd, self.file_mode, self.dir_mode)
+        fd, dir_fd, made_dir, made_file = made
         try:
             pending = UnlockedFile(path, fd)
             try:
@@ -587,14 +612,19 @@ class LogsDir:
 
     def sync(self) -> None:
         """fsync ``logs_dir``: every directory made below it so far is durable."""
-        fd = self._root_fd(self.root)
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise _fail("sync", self.root, exc) from None
+        with self._root_fd(self.root) as fd:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise _fail("sync", self.root, exc) from None
 
     def close(self) -> None:
+        """Close ``logs_dir`` (when the calls using it end, see :meth:`_root_fd`); no
+        file is opened or made through this object after."""
         with self._guard:
+            self._closed = True
+            if self._users:
+                return
             fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,133 @@ async def test_a_pass_cancelled_while_its_files_close_still_closes_them_all(
         await asyncio.sleep(0.05)
     for u in users:
         assert rig.file_lines(u) == [line(u, n) for n in range(2)]
+
+
+async def _cancel_once_in_thread(rig: Rig, started: Any, users: list[str]) -> None:
+    """Start a pass, cancel it (as a second signal or DrainRunner.aclose does) while a
+    file thread is inside ``started``'s slow call, and check that no file of ``users``
+    stays open (locked) in this process once that call has ended."""
+    task = asyncio.create_task(rig.drainer().drain_once())
+    deadline = time.monotonic() + DEADLINE_S
+    while not started.is_set():
+        assert time.monotonic() < deadline, "the slow call never ran"
+        await asyncio.sleep(0.005)
+    await drainer.cancel_and_wait(task)
+    await asyncio.sleep(1.0)  # the slow call takes 0.3 s
+    left = [u for u in users if str(rig.path(u)) in _open_paths()]
+    assert not left, f"files left open (locked) by a cancelled pass: {left}"
+    for u in users:
+        LockedFile.open(rig.path(u), lock_timeout_s=0.5).close()  # free: not held on
+
+
+async def test_a_pass_cancelled_while_a_look_runs_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look (open and lock) still running in a thread when the pass is cancelled:
+    the files it opened are closed when it ends, not left locked for the process's life."""
+    users = [f"l{i}" for i in range(4)]
+    for u in users:
+        await rig.add(u, range(2))
+    assert (await rig.drainer().drain_once()).ok  # the files exist: looks open them
+    for u in users:
+        await rig.add(u, range(2, 4))
+    started = threading.Event()
+    find = LogsDir.find
+
+    def slow_find(self: LogsDir, path: Path) -> Any:
+        found = find(self, path)
+        started.set()
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(LogsDir, "find", slow_find)
+    await _cancel_once_in_thread(rig, started, users)
+
+
+async def test_a_pass_cancelled_while_a_new_file_is_made_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file made (locked, written) in a thread that is still running when the pass is
+    cancelled: closed when it ends, not left locked for the process's life."""
+    users = [f"n{i}" for i in range(4)]
+    for u in users:
+        await rig.add(u, range(2))
+    started = threading.Event()
+    write_new = LogsDir.write_new
+
+    def slow_write_new(self: LogsDir, path: Path, data: bytes, **kw: Any) -> Any:
+        made = write_new(self, path, data, **kw)
+        started.set()
+        time.sleep(0.3)
+        return made
+
+    monkeypatch.setattr(LogsDir, "write_new", slow_write_new)
+    await _cancel_once_in_thread(rig, started, users)
+
+
+async def test_a_pass_cancelled_while_logs_dir_syncs_keeps_no_file_open(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file found there, locked by another process, when the round went to make it
+    (held to wait for its lock after logs_dir's fsync): the pass cancelled during that
+    fsync closes it, not leaving its descriptor open for the process's life."""
+    from logpipe_cli.sink import NewFile, UnlockedFile
+
+    for u in ("a", "b"):
+        await rig.add(u, range(2))
+    write_new, sync = LogsDir.write_new, LogsDir.sync
+    started = threading.Event()
+
+    def appeared_elsewhere(self: LogsDir, path: Path, data: bytes, **kw: Any) -> Any:
+        if path != rig.path("a"):
+            return write_new(self, path, data, **kw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()  # made meanwhile by a drainer that holds it (say)
+        return NewFile(UnlockedFile(path, os.open(path, os.O_WRONLY | os.O_APPEND)), False, True)
+
+    def slow_sync(self: LogsDir) -> None:
+        started.set()
+        time.sleep(0.3)
+        sync(self)
+
+    monkeypatch.setattr(LogsDir, "write_new", appeared_elsewhere)
+    monkeypatch.setattr(LogsDir, "sync", slow_sync)
+    await _cancel_once_in_thread(rig, started, ["a", "b"])
+
+
+async def test_redis_failing_as_a_claimed_key_is_given_back_keeps_no_file_locked(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys looked at once claimed (no file at the first look): one refused, and Redis
+    fails as its lease is given back. The others' files, opened and locked by then,
+    are closed: not kept locked for the life of the process (a loop drainer's next
+    passes, and every other drainer, would find them busy until it exits)."""
+    from logpipe_cli.buffer import Buffer
+    from logpipe_cli.errors import RedisUnavailableError, SinkError
+
+    for u in ("a", "b"):
+        await rig.add(u, range(2))
+    assert (await rig.drainer().drain_once()).ok  # the files exist
+    for u in ("a", "b"):
+        await rig.add(u, range(2, 4))
+    find, seen = LogsDir.find, set()
+
+    def find_late(self: LogsDir, path: Path) -> Any:
+        if path not in seen:  # the first look: not there yet (made just after it)
+            seen.add(path)
+            return None
+        if path == rig.path("b"):
+            raise SinkError(f"cannot open {path}: Input/output error")
+        return find(self, path)
+
+    async def release_fails(self: Buffer, eks: Any, owner: str) -> None:
+        if list(eks):
+            raise RedisUnavailableError("Redis unavailable while releasing leases")
+
+    monkeypatch.setattr(LogsDir, "find", find_late)
+    monkeypatch.setattr(Buffer, "release", release_fails)
+    report = await rig.drainer().drain_once()
+    assert not report.ok
+    await asyncio.sleep(0.2)
+    assert str(rig.path("a")) not in _open_paths(), "a's file left open (locked)"
+    LockedFile.open(rig.path("a"), lock_timeout_s=0.5).close()  # free: not held on

@@ -3,13 +3,15 @@ never wait for a lock in the calling thread."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from logpipe_cli.errors import UnsafeKeyError
+from logpipe_cli.errors import SinkError, UnsafeKeyError
 from logpipe_cli.keys import EventKey
 from logpipe_cli.sink import LockedFile, LogsDir, UnlockedFile, path_for
 
@@ -133,3 +135,73 @@ def test_find_and_write_new_refuse_a_path_not_two_levels_below_root(
     with pytest.raises(UnsafeKeyError, match="is not <logs_dir>/<directory>/<file>"):
         logs.write_new(tmp_path / path, b"{}\n")
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def _fds_on(path: Path) -> int:
+    """How many of this process's descriptors point at ``path``."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            n += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return n
+
+
+def test_a_look_after_close_does_not_reopen_logs_dir_for_good(tmp_path: Path) -> None:
+    """A drain pass closes its LogsDir in its finally, also when it is cancelled while
+    a thread still looks at or makes a file: that thread's later use must not open
+    logs_dir again (a descriptor nobody closes) nor use a closed one's number."""
+    root = tmp_path / "logs"
+    logs = LogsDir(root)
+    ek = EventKey("u1", 1)
+    logs.write_new(logs.path_for(ek), b"{}\n").file.close()
+    assert _fds_on(root) == 1
+    logs.close()
+    assert _fds_on(root) == 0
+    for call in (lambda: logs.find(logs.path_for(ek)), lambda: logs.sync()):
+        with contextlib.suppress(SinkError):
+            found = call()
+            if found is not None:
+                found.close()
+        assert _fds_on(root) == 0, "logs_dir opened again after close, never closed"
+
+
+def test_close_while_a_thread_uses_logs_dir_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() while a thread is inside find/write_new (holding logs_dir's descriptor
+    number): closed when that call ends, so the number cannot go to another file the
+    process opens meanwhile and the call make a directory or file there."""
+    import logpipe_cli.sink as sink
+
+    root = tmp_path / "logs"
+    logs = LogsDir(root)
+    logs.sync()  # logs_dir open
+    inside, go_on = threading.Event(), threading.Event()
+    make_file = sink._make_file
+
+    def slow_make_file(path: Path, root_fd: int, *args: object) -> object:
+        inside.set()
+        go_on.wait(5)
+        return make_file(path, root_fd, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sink, "_make_file", slow_make_file)
+    made: list[object] = []
+    t = threading.Thread(
+        target=lambda: made.append(logs.write_new(logs.path_for(EventKey("u2", 1)), b"{}\n"))
+    )
+    t.start()
+    assert inside.wait(5)
+    logs.close()  # the pass is over (cancelled) while the thread still works
+    other = tmp_path / "other"
+    other.mkdir()
+    reused = os.open(other, os.O_RDONLY | os.O_DIRECTORY)  # takes a freed number
+    try:
+        go_on.set()
+        t.join(5)
+    finally:
+        os.close(reused)
+    for m in made:
+        m.file.close()  # type: ignore[attr-defined]
+    assert not any(other.iterdir()), "written below another directory"
+    assert (root / "user_u2" / "1.jsonl").read_bytes() == b"{}\n"
+    assert _fds_on(root) == 0
