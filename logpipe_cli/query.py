@@ -31,12 +31,12 @@ import msgspec
 
 from logpipe_cli.buffer import Buffer, redis_errors
 from logpipe_cli.daystream import Anchor, BadAnchorError, Item, open_stream
-from logpipe_cli.errors import InvalidEventError
+from logpipe_cli.errors import InvalidEventError, LogpipeError
 from logpipe_cli.events import SECONDS_PER_DAY
 from logpipe_cli.keys import USER_ID_RE, EventKey
+from logpipe_cli.query_limits import MAX_BUFFERED_READ, MAX_PAGE_BYTES
 from logpipe_cli.query_limits import MAX_EXPORT_LIMIT as MAX_EXPORT_LIMIT  # re-exported
 from logpipe_cli.query_limits import MAX_LIMIT as MAX_LIMIT  # re-exported
-from logpipe_cli.query_limits import MAX_PAGE_BYTES
 from logpipe_cli.sink import encode_lines, path_for
 
 DEFAULT_LIMIT = 100
@@ -48,6 +48,14 @@ Order = Literal["asc", "desc"]
 _CURSOR_VERSION = 1
 _NUMBER = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _CURSOR_TEXT = re.compile(r"[A-Za-z0-9_-]{1,512}")
+
+
+class BufferedTooLargeError(LogpipeError):
+    """A day to read holds more buffered events than a query reads at once (see
+    :data:`~logpipe_cli.query_limits.MAX_BUFFERED_READ`): ``503``, come back later."""
+
+    http_status = 503
+    exit_code = 1
 
 
 class InvalidQueryError(InvalidEventError):
@@ -480,9 +488,21 @@ class EventReader:
         eks = [EventKey(user_id, d) for d in days]
         async with self.buffer.client.pipeline(transaction=False) as pipe:
             for ek in eks:
-                pipe.exists(ek.key, ek.claim)
+                pipe.llen(ek.claim)
+                pipe.llen(ek.key)
             with redis_errors("looking for buffered events"):
-                counts = await pipe.execute()
+                # a key of another type (written by hand) answers an error here: it
+                # counts as present, and reading the day says what is wrong, as before
+                replies = await pipe.execute(raise_on_error=False)
+        lengths = [n if isinstance(n, int) else 1 for n in replies]
+        counts = [a + b for a, b in zip(lengths[::2], lengths[1::2], strict=True)]
+        for ek, n in zip(eks, counts, strict=True):
+            if n > MAX_BUFFERED_READ:
+                raise BufferedTooLargeError(
+                    f"user {user_id!r} has {n:,} events of day {ek.day} buffered in Redis, "
+                    f"more than the {MAX_BUFFERED_READ:,} a query reads at once: they can "
+                    "be read once the drainer has moved them to the day's file"
+                )
 
         def with_file(eks: list[EventKey]) -> set[int]:
             return {ek.day for ek in eks if os.path.lexists(path_for(self.logs_dir, ek))}

@@ -331,3 +331,21 @@ async def test_a_file_named_with_a_non_ascii_digit_is_not_a_day(rig: Rig) -> Non
     await rig.drainer().drain_once()
     (rig.path("u").parent / "².jsonl").write_bytes(b"")
     assert await read_all(reader(rig), Query.parse("u", limit=10)) == lines
+
+
+async def test_a_day_with_too_many_buffered_events_is_refused_not_read(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # read whole (claim and live list, one transaction), so bounded: past the bound a
+    # query of that day is a 503 that says why, not a Redis stall and a bloated API
+    from logpipe_cli import query
+
+    monkeypatch.setattr(query, "MAX_BUFFERED_READ", 5)
+    await rig.add("u", range(3))
+    await rig.buffer.claim([EK], "someone", 60_000)  # 3 in the claim
+    await rig.add("u", range(3, 5))  # 2 live: 5 in all, the bound itself
+    assert len(await read_all(reader(rig), Query.parse("u", limit=10))) == 5
+    await rig.add("u", range(5, 6))
+    with pytest.raises(query.BufferedTooLargeError, match=r"6 events of day \d+ buffered"):
+        await reader(rig).page(Query.parse("u", limit=10))
+    assert query.BufferedTooLargeError.http_status == 503
