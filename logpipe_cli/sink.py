@@ -38,13 +38,19 @@ DIR_MODE = 0o750
 
 def path_for(logs_dir: Path, ek: EventKey) -> Path:
     """``<logs_dir>/user_<id>/<day>.jsonl``, refusing anything that would leave ``logs_dir``."""
-    if not USER_ID_RE.fullmatch(ek.user_id) or ek.day < 0:
-        raise UnsafeKeyError(f"key {ek.key!r} does not map to a file inside {logs_dir}")
     root = os.path.normpath(os.path.abspath(logs_dir))
-    path = os.path.normpath(os.path.join(root, f"user_{ek.user_id}", f"{ek.day}.jsonl"))
+    path = os.path.normpath(_path_text(root, ek, logs_dir))
     if os.path.dirname(os.path.dirname(path)) != root:
         raise UnsafeKeyError(f"key {ek.key!r} does not map to a file inside {logs_dir}")
     return Path(path)
+
+
+def _path_text(root: str, ek: EventKey, logs_dir: Path) -> str:
+    """``ek``'s file below ``root`` (``logs_dir`` normalized), as text: the user id's rule
+    (no ``/``, no leading ``.``) and the ``user_`` prefix keep it inside."""
+    if not USER_ID_RE.fullmatch(ek.user_id) or ek.day < 0:
+        raise UnsafeKeyError(f"key {ek.key!r} does not map to a file inside {logs_dir}")
+    return os.path.join(root, f"user_{ek.user_id}", f"{ek.day}.jsonl")
 
 
 def _names(path: Path) -> tuple[str, str]:
@@ -542,12 +548,10 @@ class LogsDir:
             raise UnsafeKeyError(f"{path} is not <logs_dir>/<directory>/<file> in {self.root}")
 
     def path_for(self, ek: EventKey) -> Path:
-        """:func:`path_for` below this ``root``, normalized once rather than per key: the
-        user id's rule (no ``/``, no leading ``.``) and the ``user_`` prefix keep the
-        joined name inside, as :func:`path_for`'s own check would find."""
-        if not USER_ID_RE.fullmatch(ek.user_id) or ek.day < 0:
-            raise UnsafeKeyError(f"key {ek.key!r} does not map to a file inside {self.root}")
-        return Path(os.path.join(self._normal_root, f"user_{ek.user_id}", f"{ek.day}.jsonl"))
+        """:func:`path_for` below this ``root``, normalized once rather than per key (the
+        user id's rule keeps the joined name inside, as :func:`path_for`'s own check
+        would find)."""
+        return Path(_path_text(self._normal_root, ek, self.root))
 
     def find(self, path: Path) -> LockedFile | UnlockedFile | None:
         """Open ``path`` (``<root>/<dir>/<file>``, as :func:`path_for` builds it) if it
