@@ -254,10 +254,16 @@ class _Work:
 _Look = tuple[Path, LockedFile | UnlockedFile | None]
 
 
-def _close_files(files: Iterable[LockedFile]) -> None:
-    for file in files:
+def _close_quietly(file: LockedFile | UnlockedFile | None) -> None:
+    """Close ``file`` (if any), whatever the close says: it is given up either way."""
+    if file is not None:
         with contextlib.suppress(OSError):
             file.close()
+
+
+def _close_files(files: Iterable[LockedFile]) -> None:
+    for file in files:
+        _close_quietly(file)
 
 
 def _close_in_file_threads(files: Sequence[LockedFile]) -> asyncio.Future[list[None]]:
@@ -283,18 +289,13 @@ def _close_looks(looks: Iterable[_Look]) -> None:
 
 
 def _close_look(look: _Look) -> None:
-    _, file = look
-    if file is not None:
-        with contextlib.suppress(OSError):
-            file.close()
+    _close_quietly(look[1])
 
 
 def _close_new(made: NewFile | None) -> None:
     """Close the file of a :meth:`LogsDir.write_new` nobody received (see
     :func:`_in_file_threads`); ``None``: nothing was made."""
-    if made is not None:
-        with contextlib.suppress(OSError):
-            made.file.close()
+    _close_quietly(None if made is None else made.file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -927,7 +928,7 @@ class Drainer:
             except BaseException:
                 # cancelled: the files held to wait for below are in no work item
                 for _, f in again:
-                    f.close()
+                    _close_quietly(f)
                 raise
         if again:
             # locked by another process when this one went to make it: wait for it on
@@ -991,9 +992,7 @@ class Drainer:
     @staticmethod
     def _close(work: Sequence[_Work]) -> None:
         for w in work:
-            if w.file is not None:
-                with contextlib.suppress(OSError):
-                    w.file.close()
+            _close_quietly(w.file)
 
     # ---- the loop ------------------------------------------------------------------
 
