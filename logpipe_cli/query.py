@@ -22,7 +22,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -482,9 +482,13 @@ class EventReader:
         for d in await self._present(q.user_id, chunk):
             yield d
 
-    async def _present(self, user_id: str, days: list[int]) -> list[int]:
+    async def _present(self, user_id: str, days: list[int]) -> Iterator[int]:
+        """Those of ``days`` with a file or buffered events. A day with more buffered
+        events than :data:`MAX_BUFFERED_READ` raises :class:`BufferedTooLargeError` once
+        it is reached (the days before it are read first, and a page filled before it
+        never reaches it)."""
         if not days:
-            return []
+            return iter(())
         eks = [EventKey(user_id, d) for d in days]
         async with self.buffer.client.pipeline(transaction=False) as pipe:
             for ek in eks:
@@ -496,19 +500,26 @@ class EventReader:
                 replies = await pipe.execute(raise_on_error=False)
         lengths = [n if isinstance(n, int) else 1 for n in replies]
         counts = [a + b for a, b in zip(lengths[::2], lengths[1::2], strict=True)]
-        for ek, n in zip(eks, counts, strict=True):
-            if n > MAX_BUFFERED_READ:
-                raise BufferedTooLargeError(
-                    f"user {user_id!r} has {n:,} events of day {ek.day} buffered in Redis, "
-                    f"more than the {MAX_BUFFERED_READ:,} a query reads at once: they can "
-                    "be read once the drainer has moved them to the day's file"
-                )
 
         def with_file(eks: list[EventKey]) -> set[int]:
             return {ek.day for ek in eks if os.path.lexists(path_for(self.logs_dir, ek))}
 
         files = await asyncio.to_thread(with_file, eks)
-        return [ek.day for ek, n in zip(eks, counts, strict=True) if n or ek.day in files]
+        return _reachable(user_id, [(ek.day, n) for ek, n in zip(eks, counts, strict=True)], files)
+
+
+def _reachable(user_id: str, counts: list[tuple[int, int]], files: set[int]) -> Iterator[int]:
+    """The days of ``counts`` (day, buffered events) that have events, in order; a day
+    with too many buffered to read raises when the reader comes to it."""
+    for day, n in counts:
+        if n > MAX_BUFFERED_READ:
+            raise BufferedTooLargeError(
+                f"user {user_id!r} has {n:,} events of day {day} buffered in Redis, "
+                f"more than the {MAX_BUFFERED_READ:,} a query reads at once: they can "
+                "be read once the drainer has moved them to the day's file"
+            )
+        if n or day in files:
+            yield day
 
 
 #: validates a line as JSON without building its objects
