@@ -352,5 +352,5 @@ async def test_a_day_with_too_many_buffered_events_is_refused_not_read(
     # the bound is met when that day is reached: a page filled on the days before it
     # is served (its cursor would then reach the day, and be refused there)
     earlier = await rig.add("u", range(2), day=DAY - 1)
-    page = await reader(rig).page(Query.parse("u", limit=1))
+    page = await reader(rig).page(Query.parse("u", since=str((DAY - 1) * 86400), limit=1))
     assert [f.raw for f in page.events] == earlier[:1]
