@@ -197,13 +197,9 @@ def generated(
         )
 
 
-def file_events(path: Path) -> Iterator[bytes]:
-    """The non-blank lines of an events file, as they are (the API judges them)."""
-    return (line for _, line in numbered_file_events(path))
-
-
 def numbered_file_events(path: Path) -> Iterator[tuple[int, bytes]]:
-    """:func:`file_events` with each line's number in the file (1-based)."""
+    """The non-blank lines of an events file, as they are (the API judges them), each
+    with its number in the file (1-based)."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -216,8 +212,8 @@ def numbered_file_events(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def count_file_events(path: Path) -> int:
-    """How many events :func:`file_events` will yield (one quick pass)."""
-    return sum(1 for _ in file_events(path))
+    """How many events :func:`numbered_file_events` will yield (one quick pass)."""
+    return sum(1 for _ in numbered_file_events(path))
 
 
 def requests(

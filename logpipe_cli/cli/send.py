@@ -6,6 +6,7 @@ All three post with the client library (:mod:`logpipe_cli.appclient`): its retri
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -86,7 +87,7 @@ def send(
         return
     if event_id is not None:
         raise ConfigError("--event-id names one event: drop it with --count or --file")
-    lines, total = _events(count, file, user, event, timestamp, users)
+    lines, numbers, total = _events(count, file, user, event, timestamp, users)
     plan = loadgen.LoadPlan(
         base,
         batch=batch is not None,
@@ -95,8 +96,6 @@ def send(
         token=token,
     )
     with render.progress_bar("sending", "events", total=total, enabled=not as_json) as progress:
-        # from a file, its line numbers too (a second pass in step), for the messages
-        numbers = () if file is None else (n for n, _ in loadgen.numbered_file_events(file))
         summary = loadgen.run(plan, loadgen.requests(lines, batch, numbers), total, progress)
     _report(summary, plan.target, as_json)
 
@@ -147,8 +146,9 @@ def _events(
     event: str | None,
     timestamp: int | None,
     users: int | None,
-) -> tuple[Iterator[bytes], int]:
-    """The event lines to send and how many there are."""
+) -> tuple[Iterator[bytes], Iterator[int], int]:
+    """The event lines to send, their line numbers in ``file`` (none for generated
+    events: the messages name a refused event's line with them), and how many."""
     from logpipe_cli import loadgen
     from logpipe_cli.clientcore import line_with_id
 
@@ -161,19 +161,23 @@ def _events(
         problem = not_a_file(file)
         if problem is not None:
             raise ConfigError(problem)
-        # each line as it is, but with an event_id, so that a retry cannot store it twice
-        return map(line_with_id, loadgen.file_events(file)), loadgen.count_file_events(file)
+        # each line as it is, but with an event_id, so that a retry cannot store it twice;
+        # one pass for lines and numbers (tee holds at most the batch between them)
+        for_lines, for_numbers = itertools.tee(loadgen.numbered_file_events(file))
+        lines = map(line_with_id, (line for _, line in for_lines))
+        numbers = (n for n, _ in for_numbers)
+        return lines, numbers, loadgen.count_file_events(file)
     if user is not None and users is not None:
         raise ConfigError("give --user (one user) or --users K (u0..u<K-1>), not both")
     assert count is not None
-    lines = loadgen.generated(
+    generated = loadgen.generated(
         count,
         users=users or DEFAULT_USERS,
         user=user,
         event=event or "load",
         timestamp=timestamp,
     )
-    return lines, count
+    return generated, iter(()), count
 
 
 def _report(summary: LoadSummary, target: str, as_json: bool) -> None:
