@@ -234,6 +234,22 @@ async def test_a_pass_cancelled_while_its_files_close_still_closes_them_all(
         assert rig.file_lines(u) == [line(u, n) for n in range(2)]
 
 
+def _slowed(monkeypatch: pytest.MonkeyPatch, method: str) -> threading.Event:
+    """``LogsDir.<method>`` made to linger 0.3 s in its thread after doing its work;
+    the event is set once a call has done it."""
+    started = threading.Event()
+    real = getattr(LogsDir, method)
+
+    def slow(self: LogsDir, *args: Any, **kw: Any) -> Any:
+        out = real(self, *args, **kw)
+        started.set()
+        time.sleep(0.3)
+        return out
+
+    monkeypatch.setattr(LogsDir, method, slow)
+    return started
+
+
 async def _cancel_once_in_thread(rig: Rig, started: Any, users: list[str]) -> None:
     """Start a pass, cancel it (as a second signal or DrainRunner.aclose does) while a
     file thread is inside ``started``'s slow call, and check that no file of ``users``
@@ -262,17 +278,7 @@ async def test_a_pass_cancelled_while_a_look_runs_keeps_no_file_locked(
     assert (await rig.drainer().drain_once()).ok  # the files exist: looks open them
     for u in users:
         await rig.add(u, range(2, 4))
-    started = threading.Event()
-    find = LogsDir.find
-
-    def slow_find(self: LogsDir, path: Path) -> Any:
-        found = find(self, path)
-        started.set()
-        time.sleep(0.3)
-        return found
-
-    monkeypatch.setattr(LogsDir, "find", slow_find)
-    await _cancel_once_in_thread(rig, started, users)
+    await _cancel_once_in_thread(rig, _slowed(monkeypatch, "find"), users)
 
 
 async def test_a_pass_cancelled_while_a_new_file_is_made_keeps_no_file_locked(
@@ -283,17 +289,7 @@ async def test_a_pass_cancelled_while_a_new_file_is_made_keeps_no_file_locked(
     users = [f"n{i}" for i in range(4)]
     for u in users:
         await rig.add(u, range(2))
-    started = threading.Event()
-    write_new = LogsDir.write_new
-
-    def slow_write_new(self: LogsDir, path: Path, data: bytes, **kw: Any) -> Any:
-        made = write_new(self, path, data, **kw)
-        started.set()
-        time.sleep(0.3)
-        return made
-
-    monkeypatch.setattr(LogsDir, "write_new", slow_write_new)
-    await _cancel_once_in_thread(rig, started, users)
+    await _cancel_once_in_thread(rig, _slowed(monkeypatch, "write_new"), users)
 
 
 async def test_a_pass_cancelled_while_logs_dir_syncs_keeps_no_file_open(

@@ -48,16 +48,22 @@ def trailers(one_line: bool) -> bytes:
     return (b"X-T: " + b"a" * 1000 + b"\r\n") * (4 * READ // 1000)
 
 
-@pytest.mark.parametrize("one_line", [True, False], ids=["one-trailer", "many-trailers"])
-async def test_trailers_past_the_header_limit_close_the_connection(one_line: bool) -> None:
-    proto, transport = connect(ok)
-    proto.data_received(HEAD + b"5\r\nhello\r\n0\r\n")
-    data = trailers(one_line)
+async def feed_until_closed(proto: Any, transport: Any, data: bytes) -> int:
+    """Feed ``data`` a read of ``READ`` bytes at a time until the connection closes;
+    how many bytes were fed."""
     fed = 0
     while fed < len(data) and not transport.closed:
         proto.data_received(data[fed : fed + READ])
         fed += READ
         await asyncio.sleep(0)
+    return fed
+
+
+@pytest.mark.parametrize("one_line", [True, False], ids=["one-trailer", "many-trailers"])
+async def test_trailers_past_the_header_limit_close_the_connection(one_line: bool) -> None:
+    proto, transport = connect(ok)
+    proto.data_received(HEAD + b"5\r\nhello\r\n0\r\n")
+    fed = await feed_until_closed(proto, transport, trailers(one_line))
     assert transport.closed
     assert fed <= LIMIT + 2 * READ, fed
     assert b"431" in b"".join(transport.writes).split(b"\r\n", 1)[0]
@@ -74,12 +80,7 @@ async def test_trailers_after_an_early_answer_close_the_connection_without_anoth
             break
         await asyncio.sleep(0.01)
     proto.data_received(b"0\r\n")
-    data = trailers(False)
-    fed = 0
-    while fed < len(data) and not transport.closed:
-        proto.data_received(data[fed : fed + READ])
-        fed += READ
-        await asyncio.sleep(0)
+    fed = await feed_until_closed(proto, transport, trailers(False))
     assert transport.closed
     assert fed <= LIMIT + 2 * READ, fed
     assert b"".join(transport.writes).count(b"HTTP/1.1 ") == 1  # the 401 alone
