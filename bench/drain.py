@@ -14,8 +14,17 @@ The ceilings:
   allow.
 
 Each timed run, ceiling or drain, starts with :func:`settle`: what the steps before it
-left unwritten (the previous run's deleted tree, the load's AOF) is written back first,
-so no run pays for another's metadata in its first journal commits.
+left unwritten (the load's AOF, the previous run's files) is written back first, so no
+run pays for another's metadata in its first journal commits.
+
+Fresh trees: each timed run writes into a directory of its own and nothing is deleted
+until the bench is over (:mod:`bench.run`). On ext4 without a journal (this project's
+machines, 2026-12-02) a new inode is not taken from those freed in the last 60-300 s:
+each ``mkdir`` and ``open(O_CREAT)`` walks past them (``recently_deleted`` in
+``find_inode_bit``, 28 % of all CPU samples in ``perf`` while a loop made files after
+a tree was deleted, ``bench/results/perf-recently-deleted.txt``). Deleting the last
+run's 100,000 directories before the next made ``mkdir`` cost 600-700 us instead of
+30-100, and the figures of both sides swung by 2x from run to run.
 - :func:`raw_drain` (few large keys): LPOP 10,000 at a time (pipelined per 100 keys),
   into the same ``user_<id>/<day>.jsonl`` files (directory made and fsynced when new),
   append, fsync; one thread, no validation.

@@ -600,36 +600,38 @@ class Bench:
             drain.load(self.redis_port, nkeys=nkeys, per_key=per_key)
             drain.wait_aof_rewrite(self.redis_port)
 
+        # each repetition in trees of its own, none deleted before the bench ends (see
+        # bench.drain, "Fresh trees"): "raw" and "logs" of the first, "raw1" and "logs1" ...
+        def tree(name: str) -> Path:
+            return self.tmp / f"{name}{rep['n'] or ''}"
+
         def raw_new() -> dict[str, Any]:
             fill()
-            return drain.raw_drain(self.redis_port, self.tmp / "raw", nkeys=nkeys, per_key=per_key)
+            return drain.raw_drain(self.redis_port, tree("raw"), nkeys=nkeys, per_key=per_key)
 
         def raw_existing() -> dict[str, Any]:
             fill()
-            out = drain.raw_drain(self.redis_port, self.tmp / "raw", nkeys=nkeys, per_key=per_key)
-            drain.remove(self.tmp / "raw")
-            return out
+            return drain.raw_drain(self.redis_port, tree("raw"), nkeys=nkeys, per_key=per_key)
 
         def new() -> dict[str, Any]:
             fill()
             prof = self.profile_path("drain-new", rep["n"])
             return drain.logpipe_drain(
-                self.redis_port, self.tmp / "logs", nkeys=nkeys, per_key=per_key, profile=prof
+                self.redis_port, tree("logs"), nkeys=nkeys, per_key=per_key, profile=prof
             )
 
         def existing() -> dict[str, Any]:
             fill()
-            before = drain.tree_size(self.tmp / "logs")[1]
+            before = drain.tree_size(tree("logs"))[1]
             prof = self.profile_path("drain-existing", rep["n"])
             out = drain.logpipe_drain(
                 self.redis_port,
-                self.tmp / "logs",
+                tree("logs"),
                 nkeys=nkeys,
                 per_key=per_key,
                 on_disk=before,
                 profile=prof,
             )
-            drain.remove(self.tmp / "logs")
             rep["n"] += 1
             return out
 
@@ -645,22 +647,22 @@ class Bench:
         say(f"drain_many: {nkeys:,} keys x {per_key} events into new files, fsync on")
         rep = {"n": 0}
 
+        # each run in a tree of its own, none deleted before the bench ends (see
+        # bench.drain, "Fresh trees")
         def raw() -> dict[str, Any]:
-            out = drain.raw_new_files(self.tmp / "raw", nkeys=nkeys, per_key=per_key)
-            drain.remove(self.tmp / "raw")
-            return out
+            where = self.tmp / f"many-raw{rep['n']}"
+            return drain.raw_new_files(where, nkeys=nkeys, per_key=per_key)
 
         def logpipe() -> dict[str, Any]:
             self.flush()
             drain.load(self.redis_port, nkeys=nkeys, per_key=per_key)
             drain.wait_aof_rewrite(self.redis_port)
             prof = self.profile_path("drain-many", rep["n"])
+            where = self.tmp / f"many-logs{rep['n']}"
             rep["n"] += 1
-            out = drain.logpipe_drain(
-                self.redis_port, self.tmp / "logs", nkeys=nkeys, per_key=per_key, profile=prof
+            return drain.logpipe_drain(
+                self.redis_port, where, nkeys=nkeys, per_key=per_key, profile=prof
             )
-            drain.remove(self.tmp / "logs")
-            return out
 
         self.interleaved("drain_many", {"raw": raw, "logpipe": logpipe})
         self.flush()
@@ -678,9 +680,7 @@ class Bench:
             where = self.tmp / f"query{rep['n']}"
             where.mkdir()
             rep["n"] += 1
-            out = query_bench.run(self.redis_port, where, p.query_events)
-            drain.remove(where)
-            return out
+            return query_bench.run(self.redis_port, where, p.query_events)
 
         # no ceiling to interleave with: the three queries run in turn within each run
         self.interleaved("query", {"logpipe": run})
