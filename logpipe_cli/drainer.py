@@ -41,8 +41,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from logpipe_cli import keys
+from logpipe_cli import durable, keys
 from logpipe_cli.buffer import AckItem, BeginItem, Buffer, Claim
+from logpipe_cli.durable import Barrier
 from logpipe_cli.errors import LogpipeError, UnsafeKeyError
 from logpipe_cli.events import split_lines
 from logpipe_cli.keys import EventKey
@@ -876,8 +877,11 @@ class Drainer:
                     w.key.key,
                 )
 
-        fsync = self.cfg.fsync
         logs = self._logs
+        # many files: one syncfs after the round's writes, opened before them, rather
+        # than two fsyncs per file (see logpipe_cli.durable); else each file's fsync
+        barrier = self._barrier(len(writing))
+        fsync = self.cfg.fsync and barrier is None
 
         def append(a: _Append) -> NewFile | None:
             file = a.work.file
@@ -888,39 +892,47 @@ class Drainer:
                 file.append(a.data, fsync=fsync)
             return None
 
-        results = await _in_file_threads(append, writing, discard=_close_new)
         acks: list[_Append] = []
         failed: list[EventKey] = []
         again: list[tuple[_Work, UnlockedFile]] = []
         #: files that were there by the time this round made them: see below
         appeared: set[EventKey] = set()
         made = False
-        for a, res in zip(writing, results, strict=True):
-            if isinstance(res, LogpipeError):
-                report.errors.append(res.detail)
-                failed.append(a.work.key)
-            elif isinstance(res, BaseException):
-                for r in results:
-                    if isinstance(r, NewFile):
-                        r.file.close()
-                raise res
-            elif res is None:
-                acks.append(a)
-            else:
-                made = made or res.made
-                if res.written:
-                    assert isinstance(res.file, LockedFile)
-                    a.work.file = res.file
+        try:
+            results = await _in_file_threads(append, writing, discard=_close_new)
+            for a, res in zip(writing, results, strict=True):
+                if isinstance(res, LogpipeError):
+                    report.errors.append(res.detail)
+                    failed.append(a.work.key)
+                elif isinstance(res, BaseException):
+                    for r in results:
+                        if isinstance(r, NewFile):
+                            r.file.close()
+                    raise res
+                elif res is None:
                     acks.append(a)
                 else:
-                    appeared.add(a.work.key)
-                    if isinstance(res.file, LockedFile):
+                    made = made or res.made
+                    if res.written:
+                        assert isinstance(res.file, LockedFile)
                         a.work.file = res.file
+                        acks.append(a)
                     else:
-                        again.append((a.work, res.file))
-        if made and acks:
+                        appeared.add(a.work.key)
+                        if isinstance(res.file, LockedFile):
+                            a.work.file = res.file
+                        else:
+                            again.append((a.work, res.file))
+        except BaseException:
+            if barrier is not None:
+                barrier.close()
+            raise
+        if acks and (made or barrier is not None):
+            # the syncfs's thread closes the barrier, even if this task is cancelled
+            sync = logs.sync if barrier is None else functools.partial(logs.sync, barrier)
+            barrier = None
             try:
-                await _in_file_thread(logs.sync, quick=True)
+                await _in_file_thread(sync, quick=True)
             except LogpipeError as exc:
                 report.errors.append(exc.detail)
                 failed.extend(a.work.key for a in acks)
@@ -930,6 +942,8 @@ class Drainer:
                 for _, f in again:
                     _close_quietly(f)
                 raise
+        if barrier is not None:
+            barrier.close()  # nothing written to acknowledge: nothing to sync
         if again:
             # locked by another process when this one went to make it: wait for it on
             # the event loop (then it is handled as below)
@@ -983,6 +997,14 @@ class Drainer:
             # written after (that would deliver its batch twice).
             work = await self._repair(work, appeared - done, report)
         return work
+
+    def _barrier(self, files: int) -> Barrier | None:
+        """A :class:`Barrier` for a round that writes ``files`` files, if it is to be made
+        durable by one ``syncfs`` (fsync on, enough files, ``drainer.sync`` allowing it
+        here); None: each file is fsynced."""
+        if not self.cfg.fsync or files < durable.MIN_FILES:
+            return None
+        return Barrier.open(str(self._root), self.cfg.sync)
 
     def _drop(self, work: list[_Work], keys: set[EventKey]) -> list[_Work]:
         """Close (and so unlock) the files of ``keys``; the rest carry on."""

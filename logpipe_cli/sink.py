@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from logpipe_cli.durable import Barrier
 from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
 from logpipe_cli.keys import USER_ID_RE, EventKey
 
@@ -582,8 +583,10 @@ class LogsDir:
         where fsyncing the directory first, at the file's creation, cost a journal
         commit of its own per file. The guarantee is the same: before this returns, the
         data and the file's name are durable; the directory's own name is durable after
-        :meth:`sync`. If the file exists and is not empty by now (made by a drainer that
-        took this key over), or is locked, nothing is written (see :class:`NewFile`).
+        :meth:`sync`. Without ``fsync`` neither fsync is made (the caller makes the round
+        durable in one ``syncfs``, see :mod:`logpipe_cli.durable`). If the file exists
+        and is not empty by now (made by a drainer that took this key over), or is
+        locked, nothing is written (see :class:`NewFile`).
         """
         self._check(path)
         with self._root_fd(path) as root_fd:
@@ -602,7 +605,7 @@ class LogsDir:
                 return NewFile(file, False, made_dir or made_file)
             try:
                 file.append(data, fsync=fsync)
-                if made_file:
+                if made_file and fsync:
                     os.fsync(dir_fd)
             except OSError as exc:
                 file.close()
@@ -614,8 +617,17 @@ class LogsDir:
         finally:
             os.close(dir_fd)
 
-    def sync(self) -> None:
-        """fsync ``logs_dir``: every directory made below it so far is durable."""
+    def sync(self, barrier: Barrier | None = None) -> None:
+        """fsync ``logs_dir``: every directory made below it so far is durable. With a
+        ``barrier``, ``syncfs`` instead: everything written on the filesystem since the
+        barrier was opened is durable, files and directories (see
+        :mod:`logpipe_cli.durable`); the barrier is closed."""
+        if barrier is not None:
+            try:
+                barrier.sync_and_close()
+            except OSError as exc:
+                raise _fail("sync", self.root, exc) from None
+            return
         with self._root_fd(self.root) as fd:
             try:
                 os.fsync(fd)
