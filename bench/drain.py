@@ -32,6 +32,7 @@ run's 100,000 directories before the next made ``mkdir`` cost 600-700 us instead
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -165,18 +166,29 @@ def settle() -> None:
 
 
 def remove(path: Path) -> None:
-    """Delete a tree of ``user_*/`` directories, 16 threads at once: one thread took
-    longer to delete 100,000 directories than to drain them."""
+    """Delete a tree, 16 threads at once over what lies two levels down (a logs tree's
+    files, or the user directories of the bench's run trees: see "Fresh trees"): one
+    thread took longer to delete 100,000 directories than to drain them."""
     if not path.exists():
         return
-
-    def rm(d: str) -> None:
-        shutil.rmtree(d, ignore_errors=True)
-
+    below = [
+        inner.path
+        for outer in os.scandir(path)
+        if outer.is_dir(follow_symlinks=False)
+        for inner in os.scandir(outer.path)
+    ]
     with ThreadPoolExecutor(RAW_THREADS) as pool:
-        for _ in pool.map(rm, [e.path for e in os.scandir(path)], chunksize=256):
+        for _ in pool.map(_remove_one, below, chunksize=256):
             pass
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_one(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 # ---- logpipe ---------------------------------------------------------------------------

@@ -1073,8 +1073,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".logpipe"))
     stem = f"{started:%Y-%m-%dT%H%M%S}{'-quick' if args.quick else ''}"
     bench = Bench(plan, figures, tmp, stem if args.profile else "")
+    finished = False
     try:
         bench.run()
+        finished = True
     except KeyboardInterrupt:
         print("interrupted: stopping what the bench started", file=sys.stderr)
         return 130
@@ -1087,10 +1089,25 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         bench.procs.stop_all()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep:
-            print(f"kept {tmp}", file=sys.stderr)
-        else:
-            drain.remove(tmp)
+        if not finished:
+            _clean(tmp, args.keep)
+    try:
+        return _report(bench, args, plan, started, stem)
+    finally:
+        # after the table: deleting the runs' trees (600,000 inodes) takes minutes
+        _clean(tmp, args.keep)
+
+
+def _clean(tmp: Path, keep: bool) -> None:
+    if keep:
+        print(f"kept {tmp}", file=sys.stderr)
+    else:
+        drain.remove(tmp)
+
+
+def _report(
+    bench: Bench, args: argparse.Namespace, plan: Plan, started: dt.datetime, stem: str
+) -> int:
     table = rows(bench.results)
     info = machine()
     header = (
