@@ -16,8 +16,9 @@ each time right after its ceiling, so a change of load on a shared box hits both
 - ``drain``: 1,000 keys x 1,000 events, ``drain_once()`` with fsync into new files and
   then into the files now there, against a raw LPOP + append + fsync loop (new, existing);
 - ``drain_many``: 100,000 keys x 10 events into new files, against a plain 16-thread
-  loop that makes the same directories and files, appends, fsyncs file and directory;
-  with the drainer's peak RSS;
+  loop that makes the same directories and files, appends, fsyncs file and directory
+  (the target's ceiling); and, for reference, the same loop made durable as the drainer
+  makes a round of many files, one ``syncfs`` per 256; with the drainer's peak RSS;
 - ``ids``: ``POST /log`` with a fresh ``event_id`` in every request against the same
   requests without one (the dedupe check's cost, issue 10), interleaved pairs of wrk runs,
   with the API's and Redis's CPU time per request over the same runs;
@@ -653,6 +654,10 @@ class Bench:
             where = self.tmp / f"many-raw{rep['n']}"
             return drain.raw_new_files(where, nkeys=nkeys, per_key=per_key)
 
+        def raw_syncfs() -> dict[str, Any]:
+            where = self.tmp / f"many-raw-syncfs{rep['n']}"
+            return drain.raw_new_files_syncfs(where, nkeys=nkeys, per_key=per_key)
+
         def logpipe() -> dict[str, Any]:
             self.flush()
             drain.load(self.redis_port, nkeys=nkeys, per_key=per_key)
@@ -664,7 +669,7 @@ class Bench:
                 self.redis_port, where, nkeys=nkeys, per_key=per_key, profile=prof
             )
 
-        self.interleaved("drain_many", {"raw": raw, "logpipe": logpipe})
+        self.interleaved("drain_many", {"raw": raw, "raw_syncfs": raw_syncfs, "logpipe": logpipe})
         self.flush()
 
     def query(self) -> None:
@@ -970,6 +975,14 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
             f">= {TARGET_DRAIN_MANY_RATIO}x",
             TARGET_DRAIN_MANY_RATIO,
         )
+        if m.get("raw_syncfs"):
+            compare(
+                "  vs the raw loop with one syncfs per 256 files",
+                m["logpipe"],
+                m["raw_syncfs"],
+                "keys_per_s",
+                "reference",
+            )
         secs = spread([x["seconds"] for x in m["logpipe"]])
         row("  that pass (s)", f"{secs['median']:.1f} ({secs['min']:.1f}-{secs['max']:.1f})")
         peak = max(x["peak_rss_mb"] for x in m["logpipe"])
