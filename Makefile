@@ -86,7 +86,7 @@ lint: setup ## ruff + mypy
 
 check: lint test ## Lint, type-check and test
 
-bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each, then bench-cluster (needs wrk; ~12 min)
+bench: setup ## Benchmark against ceilings measured in the same run, 3 runs each, then bench-cluster (needs wrk; 12-25 min, ~6 GB of disk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.cluster
 
