@@ -928,9 +928,8 @@ class Drainer:
                 barrier.close()
             raise
         if acks and (made or barrier is not None):
-            # the syncfs's thread closes the barrier, even if this task is cancelled
+            # the syncfs's thread closes the barrier (Barrier.close leaves it to it)
             sync = logs.sync if barrier is None else functools.partial(logs.sync, barrier)
-            barrier = None
             try:
                 await _in_file_thread(sync, quick=True)
             except LogpipeError as exc:
@@ -941,9 +940,11 @@ class Drainer:
                 # cancelled: the files held to wait for below are in no work item
                 for _, f in again:
                     _close_quietly(f)
+                if barrier is not None:
+                    barrier.close()  # if its syncfs never started
                 raise
         if barrier is not None:
-            barrier.close()  # nothing written to acknowledge: nothing to sync
+            barrier.close()  # closed by its syncfs; or nothing to acknowledge, no syncfs
         if again:
             # locked by another process when this one went to make it: wait for it on
             # the event loop (then it is handled as below)

@@ -33,6 +33,7 @@ import functools
 import os
 import re
 import sys
+import threading
 from typing import Literal
 
 Mode = Literal["auto", "file", "filesystem"]
@@ -108,14 +109,18 @@ def filesystem_of(fd: int) -> int | None:
 class Barrier:
     """A descriptor of ``logs_dir`` opened before a round writes, to ``syncfs`` it after.
 
-    :meth:`sync_and_close` runs in a file thread and closes the descriptor itself, so a
-    round cancelled while it runs never closes it under the thread (its number could go
-    to the next file opened); :meth:`close` is for a barrier never handed to a thread.
+    :meth:`sync_and_close` runs in a file thread and closes the descriptor when it ends;
+    :meth:`close` meanwhile (the round cancelled) leaves it to that thread, so it is never
+    closed under a running ``syncfs`` (its number could go to the next file opened), and
+    closes it at once if the thread has not started (a task cancelled in the pool's queue
+    never runs). Safe to call in any order, any number of times.
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._busy = False  # a syncfs runs on ``fd``
+        self._guard = threading.Lock()
 
     @classmethod
     def open(cls, root: str, mode: str) -> Barrier | None:
@@ -135,16 +140,28 @@ class Barrier:
 
     def sync_and_close(self) -> None:
         """``syncfs``: everything written on the filesystem since this barrier was opened
-        is on disk, or ``OSError`` (any write-back error there since, ours or not)."""
+        is on disk, or ``OSError`` (any write-back error there since, ours or not; or the
+        barrier was closed before this ran)."""
+        with self._guard:
+            if self.fd < 0:
+                raise OSError(errno.EBADF, f"{self.root}: the round's barrier was closed")
+            self._busy = True
+            fd = self.fd
         try:
             assert _LIBC is not None  # opened only where there is a syncfs
-            if _LIBC.syncfs(self.fd) != 0:
+            if _LIBC.syncfs(fd) != 0:
                 code = ctypes.get_errno() or errno.EIO
                 raise OSError(code, os.strerror(code))
         finally:
+            with self._guard:
+                self._busy = False
             self.close()
 
     def close(self) -> None:
-        fd, self.fd = self.fd, -1
+        """Close the descriptor, unless a :meth:`sync_and_close` runs (it closes it)."""
+        with self._guard:
+            if self._busy:
+                return
+            fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)

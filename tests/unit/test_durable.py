@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,51 @@ def test_a_write_back_error_is_an_oserror_and_the_descriptor_is_closed_anyway(
     assert barrier.fd == -1
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(fd)
+
+
+class _SlowLibc:
+    """libc whose syncfs waits until told to go on (a long write-back)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.go_on = threading.Event()
+
+    def syncfs(self, fd: int) -> int:
+        self.started.set()
+        assert self.go_on.wait(10)
+        return 0
+
+
+def test_a_close_during_the_syncfs_leaves_the_descriptor_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round cancelled while its syncfs runs: closed under it, the descriptor's number
+    could go to the next file the process opens."""
+    barrier = Barrier.open(str(tmp_path), "filesystem")
+    assert barrier is not None
+    fd = barrier.fd
+    libc = _SlowLibc()
+    monkeypatch.setattr(durable, "_LIBC", libc)
+    thread = threading.Thread(target=barrier.sync_and_close)
+    thread.start()
+    assert libc.started.wait(10)
+    barrier.close()
+    os.fstat(fd)  # still open: the syncfs uses it
+    libc.go_on.set()
+    thread.join(10)
+    assert barrier.fd == -1
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+
+
+def test_a_barrier_closed_before_its_syncfs_ran_is_not_synced(tmp_path: Path) -> None:
+    """A task cancelled in the pool's queue never runs: the round closes the barrier,
+    and a syncfs that starts after all (it had just been picked up) refuses."""
+    barrier = Barrier.open(str(tmp_path), "filesystem")
+    assert barrier is not None
+    fd = barrier.fd
+    barrier.close()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+    with pytest.raises(OSError, match="barrier was closed"):
+        barrier.sync_and_close()
