@@ -41,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -278,19 +278,8 @@ def raw_new_files(root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
             finally:
                 os.close(rfd)
 
-    settle()
-    start = time.perf_counter()
-    with ThreadPoolExecutor(RAW_THREADS) as pool:
-        for _ in pool.map(one, range(nkeys), chunksize=64):
-            pass
-    seconds = time.perf_counter() - start
-    return {
-        "files": nkeys,
-        "events": nkeys * per_key,
-        "seconds": round(seconds, 4),
-        "events_per_s": round(nkeys * per_key / seconds, 1),
-        "keys_per_s": round(nkeys / seconds, 1),
-    }
+    seconds = _timed(one, range(nkeys), threads=RAW_THREADS, chunksize=64)
+    return _files_figures(nkeys, per_key, seconds)
 
 
 def raw_new_files_syncfs(root: Path, *, nkeys: int, per_key: int) -> dict[str, Any]:
@@ -321,12 +310,21 @@ def raw_new_files_syncfs(root: Path, *, nkeys: int, per_key: int) -> dict[str, A
         finally:
             os.close(rfd)
 
+    seconds = _timed(group, range(0, nkeys, RAW_GROUP), threads=3, chunksize=1)
+    return _files_figures(nkeys, per_key, seconds)
+
+
+def _timed(fn: Callable[[int], None], items: range, *, threads: int, chunksize: int) -> float:
+    """Seconds ``fn`` takes over ``items`` in ``threads`` threads, after a :func:`settle`."""
     settle()
     start = time.perf_counter()
-    with ThreadPoolExecutor(3) as pool:
-        for _ in pool.map(group, range(0, nkeys, RAW_GROUP)):
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(fn, items, chunksize=chunksize):
             pass
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _files_figures(nkeys: int, per_key: int, seconds: float) -> dict[str, Any]:
     return {
         "files": nkeys,
         "events": nkeys * per_key,
