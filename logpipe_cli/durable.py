@@ -33,8 +33,9 @@ import functools
 import os
 import re
 import sys
-import threading
 from typing import Literal
+
+from logpipe_cli.heldfd import HeldFd
 
 Mode = Literal["auto", "file", "filesystem"]
 MODES: tuple[Mode, ...] = ("auto", "file", "filesystem")
@@ -109,18 +110,21 @@ def filesystem_of(fd: int) -> int | None:
 class Barrier:
     """A descriptor of ``logs_dir`` opened before a round writes, to ``syncfs`` it after.
 
-    :meth:`sync_and_close` runs in a file thread and closes the descriptor when it ends;
-    :meth:`close` meanwhile (the round cancelled) leaves it to that thread, so it is never
-    closed under a running ``syncfs`` (its number could go to the next file opened), and
-    closes it at once if the thread has not started (a task cancelled in the pool's queue
-    never runs). Safe to call in any order, any number of times.
+    :meth:`sync_and_close` runs in a file thread; a :meth:`close` meanwhile (the round
+    cancelled) leaves the descriptor to it, and one before it ran makes it refuse
+    (:class:`~logpipe_cli.heldfd.HeldFd`): a task cancelled in the pool's queue never
+    runs, so the round always closes its barrier on the way out.
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._busy = False  # a syncfs runs on ``fd``
-        self._guard = threading.Lock()
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._held = HeldFd(fd, closed=f"{root}: the round's barrier was closed")
+
+    @property
+    def fd(self) -> int:
+        """The descriptor; -1 once closed."""
+        return self._held.fd
 
     @classmethod
     def open(cls, root: str, mode: str) -> Barrier | None:
@@ -142,26 +146,15 @@ class Barrier:
         """``syncfs``: everything written on the filesystem since this barrier was opened
         is on disk, or ``OSError`` (any write-back error there since, ours or not; or the
         barrier was closed before this ran)."""
-        with self._guard:
-            if self.fd < 0:
-                raise OSError(errno.EBADF, f"{self.root}: the round's barrier was closed")
-            self._busy = True
-            fd = self.fd
         try:
-            assert _LIBC is not None  # opened only where there is a syncfs
-            if _LIBC.syncfs(fd) != 0:
-                code = ctypes.get_errno() or errno.EIO
-                raise OSError(code, os.strerror(code))
+            with self._held.using() as fd:
+                assert _LIBC is not None  # opened only where there is a syncfs
+                if _LIBC.syncfs(fd) != 0:
+                    code = ctypes.get_errno() or errno.EIO
+                    raise OSError(code, os.strerror(code))
         finally:
-            with self._guard:
-                self._busy = False
             self.close()
 
     def close(self) -> None:
-        """Close the descriptor, unless a :meth:`sync_and_close` runs (it closes it)."""
-        with self._guard:
-            if self._busy:
-                return
-            fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
+        """Close the descriptor, now or when a :meth:`sync_and_close` under way ends."""
+        self._held.close()

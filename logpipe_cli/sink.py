@@ -9,10 +9,9 @@ import contextlib
 import fcntl
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import msgspec
 
 from logpipe_cli.durable import Barrier
 from logpipe_cli.errors import FileBusyError, SinkError, UnsafeKeyError
+from logpipe_cli.heldfd import ClosedError, HeldFd
 from logpipe_cli.keys import USER_ID_RE, EventKey
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -171,14 +171,18 @@ class LockedFile:
     """
 
     path: Path
-    fd: int
+    opened_fd: InitVar[int]
     size: int
-    #: appends and truncates under way, and a close asked for meanwhile (see above)
-    _users: int = field(default=0, init=False, repr=False, compare=False)
-    _close_later: bool = field(default=False, init=False, repr=False, compare=False)
-    _guard: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
+    #: the descriptor, closed after the appends and truncates under way (see above)
+    _held: HeldFd = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self, opened_fd: int) -> None:
+        self._held = HeldFd(opened_fd, closed="file closed")
+
+    @property
+    def fd(self) -> int:
+        """The file's descriptor; -1 once closed."""
+        return self._held.fd
 
     @classmethod
     def open(
@@ -243,22 +247,11 @@ class LockedFile:
     @contextlib.contextmanager
     def _using(self, action: str) -> Iterator[int]:
         """The descriptor, kept open until the block ends (see the class)."""
-        with self._guard:
-            if self.fd < 0:
-                raise _fail(action, self.path, OSError(9, "file closed"))
-            self._users += 1
-            fd = self.fd
         try:
-            yield fd
-        finally:
-            with self._guard:
-                self._users -= 1
-                if self._users == 0 and self._close_later:
-                    fd, self.fd = self.fd, -1
-                else:
-                    fd = -1
-            if fd >= 0:
-                os.close(fd)
+            with self._held.using() as fd:
+                yield fd
+        except ClosedError as exc:
+            raise _fail(action, self.path, exc) from None
 
     def truncate(self, size: int) -> None:
         """Cut the file back to ``size`` bytes: undo an append that was not acknowledged."""
@@ -296,13 +289,7 @@ class LockedFile:
     def close(self) -> None:
         """Close the file, which drops the lock. Safe to call twice. While an append or
         a truncate runs, it is closed when that ends."""
-        with self._guard:
-            if self._users:
-                self._close_later = True
-                return
-            fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
+        self._held.close()
 
 
 def _open_root(root: Path, dir_mode: int) -> int:
@@ -506,40 +493,28 @@ class LogsDir:
         self._normal_root = os.path.normpath(os.path.abspath(root))
         self.file_mode = file_mode
         self.dir_mode = dir_mode
-        self._fd = -1
-        self._users = 0  # calls using ``_fd`` now (see :meth:`_root_fd`)
-        self._closed = False
-        self._guard = threading.Lock()
+        #: ``logs_dir``'s descriptor, opened when first needed (see :meth:`_root_fd`)
+        self._fd = HeldFd(opener=self._open, closed="logs_dir closed: the drain pass is over")
 
     @contextlib.contextmanager
     def _root_fd(self, path: Path) -> Iterator[int]:
         """``logs_dir``'s descriptor, kept open until the block ends: a :meth:`close`
         meanwhile (a drain pass cancelled while a thread still looks at or makes a file)
-        closes it when the last user is done, as :class:`LockedFile` does. Closed at
-        once, its number would go to the next directory the process opens, and the
-        thread would make its directory and file below that one. After :meth:`close`
-        it is not opened again (a descriptor nobody would close): :class:`SinkError`."""
-        with self._guard:
-            if self._closed:
-                raise _fail("open", path, OSError(9, "logs_dir closed: the drain pass is over"))
-            if self._fd < 0:
-                try:
-                    self._fd = _open_root(self.root, self.dir_mode)
-                except OSError as exc:
-                    raise _fail("open", path, exc) from None
-            self._users += 1
-            fd = self._fd
+        closes it when the last user is done (:class:`HeldFd`). Closed at once, its
+        number would go to the next directory the process opens, and the thread would
+        make its directory and file below that one. After :meth:`close` it is not opened
+        again (a descriptor nobody would close): :class:`SinkError`."""
         try:
-            yield fd
-        finally:
-            with self._guard:
-                self._users -= 1
-                if self._users == 0 and self._closed:
-                    fd, self._fd = self._fd, -1
-                else:
-                    fd = -1
-            if fd >= 0:
-                os.close(fd)
+            with self._fd.using() as fd:
+                yield fd
+        except ClosedError as exc:
+            raise _fail("open", path, exc) from None
+
+    def _open(self) -> int:
+        try:
+            return _open_root(self.root, self.dir_mode)
+        except OSError as exc:
+            raise _fail("open", self.root, exc) from None
 
     def _check(self, path: Path) -> None:
         # the text of Path's parent.parent, without making two paths and comparing
@@ -637,13 +612,7 @@ class LogsDir:
     def close(self) -> None:
         """Close ``logs_dir`` (when the calls using it end, see :meth:`_root_fd`); no
         file is opened or made through this object after."""
-        with self._guard:
-            self._closed = True
-            if self._users:
-                return
-            fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        self._fd.close()
 
 
 def encode_lines(values: list[bytes]) -> bytes:
