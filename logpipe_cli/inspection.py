@@ -21,7 +21,7 @@ from logpipe_cli.buffer import KeyInfo
 from logpipe_cli.daystream import open_day_file
 from logpipe_cli.errors import SinkError
 from logpipe_cli.keys import USER_ID_RE, EventKey
-from logpipe_cli.sink import FileInfo, LineRecord, kind_of, path_for
+from logpipe_cli.sink import FileInfo, LineRecord, day_of_file, kind_of, path_for
 
 _EPOCH = dt.date(1970, 1, 1)
 _CHUNK_BYTES = 1 << 20
@@ -401,8 +401,8 @@ def summarize_files(logs_dir: Path, user_id: str | None = None) -> FilesFound:
 
 def _summarize_dir(dir_fd: int, user_dir: Path, user_id: str, found: FilesFound) -> None:
     for fname in sorted(os.listdir(dir_fd)):
-        stem, dot, ext = fname.partition(".")
-        if not (dot and ext == "jsonl" and stem.isascii() and stem.isdigit()):
+        day = day_of_file(fname)
+        if day is None:
             continue
         path = user_dir / fname
         fd = _open_below(fname, _FILE_FLAGS, dir_fd, path)
@@ -411,5 +411,5 @@ def _summarize_dir(dir_fd: int, user_dir: Path, user_id: str, found: FilesFound)
         if not isinstance(fd, int):
             continue
         st = os.fstat(fd)
-        info = FileInfo(path, user_id, int(stem), st.st_size, st.st_mtime)
+        info = FileInfo(path, user_id, day, st.st_size, st.st_mtime)
         found.files.append(FileSummary(info, _count_fd(fd, path)))

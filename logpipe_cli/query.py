@@ -37,7 +37,7 @@ from logpipe_cli.keys import USER_ID_RE, EventKey
 from logpipe_cli.query_limits import MAX_BUFFERED_READ, MAX_PAGE_BYTES
 from logpipe_cli.query_limits import MAX_EXPORT_LIMIT as MAX_EXPORT_LIMIT  # re-exported
 from logpipe_cli.query_limits import MAX_LIMIT as MAX_LIMIT  # re-exported
-from logpipe_cli.sink import encode_lines, path_for
+from logpipe_cli.sink import day_of_file, encode_lines, path_for
 
 DEFAULT_LIMIT = 100
 MAX_EVENT_NAMES = 100
@@ -456,11 +456,7 @@ class EventReader:
             return []
         except OSError:
             return []
-        return [
-            int(n[:-6])
-            for n in names
-            if n.endswith(".jsonl") and n[:-6].isascii() and n[:-6].isdigit()
-        ]
+        return [day for day in map(day_of_file, names) if day is not None]
 
     async def _days(self, q: Query, *, ascending: bool) -> AsyncIterator[int]:
         """Days in the range that have a file or buffered events, checked in chunks so a

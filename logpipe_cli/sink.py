@@ -629,6 +629,15 @@ class FileInfo:
     mtime: float
 
 
+def day_of_file(name: str) -> int | None:
+    """The day of a day file's name, ``<day>.jsonl`` (ASCII digits: ``str.isdigit``
+    alone takes "²", which ``int`` refuses), or None for any other name."""
+    stem, dot, ext = name.partition(".")
+    if dot and ext == "jsonl" and stem.isascii() and stem.isdigit():
+        return int(stem)
+    return None
+
+
 def list_files(logs_dir: Path) -> list[FileInfo]:
     """The ``user_<id>/<day>.jsonl`` files under ``logs_dir``."""
     out: list[FileInfo] = []
@@ -638,10 +647,11 @@ def list_files(logs_dir: Path) -> list[FileInfo]:
         if not user_dir.is_dir() or not user_dir.name.startswith("user_"):
             continue
         for f in sorted(user_dir.glob("*.jsonl")):
-            if not (f.stem.isascii() and f.stem.isdigit()):
+            day = day_of_file(f.name)
+            if day is None:
                 continue
             st = f.stat()
-            out.append(FileInfo(f, user_dir.name[5:], int(f.stem), st.st_size, st.st_mtime))
+            out.append(FileInfo(f, user_dir.name[5:], day, st.st_size, st.st_mtime))
     return out
 
 
