@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from litestar import MediaType
 from litestar.enums import ScopeType
@@ -28,6 +29,7 @@ from logpipe_cli.gate import HostCheck, principal_of, same_origin
 from logpipe_cli.http_guard import send_json_200, whole_body
 from logpipe_cli.ingest import Ingest
 from logpipe_cli.metrics import RequestTally
+from logpipe_cli.wire import WireDoor
 
 _HTTP: str = ScopeType.HTTP
 log = logging.getLogger("logpipe.api")
@@ -66,51 +68,130 @@ def fast_post_log(
     the check made here), with no ASGI layer and no header scan of the gate's.
     """
 
-    metrics = ingest.metrics
-    max_body_bytes = ingest.max_body_bytes
-    # the series _metrics_middleware would count, per route and status: looked up once
-    series: dict[tuple[str, int], RequestTally] = {}
+    return PostDoor(handler, ingest, hosts, cross_site, tokens).asgi
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+
+#: what :meth:`PostDoor.admit` lets through: the path, the body's length, Content-Type,
+#: Idempotency-Key, Content-Encoding and the principal the request is stored for
+Admitted = tuple[str, int, bytes | None, str | None, str, str | None]
+
+
+class PostDoor(WireDoor):
+    """``POST /log`` and ``POST /logs`` with Litestar's checks made here: the ASGI app
+    (:attr:`asgi`, see :func:`fast_post_log`), and the same steps for a request the HTTP
+    protocol serves below ASGI (:mod:`logpipe_cli.http_guard`: :meth:`admit` on its
+    headers, then :meth:`serve` on its whole body)."""
+
+    def __init__(
+        self,
+        handler: ASGIApp,
+        ingest: Ingest,
+        hosts: HostCheck | None,
+        cross_site: bool,
+        tokens: tuple[Authorizer, RouteScope, RouteScope] | None,
+    ) -> None:
+        self.handler = handler
+        self.ingest = ingest
+        self.hosts = hosts
+        self.cross_site = cross_site
+        self.tokens = tokens
+        self.max_body_bytes = ingest.max_body_bytes
+        # the series _metrics_middleware would count, per route and status: looked up once
+        self._series: dict[tuple[str, int], RequestTally] = {}
+
+    def admit(
+        self, path: str, headers: Iterable[tuple[bytes, bytes]], principal: str | None = None
+    ) -> Admitted | None:
+        """The request's headers read and checked (the Host check, the cross-site or the
+        token check), or ``None`` when the checks behind (``handler``) must answer it:
+        any of them would refuse it, its length is unusable or over the limit, or a
+        header read here is repeated. ``principal``: the one a gate in front granted,
+        when this door makes no token check."""
+        length, ctype, idem, encoding, host, origin, authorization = _headers_read(headers)
+        hosts = self.hosts
+        if (
+            not 0 <= length <= self.max_body_bytes
+            or (hosts is not None and host is not None and not hosts.allows(host))
+            or (self.cross_site and origin is not None and not same_origin(origin, host))
+        ):
+            return None
+        tokens = self.tokens
+        if tokens is not None:
+            verdict = tokens[0].check(authorization, tokens[1] if path == "/log" else tokens[2])
+            if type(verdict) is not Grant:
+                return None  # the gate behind refuses it
+            principal = verdict.principal
+        return path, length, ctype, idem, encoding, principal
+
+    def refusal(self, admitted: Admitted) -> tuple[str, Answer | None]:
+        """The request's media type, and the 415 answer if its route refuses it (its
+        body is then never read)."""
+        ctype = admitted[2]
+        if ctype == b"application/json":  # what nearly every client sends
+            media = "application/json"
+        elif ctype == b"application/x-ndjson":
+            media = "application/x-ndjson"
+        else:
+            media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
+        if admitted[0] == "/log":
+            return media, self.ingest.log_media_refusal(media)
+        return media, self.ingest.batch_media_refusal(media)
+
+    async def store(
+        self, admitted: Admitted, media: str, body: bytes | Answer, client: str | None
+    ) -> Answer:
+        """``body`` stored as the request's route stores it (or the answer it already
+        is: too large, the client gone); a 500 for an unexpected error."""
+        path, _length, _ctype, idem, encoding, principal = admitted
+        try:
+            if type(body) is bytes and len(body) > self.max_body_bytes:
+                return _too_large(self.ingest)
+            if isinstance(body, tuple):  # an Answer
+                return body
+            if path == "/log":
+                return await self.ingest.store_one(
+                    media, body, idem, principal=principal, client=client
+                )
+            return await self.ingest.store_batch(
+                media, encoding, body, principal=principal, client=client
+            )
+        except Exception:  # as api._unexpected_error_handler logs and answers
+            log.exception("unexpected error on POST %r", path)  # as api.py spells it
+            return INTERNAL_ERROR
+
+    async def serve(self, admitted: Admitted, body: bytes, client: str | None) -> Answer:
+        """The answer to an admitted request whose whole ``body`` is in."""
+        media, answer = self.refusal(admitted)
+        if answer is not None:
+            return answer
+        return await self.store(admitted, media, body, client)
+
+    def count(self, path: str, status: int, start: float) -> None:
+        """The request in the series ``_metrics_middleware`` would count it in."""
+        tally = self._series.get((path, status))
+        if tally is None:
+            tally = self._series[path, status] = self.ingest.metrics.tally(
+                path, "POST", str(status)
+            )
+        tally.add(time.perf_counter() - start)
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if (
             (path != "/log" and path != "/logs")
             or scope["type"] != _HTTP
             or scope.get("method") != "POST"
         ):
-            await handler(scope, receive, send)
+            await self.handler(scope, receive, send)
             return
         start = time.perf_counter()
-        length, ctype, idem, encoding, host, origin, authorization = _headers_read(scope)
-        if (
-            not 0 <= length <= max_body_bytes
-            or (hosts is not None and host is not None and not hosts.allows(host))
-            or (cross_site and origin is not None and not same_origin(origin, host))
-        ):
-            await handler(scope, receive, send)
+        admitted = self.admit(path, scope["headers"], None if self.tokens else principal_of(scope))
+        if admitted is None:
+            await self.handler(scope, receive, send)
             return
-        if tokens is None:
-            principal = principal_of(scope)  # a gate in front of this path granted it
-        else:
-            verdict = tokens[0].check(authorization, tokens[1] if path == "/log" else tokens[2])
-            if type(verdict) is not Grant:
-                await handler(scope, receive, send)  # the gate there refuses it
-                return
-            principal = verdict.principal
         status = 500
         try:
-            if ctype == b"application/json":  # what nearly every client sends
-                media = "application/json"
-            elif ctype == b"application/x-ndjson":
-                media = "application/x-ndjson"
-            else:
-                media = ctype.decode("latin-1").split(";", 1)[0].strip().lower() if ctype else ""
-            client = scope.get("client")
-            address = client[0] if client else None
-            if path == "/log":
-                answer = ingest.log_media_refusal(media)
-            else:
-                answer = ingest.batch_media_refusal(media)
+            media, answer = self.refusal(admitted)
             if answer is None:  # the body is read only for a request that may be stored
                 body: bytes | Answer | None = whole_body(receive)  # the usual: all there
                 if body is None:
@@ -118,19 +199,9 @@ def fast_post_log(
                     if message["type"] == "http.request" and not message.get("more_body"):
                         body = message.get("body", b"")  # or else in one message
                     else:
-                        body = await _body_or_answer(ingest, receive, message)
-                if type(body) is bytes and len(body) > max_body_bytes:
-                    body = _too_large(ingest)
-                if isinstance(body, tuple):  # an Answer
-                    answer = body
-                elif path == "/log":
-                    answer = await ingest.store_one(
-                        media, body, idem, principal=principal, client=address
-                    )
-                else:
-                    answer = await ingest.store_batch(
-                        media, encoding, body, principal=principal, client=address
-                    )
+                        body = await _body_or_answer(self.ingest, receive, message)
+                client = scope.get("client")
+                answer = await self.store(admitted, media, body, client[0] if client else None)
             status, content, headers = answer
         except Exception:  # as api._unexpected_error_handler logs and answers
             log.exception("unexpected error on POST %r", path)  # as api.py spells it
@@ -142,12 +213,7 @@ def fast_post_log(
             ):
                 await _send_answer(scope, receive, send, (status, content, headers))
         finally:
-            tally = series.get((path, status))
-            if tally is None:
-                tally = series[path, status] = metrics.tally(path, "POST", str(status))
-            tally.add(time.perf_counter() - start)
-
-    return app
+            self.count(path, status, start)
 
 
 _Headers = tuple[int, bytes | None, str | None, str, bytes | None, bytes | None, bytes | None]
@@ -155,7 +221,7 @@ _Headers = tuple[int, bytes | None, str | None, str, bytes | None, bytes | None,
 _REPEATED: _Headers = (-2, None, None, "", None, None, None)
 
 
-def _headers_read(scope: Scope) -> _Headers:
+def _headers_read(headers: Iterable[tuple[bytes, bytes]]) -> _Headers:
     """Content-Length (-1 if absent, -2 if unusable (not digits, or more than 20 of
     them) or any of the headers read here
     repeated: then nothing else is read), Content-Type and Idempotency-Key (``None`` if
@@ -168,7 +234,7 @@ def _headers_read(scope: Scope) -> _Headers:
     host: bytes | None = None
     origin: bytes | None = None
     authorization: bytes | None = None
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"host":
             if host is not None:
                 return _REPEATED

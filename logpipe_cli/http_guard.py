@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import resource
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,8 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
-from logpipe_cli.answers import problem_answer
+from logpipe_cli.answers import CLIENT_CLOSED, INTERNAL_ERROR, Answer, problem_answer
+from logpipe_cli.wire import WireCycle, WireDoor
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -267,6 +269,25 @@ def whole_body(receive: Any) -> bytes | None:
     return body
 
 
+_JSON_TYPE = b"content-type: application/json\r\n"
+
+
+def answer_bytes(answer: Answer, keep_alive: bool) -> bytes:
+    """``answer`` as uvicorn's ``send`` writes what the ASGI app sends for it
+    (``send_json_200``'s bytes for a plain 200, a Litestar ``ASGIResponse``'s headers
+    for any other: its own, then Content-Type and Content-Length)."""
+    status, body, headers = answer
+    end = b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n"
+    if status == 200 and not headers:
+        return b"%b%d%b%b" % (_JSON_200, len(body), end, body)
+    head = [STATUS_LINE[status]]
+    for name, value in headers.items():
+        head.append(b"%b: %b\r\n" % (name.lower().encode("latin-1"), value.encode("latin-1")))
+    head.append(_JSON_TYPE)
+    head.append(b"content-length: %d%b" % (len(body), end))
+    return b"".join([*head, body])
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HttpLimits` enforced.
 
@@ -311,6 +332,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         #: lazily (see on_response_complete)
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
+        #: the app whose ASGI handler may be a WireDoor's (Litestar, below uvicorn's
+        #: layers), or None
+        self._root: Any = _handler_owner(self.app)
 
     # ---- connection ------------------------------------------------------------------
 
@@ -408,9 +432,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif self._reading_body and self._body_timer is None:
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
+    def on_message_begin(self) -> None:
+        # uvicorn's, but for the scope: built in on_headers_complete, and only for a
+        # request served over ASGI
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        """The request's scope, as uvicorn's on_message_begin makes it."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         if self._closed:
             return
+        start = time.perf_counter()
         self._reading_headers = False
         self._header_bytes = 0
         if self._header_timer is not None:
@@ -419,9 +458,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # a whole header block read in one go passes the per-read count: measure it
         size = len(self.url) + 16
         hosts = 0
+        forwarded = False
         for name, value in self.headers:
             size += len(name) + len(value) + 4
             hosts += name == b"host"
+            if name[:12] == b"x-forwarded-":
+                forwarded = True
         if size > self.limits.max_header_bytes:
             self._too_large()
             return
@@ -452,12 +494,67 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._framing_bytes = 0
         self._header_fields = len(self.headers)
         self.guard.open[self] = False
+        if (
+            self._root is not None
+            and self.url in _WIRE_PATHS
+            and (cycle is None or cycle.response_complete)
+            and not forwarded
+            and not self.expect_100_continue
+            and self._wire_begin(start)
+        ):
+            return
+        self._asgi_scope()
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:
             held = _HeadHeld(self.transport, cycle.on_response)
             cycle.transport = held  # type: ignore[assignment]
             cycle.on_response = held.done
+
+    def _wire_begin(self, start: float) -> bool:
+        """Serve the request below ASGI if its route's WireDoor admits it (the parser is
+        at its last header byte): True if it does."""
+        door = getattr(self._root.asgi_handler, "__self__", None)
+        if not isinstance(door, WireDoor) or self.pipeline or self.root_path:
+            return False
+        parser = self.parser
+        if parser.get_method() != b"POST" or parser.should_upgrade():
+            return False
+        path = self.url.decode("ascii")
+        admitted = door.admit(path, self.headers)
+        if admitted is None:
+            return False
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        self.cycle = WireCycle(path, admitted, keep_alive, start)  # type: ignore[assignment]
+        return True
+
+    async def _serve_wire(self, door: WireDoor, cycle: WireCycle) -> None:
+        """The request's answer from ``door``, written in one piece unless the client
+        left; then on to the next request, as uvicorn's cycle would."""
+        status = CLIENT_CLOSED
+        try:
+            client = self.client
+            try:
+                answer = await door.serve(
+                    cycle.admitted, bytes(cycle.body), client[0] if client else None
+                )
+            except Exception:  # the door's own answer for these is a 500 too
+                logger.exception("unexpected error on POST %r", cycle.path)
+                answer = INTERNAL_ERROR
+            cycle.body = bytearray()
+            status = answer[0]
+            if cycle.disconnected or status == CLIENT_CLOSED:
+                return
+            cycle.response_started = True
+            transport = self.transport
+            if not transport.is_closing():
+                transport.write(answer_bytes(answer, cycle.keep_alive))
+            cycle.response_complete = True
+            if not cycle.keep_alive:
+                transport.close()
+            self.on_response_complete()
+        finally:
+            door.count(cycle.path, status, cycle.start)
 
     def handle_websocket_upgrade(self) -> None:
         """Refuse a WebSocket upgrade (logpipe serves none), while the connection is still
@@ -487,7 +584,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._closed:
             return
         self._body_seen += len(body)
-        cycle = self.cycle
+        cycle: Any = self.cycle
         if cycle is not None and not cycle.response_complete:
             guard = self.guard
             if guard.inflight_body_bytes + len(body) > self.limits.max_inflight_body_bytes:
@@ -497,6 +594,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             guard.inflight_body_bytes += len(body)
             self._body_bytes += len(body)
+            if type(cycle) is WireCycle:
+                cycle.body += body  # at most max_body_bytes (its Content-Length)
+                return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -510,6 +610,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+        cycle: Any = self.cycle
+        if type(cycle) is WireCycle:
+            if not cycle.response_complete and not cycle.disconnected:
+                door = self._root.asgi_handler.__self__
+                task = self.loop.create_task(self._serve_wire(door, cycle))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+            return
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -582,6 +690,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._respond_and_close(
             408, f"request body not received within {self.limits.body_timeout_s:g} s"
         )
+
+
+#: the request targets a WireDoor may serve
+_WIRE_PATHS = frozenset((b"/log", b"/logs"))
+
+
+def _handler_owner(app: Any) -> Any:
+    """The app below uvicorn's layers (each keeps the next as ``app``) that has an ASGI
+    handler a :class:`WireDoor` may own (Litestar's ``asgi_handler``), or ``None``."""
+    for _ in range(8):
+        if app is None or hasattr(app, "asgi_handler"):
+            return app
+        app = getattr(app, "app", None)
+    return None
 
 
 def protocol_factory(limits: HttpLimits) -> functools.partial[GuardedHttpToolsProtocol]:
