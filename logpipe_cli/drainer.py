@@ -189,6 +189,9 @@ class DrainReport:
     bytes: int = 0
     seconds: float = 0.0
     quarantined: int = 0
+    #: rounds made durable by one ``syncfs`` each (``drainer.sync``; the rest of the
+    #: files were fsynced one by one): says what ``auto`` chose on this logs_dir
+    synced_rounds: int = 0
     busy: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)
     wrong_type: list[str] = field(default_factory=list)
@@ -943,6 +946,8 @@ class Drainer:
                 if barrier is not None:
                     barrier.close()  # if its syncfs never started
                 raise
+            else:
+                report.synced_rounds += barrier is not None
         if barrier is not None:
             barrier.close()  # closed by its syncfs; or nothing to acknowledge, no syncfs
         if again:

@@ -146,6 +146,8 @@ class DrainSummary(msgspec.Struct):
     wrong_type: list[str]
     errors: list[str]
     ok: bool
+    #: rounds made durable by one syncfs each (see ``drainer.sync``)
+    synced_rounds: int = 0
 
 
 def drain_summary(report: DrainReport) -> DrainSummary:
@@ -162,6 +164,7 @@ def drain_summary(report: DrainReport) -> DrainSummary:
         wrong_type=list(report.wrong_type),
         errors=list(report.errors),
         ok=report.ok,
+        synced_rounds=report.synced_rounds,
     )
 
 

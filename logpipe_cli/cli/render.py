@@ -113,6 +113,9 @@ def drain_report(report: DrainReport, c: Console | None = None) -> None:
         f"{rate:,.0f}",
     )
     c.print(table)
+    if report.synced_rounds:
+        rounds = fmt.count(report.synced_rounds, "round")
+        c.print(f"made durable by one syncfs per round: {rounds} (drainer.sync)")
     for label, items in (
         ("quarantined values", [str(report.quarantined)] if report.quarantined else []),
         ("left in Redis (unsafe key)", report.unsafe),

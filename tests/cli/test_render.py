@@ -25,7 +25,13 @@ def test_drain_report_table(console: Console, capsys: pytest.CaptureFixture[str]
     assert "5.0 MiB" in row
     assert "2.000" in row
     assert "600" in row  # events per second
+    assert "syncfs" not in out  # no round was made durable so
     assert capsys.readouterr().err == ""
+
+
+def test_drain_report_says_rounds_made_durable_by_syncfs(console: Console) -> None:
+    render.drain_report(DrainReport(keys=40, events=40, files=40, synced_rounds=2), console)
+    assert "made durable by one syncfs per round: 2 rounds" in text(console)
 
 
 def test_drain_report_warns_about_what_it_left(
