@@ -152,6 +152,10 @@ class _HeadHeld:
         self.then: Any = then
 
     def write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            # closed under the response (a flood of pipelined requests, a limit): uvloop
+            # raises on a write to a closed handle, a traceback per connection dropped
+            return
         held = self._held
         if held is not None:
             self._held = None

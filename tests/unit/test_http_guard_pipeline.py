@@ -59,3 +59,25 @@ async def test_requests_pipelined_up_to_the_depth_are_all_answered_in_order() ->
     assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in out.split(b"HTTP/1.1 ")[1:]] == paths
     assert not transport.closed
     proto.connection_lost(None)
+
+
+async def test_the_request_in_progress_writes_nothing_once_the_flood_closed_it() -> None:
+    # uvloop raises on a write to a closed transport: the answer under way must not try
+    gate = asyncio.Event()
+    proto, transport = connect(answering(gate))
+    writes_when_closed: list[bytes] = []
+    real_write = transport.write
+
+    def write(data: bytes | bytearray | memoryview) -> None:
+        if transport.closed:
+            writes_when_closed.append(bytes(data))
+        real_write(data)
+
+    transport.write = write  # type: ignore[method-assign]
+    proto.data_received(GET * (MAX_PIPELINED + 2))
+    assert transport.closed
+    gate.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert writes_when_closed == []
+    proto.connection_lost(None)
