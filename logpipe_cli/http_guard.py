@@ -169,7 +169,8 @@ class _HeadHeld:
     def write_whole(self, response: bytes) -> None:
         """A whole response (head and body) at once: nothing to hold."""
         self._holding = False
-        self._transport.write(response)
+        if not self._transport.is_closing():  # as write: not on a closed handle
+            self._transport.write(response)
 
     def release(self) -> None:
         """Send a held head now (the response ended without a body write, e.g. HEAD)."""
@@ -553,6 +554,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport = self.transport
             if not transport.is_closing():
                 transport.write(answer_bytes(answer, cycle.keep_alive))
+            if cycle.keep_alive and self.flow.write_paused:
+                # the client is not reading its answers: still in progress, so a request
+                # it sends meanwhile queues (and pauses reading) as uvicorn's send would
+                # wait here; else each answer would pile up in this process's memory
+                await self.flow.drain()
             cycle.response_complete = True
             if not cycle.keep_alive:
                 transport.close()

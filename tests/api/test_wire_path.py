@@ -312,3 +312,34 @@ async def test_a_body_that_stops_coming_is_answered_408_and_nothing_stored(
     assert transport.writes[0].startswith(b"HTTP/1.1 408 ")
     assert served == []
     assert store.keys("logs:*") == []
+
+
+async def test_a_client_not_reading_its_answers_stops_the_reading(
+    settings_for: MakeSettings, store: redis.Redis, served: list[str]
+) -> None:
+    # the transport's buffer over its high-water mark after the first answer: the next
+    # request must wait (queued, reading paused) until the client reads, not be answered
+    # into a buffer that grows without bound
+    async with started(settings_for()) as app:
+        proto, transport, state = connect(app)
+        real_write = transport.write
+
+        def write(data: bytes | bytearray | memoryview) -> None:
+            real_write(data)
+            proto.pause_writing()  # as asyncio's transports call it
+
+        transport.write = write  # type: ignore[method-assign]
+        proto.data_received(post("/log", event("u1")))
+        await wait_for(lambda: transport.writes, "the first answer")
+        proto.data_received(post("/log", event("u2")))
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert len(transport.writes) == 1  # the second waits for the client to read
+        transport.write = real_write  # type: ignore[method-assign]
+        proto.resume_writing()
+        await wait_for(lambda: len(transport.writes) == 2, "the second answer")
+        proto.connection_lost(None)
+        if state.tasks:
+            await asyncio.wait(set(state.tasks), timeout=5)
+    assert all(w.startswith(b"HTTP/1.1 200 ") for w in transport.writes)
+    assert len(store.keys("logs:*")) == 2
