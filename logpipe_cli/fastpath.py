@@ -141,23 +141,20 @@ class PostDoor(WireDoor):
         self, admitted: Admitted, media: str, body: bytes | Answer, client: str | None
     ) -> Answer:
         """``body`` stored as the request's route stores it (or the answer it already
-        is: too large, the client gone); a 500 for an unexpected error."""
+        is: too large, the client gone). An unexpected error is raised: each caller
+        logs it and answers 500, as api._unexpected_error_handler does."""
         path, _length, _ctype, idem, encoding, principal = admitted
-        try:
-            if type(body) is bytes and len(body) > self.max_body_bytes:
-                return _too_large(self.ingest)
-            if isinstance(body, tuple):  # an Answer
-                return body
-            if path == "/log":
-                return await self.ingest.store_one(
-                    media, body, idem, principal=principal, client=client
-                )
-            return await self.ingest.store_batch(
-                media, encoding, body, principal=principal, client=client
+        if type(body) is bytes and len(body) > self.max_body_bytes:
+            return _too_large(self.ingest)
+        if isinstance(body, tuple):  # an Answer
+            return body
+        if path == "/log":
+            return await self.ingest.store_one(
+                media, body, idem, principal=principal, client=client
             )
-        except Exception:  # as api._unexpected_error_handler logs and answers
-            log.exception("unexpected error on POST %r", path)  # as api.py spells it
-            return INTERNAL_ERROR
+        return await self.ingest.store_batch(
+            media, encoding, body, principal=principal, client=client
+        )
 
     async def serve(self, admitted: Admitted, body: bytes, client: str | None) -> Answer:
         """The answer to an admitted request whose whole ``body`` is in."""

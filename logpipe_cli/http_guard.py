@@ -232,8 +232,7 @@ def send_json_200(send: Any, body: bytes) -> bool:
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = False
     keep_alive = cycle.keep_alive
-    end = b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n"
-    held.write_whole(b"%b%d%b%b" % (_JSON_200, len(body), end, body))
+    held.write_whole(answer_bytes((200, body, {}), keep_alive))
     cycle.response_complete = True
     cycle.message_event.set()
     if not keep_alive:
@@ -454,7 +453,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._closed:
             return
-        start = time.perf_counter()
         self._reading_headers = False
         self._header_bytes = 0
         if self._header_timer is not None:
@@ -505,7 +503,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and (cycle is None or cycle.response_complete)
             and not forwarded
             and not self.expect_100_continue
-            and self._wire_begin(start)
+            and self._wire_begin()
         ):
             return
         self._asgi_scope()
@@ -516,9 +514,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = held  # type: ignore[assignment]
             cycle.on_response = held.done
 
-    def _wire_begin(self, start: float) -> bool:
+    def _wire_begin(self) -> bool:
         """Serve the request below ASGI if its route's WireDoor admits it (the parser is
         at its last header byte): True if it does."""
+        start = time.perf_counter()
         door = getattr(self._root.asgi_handler, "__self__", None)
         if not isinstance(door, WireDoor) or self.pipeline or self.root_path:
             return False
@@ -530,12 +529,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if admitted is None:
             return False
         keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-        self.cycle = WireCycle(path, admitted, keep_alive, start)  # type: ignore[assignment]
+        self.cycle = WireCycle(door, path, admitted, keep_alive, start)  # type: ignore[assignment]
         return True
 
-    async def _serve_wire(self, door: WireDoor, cycle: WireCycle) -> None:
+    async def _serve_wire(self, cycle: WireCycle) -> None:
         """The request's answer from ``door``, written in one piece unless the client
         left; then on to the next request, as uvicorn's cycle would."""
+        door = cycle.door
         status = CLIENT_CLOSED
         try:
             client = self.client
@@ -623,8 +623,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle: Any = self.cycle
         if type(cycle) is WireCycle:
             if not cycle.response_complete and not cycle.disconnected:
-                door = self._root.asgi_handler.__self__
-                task = self.loop.create_task(self._serve_wire(door, cycle))
+                task = self.loop.create_task(self._serve_wire(cycle))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
             return

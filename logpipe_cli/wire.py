@@ -49,13 +49,16 @@ class WireCycle:
     in progress: the attributes they read and set."""
 
     __slots__ = (
-        "admitted", "body", "disconnected", "keep_alive", "path", "response_complete",
+        "admitted", "body", "disconnected", "door", "keep_alive", "path", "response_complete",
         "response_started", "start",
     )  # fmt: skip
     message_event = _NO_EVENT
     more_body = True
 
-    def __init__(self, path: str, admitted: Any, keep_alive: bool, start: float) -> None:
+    def __init__(
+        self, door: WireDoor, path: str, admitted: Any, keep_alive: bool, start: float
+    ) -> None:
+        self.door = door
         self.path = path
         self.admitted = admitted
         self.keep_alive = keep_alive
