@@ -1,9 +1,11 @@
 """Group commit: concurrent requests share one Redis round trip.
 
-Each request adds its events and waits; a single flusher sends everything pending in
-one script call, then wakes exactly the requests of that call, with success or with
-the error that call met. So a ``200`` still means "this event is in Redis", and a
-failed flush fails only its own requests.
+Each request adds its events and waits; a flusher sends everything pending in one
+script call, then wakes exactly the requests of that call, with success or with the
+error that call met. So a ``200`` still means "this event is in Redis", and a failed
+flush fails only its own requests. While a flush is in Redis, a second one goes out
+once a batch's worth of events waits (:data:`OVERLAP_EVENTS`), so the API packs the next
+flush while Redis runs the one before; never more than :data:`MAX_IN_FLIGHT`.
 
 The script writes all or nothing, and each flush carries an id that Redis remembers
 once it has run: when Redis goes away without answering (it may or may not have run
@@ -31,6 +33,12 @@ from logpipe_cli.errors import RedisUnavailableError, ReplicasMissingError, Wron
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
+#: flushes in Redis at once (on one connection, pipelined: Redis runs them in order)
+MAX_IN_FLIGHT = 2
+#: events that must be waiting before a flush goes out while another is in Redis: a
+#: batch's worth. Below it they wait for the flush in flight to come back, so single
+#: events keep sharing one call rather than going out in twice as many half-sized ones
+OVERLAP_EVENTS = 64
 
 _Waiter = tuple[
     asyncio.Future[list[int]],
@@ -49,7 +57,10 @@ class GroupCommitter:
         self._retry_s = retry_s
         self._rate = rate if rate is not None and rate.events_per_second > 0 else None
         self._waiters: list[_Waiter] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: events in ``_waiters``
+        self._pending = 0
+        #: the flushing loops running (each has at most one flush in Redis)
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def append(
         self,
@@ -71,8 +82,10 @@ class GroupCommitter:
         if self._rate is not None and principal is not None:
             charge = Charge(principal, len(items))
         self._waiters.append((fut, items, ids, charge))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_all())
+        self._pending += len(items)
+        flushers = self._flushers
+        if not flushers or (len(flushers) < MAX_IN_FLIGHT and self._pending >= OVERLAP_EVENTS):
+            flushers.add(asyncio.create_task(self._flush_all()))
         return await fut
 
     def _take(self) -> list[_Waiter]:
@@ -84,14 +97,23 @@ class GroupCommitter:
             taken += 1
             count += len(items)
         waiters, self._waiters = self._waiters[:taken], self._waiters[taken:]
+        self._pending -= count
         return waiters
 
     async def _flush_all(self) -> None:
+        """Flush what waits until nothing does, or until another loop has a flush in
+        Redis and less than a batch's worth waits (that loop takes it when it is back).
+
+        A loop leaves the set in the same step it ends, not in a done callback: two
+        flushes coming back in one tick would otherwise each see the other still there,
+        both end, and leave what waits with no loop to send it."""
         try:
             while self._waiters:
                 await self._flush(self._take())
+                if len(self._flushers) > 1 and self._pending < OVERLAP_EVENTS:
+                    return
         finally:
-            self._flusher = None
+            self._flushers.discard(asyncio.current_task())
 
     async def _flush(self, waiters: list[_Waiter]) -> None:
         """One flush of ``waiters``; after a wrong-type refusal, the requests not at fault
@@ -124,6 +146,7 @@ class GroupCommitter:
                     else:
                         retry.append(waiter)
                 self._waiters[:0] = retry
+                self._pending += sum(len(w[1]) for w in retry)
                 return
             except WrongTypeError as exc:
                 # Only the requests aimed at a bad key fail; the rest go again.
