@@ -9,8 +9,10 @@ Starts its own redis-server (AOF on, ``appendfsync everysec``, as ``bench.run``)
 the API process (``--native`` off: Python frames only), and writes under
 ``bench/results/``: ``profile-<tag>-<shape>.txt`` (collapsed stacks, py-spy's ``raw``
 format) and ``profile-<tag>-<shape>.top.txt``, the functions with the most samples, self
-and inclusive, as shares of the samples. Needs ``py-spy`` (``pip install py-spy``) and
-``wrk``.
+and inclusive, as shares of the samples. Its first line gives the CPU time per request of the API,
+of Redis and of wrk over the same run (with ``--no-spy``, only that line): on these 2 cores
+the three share the machine, and which one is busy says what bounds the throughput.
+Needs ``py-spy`` (``pip install py-spy``) and ``wrk``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,12 @@ def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds the waited-for children (wrk's runs) have used so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def pyspy() -> str:
@@ -139,18 +148,22 @@ def main() -> int:
             )  # fmt: skip
             if spy is not None:
                 time.sleep(0.5)  # py-spy attached before the load starts
-            cpu0 = cpu_s(api.pid)
+            cpu0, rcpu0, wcpu0 = cpu_s(api.pid), cpu_s(redis_proc.pid), children_cpu_s()
             res = loadgen.wrk(
                 procs, url, script, seconds=args.seconds - 1, connections=conns, args=wrk_args
             )
-            cpu_us = (cpu_s(api.pid) - cpu0) / max(res.requests, 1) * 1e6
+            per = 1e6 / max(res.requests, 1)
+            cpu_us = (cpu_s(api.pid) - cpu0) * per
+            redis_us = (cpu_s(redis_proc.pid) - rcpu0) * per
+            wrk_us = (children_cpu_s() - wcpu0) * per
             if spy is not None:
                 spy.wait(timeout=args.seconds + 30)
         finally:
             procs.stop_all()
     header = (
         f"{'trivial' if args.trivial else 'logpipe'} {args.shape}: {res.rps:,.0f} req/s, "
-        f"API CPU {cpu_us:.1f} us/request, p99 {res.p99_ms} ms, {conns} conns, "
+        f"API CPU {cpu_us:.1f} us/request (Redis {redis_us:.1f}, wrk {wrk_us:.1f}), "
+        f"p99 {res.p99_ms} ms, {conns} conns, "
         f"load {os.getloadavg()[0]:.2f}\n"
     )
     if args.no_spy:
