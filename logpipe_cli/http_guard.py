@@ -359,7 +359,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _forget(self) -> None:
-        """Stop counting this connection: timers off, budget back, out of the cap."""
+        """Stop counting this connection: timers off, budget back, out of the cap. A
+        wire request whose body never came whole is counted as the ASGI cycle counts
+        it, as one whose client left (its serving never started: nothing else will)."""
+        cycle: Any = self.cycle
+        if not self._closed and self._reading_body and type(cycle) is WireCycle:
+            cycle.door.count(cycle.path, CLIENT_CLOSED, cycle.start)
         self._closed = True
         for timer in (self._header_timer, self._body_timer, self._idle_timer):
             if timer is not None:

@@ -343,3 +343,45 @@ async def test_a_client_not_reading_its_answers_stops_the_reading(
             await asyncio.wait(set(state.tasks), timeout=5)
     assert all(w.startswith(b"HTTP/1.1 200 ") for w in transport.writes)
     assert len(store.keys("logs:*")) == 2
+
+
+@pytest.mark.parametrize("how", ["the body timeout", "the client leaving"])
+async def test_a_request_whose_body_never_completes_is_counted_as_over_asgi(
+    how: str,
+    settings_for: MakeSettings,
+    store: redis.Redis,
+    served: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Half a body, then the body timeout or the client gone: the wire path counts the
+    request in the same series as the ASGI cycle (the client left: 499), never not at all."""
+
+    async def half_a_request(app: Any) -> dict[str, float]:
+        config = Config(app=app, lifespan="off", access_log=False)
+        config.load()
+        state = ServerState()
+        proto = GuardedHttpToolsProtocol(
+            config, state, {}, asyncio.get_running_loop(),
+            guard=ConnectionGuard(HttpLimits(body_timeout_s=0.2)),
+        )  # fmt: skip
+        transport = Transport()
+        proto.connection_made(transport)
+        proto.data_received(post("/log", event())[:-5])
+        if how == "the body timeout":
+            await wait_for(lambda: transport.closed, "the connection closed")
+        await asyncio.sleep(0)
+        proto.connection_lost(None)
+        if state.tasks:
+            await asyncio.wait(set(state.tasks), timeout=5)
+        return {k: v for k, v in metrics(app).items() if "http_requests" in k}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(http_guard, "_WIRE_PATHS", frozenset())
+        async with started(settings_for()) as app:
+            slow = await half_a_request(app)
+    async with started(settings_for()) as app:
+        fast = await half_a_request(app)
+    assert slow == {'logpipe_http_requests_total{method="POST",route="/log",status="499"}': 1.0}
+    assert fast == slow
+    assert served == []
+    assert store.keys("logs:*") == []
