@@ -5,7 +5,8 @@ script call, then wakes exactly the requests of that call, with success or with 
 error that call met. So a ``200`` still means "this event is in Redis", and a failed
 flush fails only its own requests. While a flush is in Redis, a second one goes out
 once a batch's worth of events waits (:data:`OVERLAP_EVENTS`), so the API packs the next
-flush while Redis runs the one before; never more than :data:`MAX_IN_FLIGHT`.
+flush while Redis runs the one before; never more than :data:`MAX_IN_FLIGHT` (one in
+cluster mode).
 
 The script writes all or nothing, and each flush carries an id that Redis remembers
 once it has run: when Redis goes away without answering (it may or may not have run
@@ -33,7 +34,7 @@ from logpipe_cli.errors import RedisUnavailableError, ReplicasMissingError, Wron
 
 #: most events sent in one script call; more wait for the next flush
 MAX_FLUSH_EVENTS = 20_000
-#: flushes in Redis at once (on one connection, pipelined: Redis runs them in order)
+#: flushes in Redis at once (pipelined on the lean connection, else on two of the pool's)
 MAX_IN_FLIGHT = 2
 #: events that must be waiting before a flush goes out while another is in Redis: a
 #: batch's worth. Below it they wait for the flush in flight to come back, so single
@@ -61,6 +62,10 @@ class GroupCommitter:
         self._pending = 0
         #: the flushing loops running (each has at most one flush in Redis)
         self._flushers: set[asyncio.Task[None]] = set()
+        #: one at a time in cluster mode: there a flush's rate-limit charge is a script
+        #: of its own (``slot_plan.RATE``) that knows only the last flush id it charged,
+        #: so a flush sent again after another one's charge would be charged twice
+        self._max_in_flight = 1 if buffer.sharded is not None else MAX_IN_FLIGHT
 
     async def append(
         self,
@@ -84,7 +89,9 @@ class GroupCommitter:
         self._waiters.append((fut, items, ids, charge))
         self._pending += len(items)
         flushers = self._flushers
-        if not flushers or (len(flushers) < MAX_IN_FLIGHT and self._pending >= OVERLAP_EVENTS):
+        if not flushers or (
+            len(flushers) < self._max_in_flight and self._pending >= OVERLAP_EVENTS
+        ):
             flushers.add(asyncio.create_task(self._flush_all()))
         return await fut
 
