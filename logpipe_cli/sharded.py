@@ -27,6 +27,7 @@ is resent here (it may have run); the slot map is read again before the next cal
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -79,6 +80,9 @@ _TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, S
 #: rounds of INCR + WAIT that :meth:`Sharded.wait_on` tries while the slots it names
 #: move away from their master (a resharding) before it gives up
 WAIT_ROUNDS = 3
+#: flush ids whose charge is remembered (:attr:`Sharded._charged`): a flush is sent
+#: again within ``redis.write_retry_seconds``, while one flush at a time is in Redis per process
+CHARGED_IDS_KEPT = 1024
 #: replies that say the command did not run there: sent again, following the redirect
 _REDIRECTS = (AskError, TryAgainError)  # MovedError is an AskError
 
@@ -116,6 +120,11 @@ class Sharded:
         self._short: set[str] = set()
         self._short_at = 0.0
         self._short_task: asyncio.Task[None] | None = None
+        #: the flush ids whose rate-limit charge this process saw pass, newest last: a
+        #: flush sent again is not charged again. RATE itself remembers only the last id
+        #: that charged a bucket, which another process's flush (several API workers
+        #: charging one token's bucket) may have replaced meanwhile
+        self._charged: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # ---- one pipeline, errors handled the same way everywhere ------------------------
 
@@ -776,8 +785,13 @@ class Sharded:
         calls = plan_flush(items, flush_id, self.cfg, ids, time.time() if now is None else now)
         if self.cfg.min_replicas:
             self.refuse_short([c.slot for c in calls])
-        if rate is not None and rate.events_per_second > 0 and charges:
+        charging = rate is not None and rate.events_per_second > 0 and charges
+        if charging and flush_id not in self._charged:
+            assert rate is not None
             await self.charge(charges, rate, flush_id)
+            self._charged[flush_id] = None
+            if len(self._charged) > CHARGED_IDS_KEPT:
+                self._charged.popitem(last=False)
         cmds = [
             ("EVALSHA", self._append_sha, len(c.script_keys), *c.script_keys, *c.argv)
             for c in calls

@@ -179,6 +179,37 @@ def test_rate_limit_refuses_without_storing_and_refunds_the_others(
     asyncio.run(go())
 
 
+def test_a_flush_sent_again_is_not_charged_again_after_another_process_charged(
+    make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    """A flush sent again under its id (its reply lost) after another API process's
+    flush charged the same token's bucket: RATE remembers only that last id, so only
+    this process's memory of its own charge keeps it from paying twice (and from being
+    refused as a whole with some of its slots already stored)."""
+    settings = cluster_settings(make_settings, redis_cluster, tmp_path)
+    rate = RateLimit(events_per_second=0.001, burst=5)
+    items = items_for(["a", "b", "c"], 1)
+
+    async def go() -> None:
+        async with (
+            Buffer.connect(settings.redis) as first,
+            Buffer.connect(settings.redis) as other,
+        ):
+            await first.append(items, "flush-f", charges=[Charge("token:p", 3)], rate=rate)
+            await other.append(
+                items_for(["d"], 1), "flush-g", charges=[Charge("token:p", 1)], rate=rate
+            )
+            # 1 token left: paying 3 again would be refused
+            await first.append(items, "flush-f", charges=[Charge("token:p", 3)], rate=rate)
+            counters, _ = await first.counters()
+            assert counters["buffered"] == 4  # each event once
+            await first.append(items_for(["e"], 1), charges=[Charge("token:p", 1)], rate=rate)
+            with pytest.raises(RateLimitedErrors):
+                await first.append(items_for(["e"], 1), charges=[Charge("token:p", 1)], rate=rate)
+
+    asyncio.run(go())
+
+
 def test_backpressure_refuses_once_the_summed_counters_are_at_the_limit(
     make_settings: MakeSettings, redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
