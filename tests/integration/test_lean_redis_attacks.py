@@ -12,6 +12,7 @@ redis-server processes on free ports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from pathlib import Path
@@ -262,6 +263,63 @@ async def test_a_killed_connection_is_replaced(redis_url: str) -> None:
         raw.close()
         await lean.aclose()
         await buffer.client.aclose()
+
+
+async def test_two_flushes_in_flight_on_a_killed_connection_are_each_stored_once(
+    tmp_path: Path,
+) -> None:
+    """Two flushes pipelined on the lean connection while Redis is busy (``DEBUG
+    SLEEP``), and the connection killed behind them: whichever Redis did first (ran
+    them and lost the replies, or dropped them unrun), each is sent again under its own
+    id, every request is answered, and every event is stored once."""
+    server = RedisServer(tmp_path / "r", extra_args=("--enable-debug-command", "yes"))
+    server.start()
+    settings = RedisSettings(url=server.url)
+    lean = LeanRedis.from_url(server.url, 10.0)
+    assert lean is not None
+    buffer = Buffer(connect(settings), settings)
+    buffer.write_through(lean)
+    committer = GroupCommitter(buffer, retry_s=10)
+    sleeper, killer = server.client(), server.client()
+
+    def batch(tag: int) -> list[tuple[str, bytes]]:
+        return [(KEY, b'{"b":%d,"i":%d}' % (tag, i)) for i in range(100)]
+
+    def sleep_redis() -> None:
+        with contextlib.suppress(redis.ConnectionError):  # killed too (TYPE normal)
+            sleeper.execute_command("DEBUG", "SLEEP", "0.5")
+
+    try:
+        await committer.append([(KEY, b'{"warm":1}')])  # connected, script loaded
+        # connected before Redis sleeps: a connection made while it sleeps has its
+        # handshake answered first, and the kill would come after the flushes' replies
+        assert sleeper.ping()
+        assert killer.ping()
+        asleep = asyncio.create_task(asyncio.to_thread(sleep_redis))
+        await asyncio.sleep(0.1)  # DEBUG SLEEP sent first (else no overlap: see below)
+        first = asyncio.create_task(committer.append(batch(1)))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(committer.append(batch(2)))
+        for _ in range(100):
+            if len(committer._flushers) == 2:
+                break
+            await asyncio.sleep(0.001)
+        assert len(committer._flushers) == 2  # both flushes out, neither answered
+        await asyncio.to_thread(
+            killer.execute_command, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+        )
+        assert await asyncio.wait_for(first, 15) == []
+        assert await asyncio.wait_for(second, 15) == []
+        assert lean.connections == 2  # the killed one, and the one they went again on
+        await asleep
+        stored = killer.lrange(KEY, 0, -1)
+        assert sorted(stored) == sorted([b'{"warm":1}', *(v for t in (1, 2) for _, v in batch(t))])
+    finally:
+        sleeper.close()
+        killer.close()
+        await lean.aclose()
+        await buffer.client.aclose()
+        server.kill()
 
 
 async def test_a_kill_while_waiting_fails_the_call(tmp_path: Path) -> None:
