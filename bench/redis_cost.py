@@ -11,7 +11,7 @@ floor a script's checks and counters are measured against. ``--top N`` also prin
 functions of Redis with the most instructions per event, inclusive (callgrind_annotate).
 
 Instructions do not move with the machine's load, so two versions of the script compare
-exactly where a timed run on a shared 2-core machine cannot (README, Benchmarks: 100-event
+exactly where a timed run on a shared 2-core machine cannot (bench/HISTORY.md: 100-event
 batches ``--per 100 --flushes 100``, single events ``--per 16 --flushes 3000``). The count
 covers only the measured flushes (callgrind's counters are zeroed after a warm-up store)
 and includes Redis's own socket reads and replies. Needs ``valgrind``.

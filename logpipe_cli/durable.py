@@ -6,7 +6,7 @@ its own write-back. ``syncfs`` writes back everything dirty on the filesystem an
 flushes the disk's cache once, for all of them: on this project's machines a plain loop
 of 20,000 new files went from 1,800 files/s (fsync each file and directory, 16 threads)
 to 3,900-4,300 (one ``syncfs`` per 256 files), and the drain of 100,000 small keys
-from 0.55x to 0.74-0.83x of the per-file loop (README, "Benchmarks").
+from 0.55x to 0.74-0.83x of the per-file loop (`bench/HISTORY.md`).
 
 It is as sure only where it says when a write did not reach the disk. Since Linux 5.8 a
 write-back error anywhere on the filesystem is recorded on its superblock (``errseq``),
