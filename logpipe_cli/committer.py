@@ -5,8 +5,7 @@ script call, then wakes exactly the requests of that call, with success or with 
 error that call met. So a ``200`` still means "this event is in Redis", and a failed
 flush fails only its own requests. While a flush is in Redis, a second one goes out
 once a batch's worth of events waits (:data:`OVERLAP_EVENTS`), so the API packs the next
-flush while Redis runs the one before; never more than :data:`MAX_IN_FLIGHT` (one in
-cluster mode).
+flush while Redis runs the one before; never more than :data:`MAX_IN_FLIGHT`.
 
 The script writes all or nothing, and each flush carries an id that Redis remembers
 once it has run: when Redis goes away without answering (it may or may not have run
@@ -62,10 +61,6 @@ class GroupCommitter:
         self._pending = 0
         #: the flushing loops running (each has at most one flush in Redis)
         self._flushers: set[asyncio.Task[None]] = set()
-        #: one at a time in cluster mode: there a flush's rate-limit charge is a script
-        #: of its own (``slot_plan.RATE``) that knows only the last flush id it charged,
-        #: so a flush sent again after another one's charge would be charged twice
-        self._max_in_flight = 1 if buffer.sharded is not None else MAX_IN_FLIGHT
 
     async def append(
         self,
@@ -89,9 +84,7 @@ class GroupCommitter:
         self._waiters.append((fut, items, ids, charge))
         self._pending += len(items)
         flushers = self._flushers
-        if not flushers or (
-            len(flushers) < self._max_in_flight and self._pending >= OVERLAP_EVENTS
-        ):
+        if not flushers or (len(flushers) < MAX_IN_FLIGHT and self._pending >= OVERLAP_EVENTS):
             flushers.add(asyncio.create_task(self._flush_all()))
         return await fut
 

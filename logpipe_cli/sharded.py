@@ -81,7 +81,8 @@ _TOPOLOGY_ERRORS = (RedisConnectionError, RedisTimeoutError, ClusterDownError, S
 #: move away from their master (a resharding) before it gives up
 WAIT_ROUNDS = 3
 #: flush ids whose charge is remembered (:attr:`Sharded._charged`): a flush is sent
-#: again within ``redis.write_retry_seconds``, while one flush at a time is in Redis per process
+#: again within ``redis.write_retry_seconds``, with at most two flushes of a process in
+#: Redis at a time (``committer.MAX_IN_FLIGHT``)
 CHARGED_IDS_KEPT = 1024
 #: replies that say the command did not run there: sent again, following the redirect
 _REDIRECTS = (AskError, TryAgainError)  # MovedError is an AskError
@@ -785,9 +786,12 @@ class Sharded:
         calls = plan_flush(items, flush_id, self.cfg, ids, time.time() if now is None else now)
         if self.cfg.min_replicas:
             self.refuse_short([c.slot for c in calls])
-        charging = rate is not None and rate.events_per_second > 0 and charges
-        if charging and flush_id not in self._charged:
-            assert rate is not None
+        if (
+            rate is not None
+            and rate.events_per_second > 0
+            and charges
+            and flush_id not in self._charged
+        ):
             await self.charge(charges, rate, flush_id)
             self._charged[flush_id] = None
             if len(self._charged) > CHARGED_IDS_KEPT:

@@ -127,15 +127,18 @@ async def started(settings: Settings) -> AsyncIterator[Any]:
         await life
 
 
-def connect(app: Any) -> tuple[GuardedHttpToolsProtocol, Transport, ServerState]:
+def connect(
+    app: Any, limits: HttpLimits | None = None
+) -> tuple[GuardedHttpToolsProtocol, Transport, ServerState]:
     # as serve runs it: uvicorn's proxy-headers layer in front
     config = Config(app=app, lifespan="off", access_log=False, server_header=False,
                     date_header=False)  # fmt: skip
     config.load()
     state = ServerState()
     proto = GuardedHttpToolsProtocol(
-        config, state, {}, asyncio.get_running_loop(), guard=ConnectionGuard(HttpLimits())
-    )
+        config, state, {}, asyncio.get_running_loop(),
+        guard=ConnectionGuard(limits or HttpLimits()),
+    )  # fmt: skip
     transport = Transport()
     proto.connection_made(transport)
     return proto, transport, state
@@ -298,14 +301,7 @@ async def test_a_body_that_stops_coming_is_answered_408_and_nothing_stored(
     settings_for: MakeSettings, store: redis.Redis, served: list[str]
 ) -> None:
     async with started(settings_for()) as app:
-        config = Config(app=app, lifespan="off", access_log=False)
-        config.load()
-        limits = HttpLimits(body_timeout_s=0.2)
-        proto = GuardedHttpToolsProtocol(
-            config, ServerState(), {}, asyncio.get_running_loop(), guard=ConnectionGuard(limits)
-        )
-        transport = Transport()
-        proto.connection_made(transport)
+        proto, transport, _ = connect(app, HttpLimits(body_timeout_s=0.2))
         proto.data_received(post("/log", event())[:-5])
         await wait_for(lambda: transport.closed, "the connection closed")
         proto.connection_lost(None)
@@ -357,15 +353,7 @@ async def test_a_request_whose_body_never_completes_is_counted_as_over_asgi(
     request in the same series as the ASGI cycle (the client left: 499), never not at all."""
 
     async def half_a_request(app: Any) -> dict[str, float]:
-        config = Config(app=app, lifespan="off", access_log=False)
-        config.load()
-        state = ServerState()
-        proto = GuardedHttpToolsProtocol(
-            config, state, {}, asyncio.get_running_loop(),
-            guard=ConnectionGuard(HttpLimits(body_timeout_s=0.2)),
-        )  # fmt: skip
-        transport = Transport()
-        proto.connection_made(transport)
+        proto, transport, state = connect(app, HttpLimits(body_timeout_s=0.2))
         proto.data_received(post("/log", event())[:-5])
         if how == "the body timeout":
             await wait_for(lambda: transport.closed, "the connection closed")

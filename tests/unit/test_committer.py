@@ -298,25 +298,3 @@ async def test_flushes_back_in_the_same_tick_leave_no_request_stranded(fake: Any
     assert await asyncio.wait_for(waiting, 5) == []
     await _settle()
     assert not committer._flushers
-
-
-async def test_in_cluster_mode_one_flush_at_a_time(fake: Any) -> None:
-    """Cluster mode charges rate limits in a script that knows only the last flush id it
-    charged: a flush sent again after a second one's charge would pay twice. So no
-    second flush goes out there, however much waits."""
-    buf = GatedBuffer(fake, RedisSettings())
-    buf.sharded = object()  # type: ignore[assignment]  # only looked at, never called
-    committer = GroupCommitter(buf)
-    buf.sharded = None  # the flushes themselves go to the one fake Redis
-    first = asyncio.ensure_future(committer.append(_batch(1)))
-    await _settle()
-    second = asyncio.ensure_future(committer.append(_batch(2)))
-    await _settle()
-    assert buf.flushes == [100]  # a batch's worth waits, and still only one in Redis
-    buf.gates[0].set()
-    assert await first == []
-    await _settle()
-    assert buf.flushes == [100, 100]
-    buf.gates[1].set()
-    assert await second == []
-    assert buf.most_in_flight == 1
